@@ -1,0 +1,391 @@
+//! SQL-callable input checks. Every PL/pgSQL API function calls one of these
+//! before it touches a table, so bad input fails with a precise error (see
+//! `errors.rs`) and nothing is half-written.
+
+use std::collections::HashSet;
+use std::ffi::CString;
+
+use pgrx::array::RawArray;
+use pgrx::datum::{AnyArray, AnyElement, Array, Interval, JsonB, TimestampWithTimeZone};
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::prelude::*;
+use serde_json::{Map, Value};
+
+use crate::errors::InputError;
+use crate::settings::MAX_CLAIM;
+use crate::validate::{at_least, at_most, name, present};
+
+type Checked = Result<(), ErrorReport>;
+
+const ARGS_NULL_HINT: &str = "Pass '{}' for a job without arguments.";
+const JOB_KEYS: &[&str] = &[
+    "task",
+    "args",
+    "queue",
+    "priority",
+    "run_at",
+    "max_attempts",
+];
+const JOB_KEYS_TEXT: &str = "task, args, queue, priority, run_at, max_attempts";
+
+/// The options every enqueue form shares.
+fn job_options(
+    task: Option<&str>,
+    queue: Option<&str>,
+    priority: Option<i32>,
+    run_at: Option<TimestampWithTimeZone>,
+    max_attempts: Option<i32>,
+) -> Result<(), InputError> {
+    name("task", present("task", task, None)?)?;
+    name(
+        "queue",
+        present(
+            "queue",
+            queue,
+            Some("Omit queue to use the queue named default."),
+        )?,
+    )?;
+    present("priority", priority, None)?;
+    if let Some(run_at) = run_at {
+        finite("run_at", run_at)?;
+    }
+    at_least(
+        "max_attempts",
+        present("max_attempts", max_attempts, None)?.into(),
+        1,
+    )?;
+    Ok(())
+}
+
+fn finite(param: &str, value: TimestampWithTimeZone) -> Result<(), InputError> {
+    if value.is_infinity() || value.is_neg_infinity() {
+        return Err(InputError::NotFinite {
+            param: param.to_owned(),
+            value: value.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn positive(param: &str, value: Interval) -> Result<(), InputError> {
+    if value.as_micros() <= 0 {
+        return Err(InputError::NotPositive {
+            param: param.to_owned(),
+            value: value.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Arguments of `pdoflow.enqueue`.
+#[pg_extern(stable, parallel_safe, name = "_check_job")]
+fn check_job(
+    task: Option<&str>,
+    args: Option<AnyElement>,
+    queue: Option<&str>,
+    priority: Option<i32>,
+    run_at: Option<TimestampWithTimeZone>,
+    max_attempts: Option<i32>,
+) -> Checked {
+    job_options(task, queue, priority, run_at, max_attempts)?;
+    present("args", args, Some(ARGS_NULL_HINT))?;
+    Ok(())
+}
+
+/// Arguments of `pdoflow.enqueue_many(task, args jsonb[], ...)`.
+#[pg_extern(stable, parallel_safe, name = "_check_job_batch")]
+fn check_job_batch(
+    task: Option<&str>,
+    args: Option<AnyArray>,
+    queue: Option<&str>,
+    priority: Option<i32>,
+    run_at: Option<TimestampWithTimeZone>,
+    max_attempts: Option<i32>,
+) -> Checked {
+    job_options(task, queue, priority, run_at, max_attempts)?;
+    let args = present(
+        "args",
+        args,
+        Some("Pass one jsonb value per job to create."),
+    )?;
+    let Some(args) = AnyArray::into::<Array<pg_sys::Datum>>(&args) else {
+        return Ok(());
+    };
+    if let Some(index) = args.iter().position(|element| element.is_none()) {
+        return Err(InputError::Null {
+            param: format!("args[{}]", index + 1),
+            hint: Some(ARGS_NULL_HINT),
+        }
+        .into());
+    }
+    // SAFETY: `into_array_type` hands back the detoasted array this `Array` read.
+    let dimensions = unsafe {
+        std::ptr::NonNull::new(args.into_array_type().cast_mut())
+            .map(|array| RawArray::from_ptr(array).dims().len())
+            .unwrap_or(0)
+    };
+    if dimensions > 1 {
+        return Err(InputError::MultiDimensional {
+            param: "args".into(),
+            dimensions: dimensions as i32,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// The document of `pdoflow.enqueue_many(jobs jsonb)`: an array of objects
+/// with the keys of `pdoflow.enqueue`'s parameters. Checked whole before any
+/// insert; positions are 0-based, as in jsonb's `->` and jsonpath.
+#[pg_extern(stable, parallel_safe, name = "_check_job_list")]
+fn check_job_list(jobs: Option<JsonB>) -> Checked {
+    let JsonB(jobs) = present("jobs", jobs, Some("Pass a JSON array of job objects."))?;
+    let Value::Array(items) = jobs else {
+        return Err(wrong_type("jobs", "a JSON array of job objects", &jobs).into());
+    };
+    for (index, item) in items.iter().enumerate() {
+        let param = format!("jobs[{index}]");
+        let Value::Object(fields) = item else {
+            return Err(wrong_type(&param, "a JSON object", item).into());
+        };
+        check_job_object(&param, fields)?;
+    }
+    Ok(())
+}
+
+fn check_job_object(param: &str, fields: &Map<String, Value>) -> Result<(), InputError> {
+    if let Some(key) = fields.keys().find(|key| !JOB_KEYS.contains(&key.as_str())) {
+        return Err(InputError::UnknownKey {
+            param: param.to_owned(),
+            key: key.clone(),
+            allowed: JOB_KEYS_TEXT,
+        });
+    }
+    // JSON null counts as absent: the parameter's default applies.
+    let field = |key: &str| fields.get(key).filter(|value| !value.is_null());
+    let path = |key: &str| format!("{param}.{key}");
+
+    let task = field("task").ok_or_else(|| InputError::Null {
+        param: path("task"),
+        hint: None,
+    })?;
+    name(&path("task"), json_str(&path("task"), task)?)?;
+    if let Some(queue) = field("queue") {
+        name(&path("queue"), json_str(&path("queue"), queue)?)?;
+    }
+    if let Some(priority) = field("priority") {
+        json_i32(&path("priority"), priority)?;
+    }
+    if let Some(max_attempts) = field("max_attempts") {
+        at_least(
+            &path("max_attempts"),
+            json_i32(&path("max_attempts"), max_attempts)?.into(),
+            1,
+        )?;
+    }
+    if let Some(run_at) = field("run_at") {
+        let text = json_str(&path("run_at"), run_at)?;
+        let timestamp = parse_timestamptz(text).ok_or_else(|| InputError::BadTimestamp {
+            param: path("run_at"),
+            value: text.to_owned(),
+        })?;
+        finite(&path("run_at"), timestamp)?;
+    }
+    Ok(())
+}
+
+fn wrong_type(param: &str, expected: &'static str, found: &Value) -> InputError {
+    let found = match found {
+        Value::Null => "null".to_owned(),
+        Value::Bool(_) => "a boolean".to_owned(),
+        Value::Number(number) => format!("the number {number}"),
+        Value::String(text) => format!("the string {}", crate::errors::quote(text)),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    };
+    InputError::WrongType {
+        param: param.to_owned(),
+        expected,
+        found,
+    }
+}
+
+fn json_str<'a>(param: &str, value: &'a Value) -> Result<&'a str, InputError> {
+    value
+        .as_str()
+        .ok_or_else(|| wrong_type(param, "a string", value))
+}
+
+fn json_i32(param: &str, value: &Value) -> Result<i32, InputError> {
+    let integer = match value {
+        Value::Number(number) => number
+            .as_i64()
+            .or_else(|| {
+                number
+                    .as_u64()
+                    .map(|big| i64::try_from(big).unwrap_or(i64::MAX))
+            })
+            .or_else(|| {
+                number
+                    .as_f64()
+                    .filter(|float| float.fract() == 0.0)
+                    .map(|float| float as i64)
+            }),
+        _ => None,
+    }
+    .ok_or_else(|| wrong_type(param, "an integer", value))?;
+    at_least(param, integer, i32::MIN.into())?;
+    at_most(param, integer, i32::MAX.into(), None)?;
+    Ok(integer as i32)
+}
+
+/// Parses `text` with PostgreSQL's own timestamptz input function, so JSON
+/// documents accept exactly what a timestamptz literal accepts. `None` when
+/// PostgreSQL rejects it with a data exception (SQLSTATE class 22).
+fn parse_timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
+    let text = CString::new(text).ok()?;
+    PgTryBuilder::new(|| unsafe {
+        pgrx::direct_function_call::<TimestampWithTimeZone>(
+            pg_sys::timestamptz_in,
+            &[
+                text.as_c_str().into_datum(),
+                pg_sys::InvalidOid.into_datum(),
+                (-1_i32).into_datum(),
+            ],
+        )
+    })
+    .catch_others(|error| match &error {
+        CaughtError::PostgresError(report) if is_data_exception(report.sql_error_code()) => None,
+        _ => error.rethrow(),
+    })
+    .execute()
+}
+
+/// SQLSTATE class 22. SQLSTATEs pack each character into 6 bits, first
+/// character lowest.
+fn is_data_exception(code: PgSqlErrorCode) -> bool {
+    let code = code as i64;
+    (code & 0x3F) == 2 && ((code >> 6) & 0x3F) == 2
+}
+
+/// Arguments of `pdoflow.claim`.
+#[pg_extern(stable, parallel_safe, name = "_check_claim")]
+fn check_claim(
+    n: Option<i32>,
+    queues: Option<Vec<Option<String>>>,
+    worker: Option<&str>,
+    lease: Option<Interval>,
+) -> Checked {
+    let n = present("n", n, None)?;
+    at_least("n", n.into(), 1)?;
+    at_most(
+        "n",
+        n.into(),
+        MAX_CLAIM.get().into(),
+        Some("pdoflow.max_claim"),
+    )?;
+    if let Some(queues) = queues {
+        if queues.is_empty() {
+            let hint = Some("Pass NULL to claim from every queue.");
+            return Err(InputError::EmptyArray {
+                param: "queues".into(),
+                hint,
+            }
+            .into());
+        }
+        for (index, queue) in queues.iter().enumerate() {
+            let param = format!("queues[{}]", index + 1);
+            name(&param, present(&param, queue.as_deref(), None)?)?;
+        }
+    }
+    if let Some(worker) = worker {
+        name("worker", worker)?;
+    }
+    positive("lease", present("lease", lease, None)?)?;
+    Ok(())
+}
+
+/// A claim reference `(id, attempt)` as passed to `finish` and `heartbeat`,
+/// and `heartbeat`'s optional new lease.
+#[pg_extern(stable, parallel_safe, name = "_check_job_claim")]
+fn check_job_claim(
+    id: Option<pgrx::Uuid>,
+    attempt: Option<i32>,
+    lease: Option<Interval>,
+) -> Checked {
+    present("id", id, None)?;
+    at_least("attempt", present("attempt", attempt, None)?.into(), 1)?;
+    if let Some(lease) = lease {
+        positive("lease", lease)?;
+    }
+    Ok(())
+}
+
+/// Arguments of `pdoflow.finish_many`. `errors_count` and `results_count`
+/// are the cardinalities of the optional `errors` and `results` arrays.
+#[pg_extern(stable, parallel_safe, name = "_check_finish_batch")]
+fn check_finish_batch(
+    ids: Option<Vec<Option<pgrx::Uuid>>>,
+    attempts: Option<Vec<Option<i32>>>,
+    errors_count: Option<i32>,
+    results_count: Option<i32>,
+) -> Checked {
+    let ids = present("ids", ids, None)?;
+    let attempts = present("attempts", attempts, None)?;
+    let same_length = |param: &str, length: usize| {
+        if length == ids.len() {
+            return Ok(());
+        }
+        Err(InputError::LengthMismatch {
+            param: param.into(),
+            length,
+            other: "ids".into(),
+            other_length: ids.len(),
+        })
+    };
+    same_length("attempts", attempts.len())?;
+    if let Some(count) = errors_count {
+        same_length("errors", count as usize)?;
+    }
+    if let Some(count) = results_count {
+        same_length("results", count as usize)?;
+    }
+    let mut seen = HashSet::with_capacity(ids.len());
+    for (index, (id, attempt)) in ids.iter().zip(&attempts).enumerate() {
+        let id = present(&format!("ids[{}]", index + 1), *id, None)?;
+        let attempt = present(&format!("attempts[{}]", index + 1), *attempt, None)?;
+        at_least(&format!("attempts[{}]", index + 1), attempt.into(), 1)?;
+        if !seen.insert(*id) {
+            return Err(InputError::Duplicate {
+                param: "ids".into(),
+                value: format!("job {id}"),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// A job id passed to `cancel` or `retry`.
+#[pg_extern(stable, parallel_safe, name = "_check_job_id")]
+fn check_job_id(id: Option<pgrx::Uuid>) -> Checked {
+    present("id", id, None)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn sqlstate_class_22_is_recognised() {
+        assert!(is_data_exception(
+            PgSqlErrorCode::ERRCODE_INVALID_DATETIME_FORMAT
+        ));
+        assert!(is_data_exception(
+            PgSqlErrorCode::ERRCODE_DATETIME_FIELD_OVERFLOW
+        ));
+        assert!(!is_data_exception(PgSqlErrorCode::ERRCODE_QUERY_CANCELED));
+        assert!(!is_data_exception(PgSqlErrorCode::ERRCODE_OUT_OF_MEMORY));
+    }
+}

@@ -1,0 +1,180 @@
+//! Bad input to the SQL API, as errors that name the parameter and the value.
+//!
+//! Each variant maps to a SQLSTATE (class 22, "data exception", except where
+//! noted) and, where it helps, a hint; see the error table in `docs/sql-api.md`.
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::PgSqlErrorCode;
+
+/// How long a quoted value may get inside a message before it is shortened.
+const PREVIEW_CHARS: usize = 40;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("{param} must not be NULL")]
+    Null {
+        param: String,
+        hint: Option<&'static str>,
+    },
+
+    #[error("{param} must not be empty")]
+    Empty { param: String },
+
+    #[error("{param} is {length} characters long; the limit is {limit}")]
+    TooLong {
+        param: String,
+        length: usize,
+        limit: usize,
+        value: String,
+    },
+
+    #[error("{param} must not contain control characters, got {}", quote(value))]
+    ControlCharacter { param: String, value: String },
+
+    #[error("{param} must not start or end with whitespace, got {}", quote(value))]
+    SurroundingWhitespace { param: String, value: String },
+
+    #[error("{param} must be at least {min}, got {value}")]
+    BelowMinimum { param: String, value: i64, min: i64 },
+
+    #[error("{param} must be at most {max}, got {value}")]
+    AboveMaximum {
+        param: String,
+        value: i64,
+        max: i64,
+        setting: Option<&'static str>,
+    },
+
+    #[error("{param} must be a positive interval, got {value}")]
+    NotPositive { param: String, value: String },
+
+    #[error("{param} must be a finite timestamp, got {value}")]
+    NotFinite { param: String, value: String },
+
+    #[error("{param} is not a valid timestamp: {}", quote(value))]
+    BadTimestamp { param: String, value: String },
+
+    #[error("{param} must not be an empty array")]
+    EmptyArray {
+        param: String,
+        hint: Option<&'static str>,
+    },
+
+    #[error("{param} must be a one-dimensional array, got {dimensions} dimensions")]
+    MultiDimensional { param: String, dimensions: i32 },
+
+    #[error("{param} has {length} elements but {other} has {other_length}")]
+    LengthMismatch {
+        param: String,
+        length: usize,
+        other: String,
+        other_length: usize,
+    },
+
+    #[error("{param} lists {value} more than once")]
+    Duplicate { param: String, value: String },
+
+    #[error("{param} must be {expected}, got {found}")]
+    WrongType {
+        param: String,
+        expected: &'static str,
+        found: String,
+    },
+
+    #[error("{param} has an unknown key {}", quote(key))]
+    UnknownKey {
+        param: String,
+        key: String,
+        allowed: &'static str,
+    },
+}
+
+impl InputError {
+    pub fn sqlstate(&self) -> PgSqlErrorCode {
+        use PgSqlErrorCode::*;
+        match self {
+            InputError::Null { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            InputError::TooLong { .. } => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
+            InputError::BadTimestamp { .. } => ERRCODE_INVALID_DATETIME_FORMAT,
+            _ => ERRCODE_INVALID_PARAMETER_VALUE,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            InputError::Null { hint, .. } | InputError::EmptyArray { hint, .. } => {
+                hint.map(str::to_owned)
+            }
+            InputError::AboveMaximum {
+                setting: Some(setting),
+                ..
+            } => Some(format!("The limit is set by {setting}.")),
+            InputError::UnknownKey { allowed, .. } => Some(format!("Allowed keys: {allowed}.")),
+            InputError::TooLong { value, .. } => {
+                Some(format!("The value begins {}.", quote(value)))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<InputError> for ErrorReport {
+    #[track_caller]
+    fn from(error: InputError) -> Self {
+        let report = ErrorReport::new(error.sqlstate(), error.to_string(), "pdoflow");
+        match error.hint() {
+            Some(hint) => report.set_hint(hint),
+            None => report,
+        }
+    }
+}
+
+/// A value in double quotes, escaped, and shortened when long.
+pub fn quote(value: &str) -> String {
+    if value.chars().count() <= PREVIEW_CHARS {
+        format!("{value:?}")
+    } else {
+        let head: String = value.chars().take(PREVIEW_CHARS).collect();
+        format!("{head:?}...")
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn quote_escapes_and_shortens() {
+        assert_eq!(quote("a\nb"), r#""a\nb""#);
+        let long = "x".repeat(100);
+        assert_eq!(quote(&long), format!("\"{}\"...", "x".repeat(40)));
+    }
+
+    #[test]
+    fn messages_name_parameter_and_value() {
+        let error = InputError::BelowMinimum {
+            param: "max_attempts".into(),
+            value: 0,
+            min: 1,
+        };
+        assert_eq!(error.to_string(), "max_attempts must be at least 1, got 0");
+        assert_eq!(
+            error.sqlstate(),
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+        );
+    }
+
+    #[test]
+    fn limits_backed_by_a_setting_say_which() {
+        let error = InputError::AboveMaximum {
+            param: "n".into(),
+            value: 5000,
+            max: 1000,
+            setting: Some("pdoflow.max_claim"),
+        };
+        assert_eq!(
+            error.hint().as_deref(),
+            Some("The limit is set by pdoflow.max_claim.")
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! The rules for values passed to the SQL API. Pure functions, so the rules
+//! can be read and tested in one place; `checks.rs` applies them to SQL input.
+
+use crate::errors::InputError;
+
+/// Longest task, queue or worker name, in characters.
+pub const NAME_MAX_CHARS: usize = 128;
+
+/// A present (non-NULL) value.
+pub fn present<T>(
+    param: &str,
+    value: Option<T>,
+    hint: Option<&'static str>,
+) -> Result<T, InputError> {
+    value.ok_or_else(|| InputError::Null {
+        param: param.to_owned(),
+        hint,
+    })
+}
+
+/// A task, queue or worker name: 1 to [`NAME_MAX_CHARS`] characters, no
+/// control characters, no leading or trailing whitespace.
+pub fn name(param: &str, value: &str) -> Result<(), InputError> {
+    let param = param.to_owned();
+    if value.is_empty() {
+        return Err(InputError::Empty { param });
+    }
+    let length = value.chars().count();
+    if length > NAME_MAX_CHARS {
+        return Err(InputError::TooLong {
+            param,
+            length,
+            limit: NAME_MAX_CHARS,
+            value: value.to_owned(),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InputError::ControlCharacter {
+            param,
+            value: value.to_owned(),
+        });
+    }
+    if value.starts_with(char::is_whitespace) || value.ends_with(char::is_whitespace) {
+        return Err(InputError::SurroundingWhitespace {
+            param,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+pub fn at_least(param: &str, value: i64, min: i64) -> Result<(), InputError> {
+    if value < min {
+        return Err(InputError::BelowMinimum {
+            param: param.to_owned(),
+            value,
+            min,
+        });
+    }
+    Ok(())
+}
+
+pub fn at_most(
+    param: &str,
+    value: i64,
+    max: i64,
+    setting: Option<&'static str>,
+) -> Result<(), InputError> {
+    if value > max {
+        return Err(InputError::AboveMaximum {
+            param: param.to_owned(),
+            value,
+            max,
+            setting,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for ok in [
+            "email",
+            "reports.daily",
+            "room:cat:name@global",
+            "Ünïcode ok",
+            "a",
+        ] {
+            assert_eq!(name("task", ok), Ok(()), "{ok}");
+        }
+        assert_eq!(name("task", &"x".repeat(NAME_MAX_CHARS)), Ok(()));
+    }
+
+    #[test]
+    fn rejects_empty_long_control_and_padded_names() {
+        assert!(matches!(name("task", ""), Err(InputError::Empty { .. })));
+        assert!(matches!(
+            name("queue", &"é".repeat(NAME_MAX_CHARS + 1)),
+            Err(InputError::TooLong { length: 129, .. })
+        ));
+        assert!(matches!(
+            name("task", "a\tb"),
+            Err(InputError::ControlCharacter { .. })
+        ));
+        assert!(matches!(
+            name("task", " a"),
+            Err(InputError::SurroundingWhitespace { .. })
+        ));
+        assert!(matches!(
+            name("task", "a "),
+            Err(InputError::SurroundingWhitespace { .. })
+        ));
+    }
+
+    #[test]
+    fn error_names_the_parameter() {
+        let error = name("queue", "").unwrap_err();
+        assert_eq!(error.to_string(), "queue must not be empty");
+    }
+
+    #[test]
+    fn bounds() {
+        assert!(at_least("n", 1, 1).is_ok());
+        assert!(at_least("n", 0, 1).is_err());
+        assert!(at_most("n", 1000, 1000, None).is_ok());
+        assert!(at_most("n", 1001, 1000, None).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+-- Claiming: atomically take up to n due jobs for one worker.
+--
+-- FOR UPDATE SKIP LOCKED lets concurrent claimers pass over each other's rows
+-- instead of waiting, so no two claims ever get the same job. Each claim
+-- increments attempt; (id, attempt) names the claim in finish and heartbeat.
+
+CREATE FUNCTION pdoflow.claim(
+    n      integer  DEFAULT 1,
+    queues text[]   DEFAULT NULL,
+    worker text     DEFAULT NULL,
+    lease  interval DEFAULT '5 minutes'
+) RETURNS TABLE (
+    id               uuid,
+    task             text,
+    args             jsonb,
+    queue            text,
+    priority         integer,
+    attempt          integer,
+    max_attempts     integer,
+    lease_expires_at timestamptz,
+    run_at           timestamptz,
+    created_at       timestamptz,
+    last_error       text
+)
+LANGUAGE plpgsql VOLATILE ROWS 10
+AS $$
+#variable_conflict use_column
+DECLARE
+    picked uuid[];
+BEGIN
+    PERFORM pdoflow._check_claim(claim.n, claim.queues, claim.worker, claim.lease);
+
+    IF claim.queues IS NULL THEN
+        SELECT array_agg(j.id) INTO picked
+        FROM (
+            SELECT j.id
+            FROM pdoflow.active_jobs AS j
+            WHERE j.state = 'queued' AND j.run_at <= now()
+            ORDER BY j.priority DESC, j.run_at, j.id
+            LIMIT claim.n
+            FOR UPDATE SKIP LOCKED
+        ) AS j;
+    ELSE
+        -- Walk each queue's index in claim order and merge: one ordered index
+        -- scan per queue instead of sorting every queued job of all of them.
+        -- Rows locked here but not picked are released when the transaction ends.
+        SELECT array_agg(c.id) INTO picked
+        FROM (
+            SELECT c.id
+            FROM (SELECT DISTINCT q FROM unnest(claim.queues) AS q) AS wanted
+            CROSS JOIN LATERAL (
+                SELECT j.id, j.priority, j.run_at
+                FROM pdoflow.active_jobs AS j
+                WHERE j.state = 'queued' AND j.queue = wanted.q AND j.run_at <= now()
+                ORDER BY j.priority DESC, j.run_at, j.id
+                LIMIT claim.n
+                FOR UPDATE SKIP LOCKED
+            ) AS c
+            ORDER BY c.priority DESC, c.run_at, c.id
+            LIMIT claim.n
+        ) AS c;
+    END IF;
+
+    IF picked IS NULL THEN
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE pdoflow.active_jobs AS j
+        SET state = 'running',
+            attempt = j.attempt + 1,
+            worker = claim.worker,
+            started_at = now(),
+            heartbeat_at = NULL,
+            lease_expires_at = now() + claim.lease
+        WHERE j.id = ANY (picked)
+        RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
+                  j.lease_expires_at, j.run_at, j.created_at, j.last_error
+    )
+    SELECT * FROM claimed AS c ORDER BY c.priority DESC, c.run_at, c.id;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.claim(integer, text[], text, interval) IS
+    'Takes up to n due jobs (from the given queues, or all when NULL) in priority, due-time, age order, for lease.';

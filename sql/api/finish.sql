@@ -1,0 +1,187 @@
+-- Finishing claims: success stores the result; failure re-queues the job with
+-- exponential backoff while attempts remain, else it ends as failed.
+--
+-- Only the current claim of a running job may finish it. A claim stops being
+-- current when its lease expired and the job was handed out again, or the job
+-- was cancelled; the late finish then changes nothing and is rejected.
+
+-- Why the claim (job_id, claimed_attempt) cannot finish or heartbeat its job;
+-- no row when it is the job's current claim.
+CREATE FUNCTION pdoflow._claim_problem(job_id uuid, claimed_attempt integer)
+RETURNS TABLE (code text, message text, hint text)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    claim_name text := format('claim (job %s, attempt %s)', job_id, claimed_attempt);
+    job        record;
+BEGIN
+    SELECT a.state, a.attempt INTO job FROM pdoflow.active_jobs AS a WHERE a.id = job_id;
+    IF FOUND THEN
+        IF job.state = 'running' AND job.attempt = claimed_attempt THEN
+            RETURN;
+        END IF;
+        RETURN QUERY SELECT
+            '55000'::text,
+            CASE job.state
+                WHEN 'running' THEN format('%s is not current: the job is running attempt %s', claim_name, job.attempt)
+                ELSE format('%s is not current: the job is queued again after %s attempt(s)', claim_name, job.attempt)
+            END,
+            'The claim''s lease expired or it was released, so the job was handed out again.'::text;
+        RETURN;
+    END IF;
+
+    SELECT f.state INTO job FROM pdoflow.finished_jobs AS f WHERE f.id = job_id;
+    IF FOUND THEN
+        RETURN QUERY SELECT
+            '55000'::text,
+            format('%s is not current: the job %s', claim_name,
+                   CASE job.state WHEN 'cancelled' THEN 'was cancelled' ELSE 'already ' || job.state END),
+            NULL::text;
+        RETURN;
+    END IF;
+
+    RETURN QUERY SELECT '22023'::text, format('job %s does not exist', job_id), NULL::text;
+END
+$$;
+
+-- Raises the reason the claim (job_id, claimed_attempt) is not current, with
+-- its SQLSTATE and hint; message overrides the text when the claim's state
+-- moved on in between.
+CREATE FUNCTION pdoflow._raise_claim_problem(job_id uuid, claimed_attempt integer, message text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    problem record;
+BEGIN
+    SELECT * INTO problem FROM pdoflow._claim_problem(job_id, claimed_attempt);
+    IF problem.code IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '55000',
+            MESSAGE = coalesce(message, format('claim (job %s, attempt %s) is not current', job_id, claimed_attempt));
+    ELSIF problem.hint IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = problem.code, MESSAGE = coalesce(message, problem.message);
+    ELSE
+        RAISE EXCEPTION USING ERRCODE = problem.code, MESSAGE = coalesce(message, problem.message),
+            HINT = problem.hint;
+    END IF;
+END
+$$;
+
+-- Finishes many claims in one statement. Problems with one claim (stale, or an
+-- unknown job) do not fail the batch: that claim's row says why in rejected.
+CREATE FUNCTION pdoflow.finish_many(
+    ids      uuid[],
+    attempts integer[],
+    errors   text[]  DEFAULT NULL,
+    results  jsonb[] DEFAULT NULL
+) RETURNS TABLE (id uuid, attempt integer, state text, rejected text)
+LANGUAGE plpgsql VOLATILE ROWS 100
+AS $$
+#variable_conflict use_column
+DECLARE
+    current_ids  uuid[];
+    ended_ids    uuid[];
+    ended_states text[];
+    due_queues   text[];
+BEGIN
+    PERFORM pdoflow._check_finish_batch(finish_many.ids, finish_many.attempts,
+                                        cardinality(finish_many.errors), cardinality(finish_many.results));
+
+    -- Lock the claims that are still current, in id order so that concurrent
+    -- batches (and the sweeper) never deadlock on each other.
+    SELECT coalesce(array_agg(j.id), '{}') INTO current_ids
+    FROM (
+        SELECT j.id
+        FROM pdoflow.active_jobs AS j
+        JOIN unnest(finish_many.ids, finish_many.attempts) AS claim(id, attempt)
+          ON claim.id = j.id AND claim.attempt = j.attempt
+        WHERE j.state = 'running'
+        ORDER BY j.id
+        FOR UPDATE OF j
+    ) AS j;
+
+    -- Locked rows cannot change under us: end or re-queue them, from a fresh snapshot.
+    WITH outcome AS (
+        SELECT o.id, o.error, o.result
+        FROM unnest(finish_many.ids, finish_many.errors, finish_many.results) AS o(id, error, result)
+        WHERE o.id = ANY (current_ids)
+    ), ended AS (
+        DELETE FROM pdoflow.active_jobs AS j
+        USING outcome AS o
+        WHERE j.id = o.id AND (o.error IS NULL OR j.attempt >= j.max_attempts)
+        RETURNING j.*, o.error AS new_error, o.result AS new_result
+    ), archived AS (
+        INSERT INTO pdoflow.finished_jobs (id, run_at, created_at, started_at, finished_at, priority,
+                                           attempt, max_attempts, state, queue, task, worker,
+                                           last_error, args, result)
+        SELECT e.id, e.run_at, e.created_at, e.started_at, now(), e.priority,
+               e.attempt, e.max_attempts,
+               CASE WHEN e.new_error IS NULL THEN 'succeeded' ELSE 'failed' END,
+               e.queue, e.task, e.worker, coalesce(e.new_error, e.last_error), e.args, e.new_result
+        FROM ended AS e
+        RETURNING id, state
+    ), requeued AS (
+        UPDATE pdoflow.active_jobs AS j
+        SET state = 'queued',
+            run_at = now() + pdoflow._retry_delay(j.attempt),
+            last_error = o.error,
+            worker = NULL,
+            heartbeat_at = NULL,
+            lease_expires_at = NULL
+        FROM outcome AS o
+        WHERE j.id = o.id AND o.error IS NOT NULL AND j.attempt < j.max_attempts
+        RETURNING j.id, j.queue, j.run_at
+    )
+    SELECT array_agg(r.id), array_agg(r.state), array_agg(DISTINCT r.due_queue)
+    INTO ended_ids, ended_states, due_queues
+    FROM (
+        SELECT a.id, a.state, NULL::text AS due_queue FROM archived AS a
+        UNION ALL
+        SELECT q.id, 'queued', CASE WHEN q.run_at <= now() THEN q.queue END FROM requeued AS q
+    ) AS r;
+
+    -- Retries due at once (pdoflow.retry_backoff_base = 0) wake idle workers.
+    PERFORM pg_notify('pdoflow', q) FROM unnest(due_queues) AS q WHERE q IS NOT NULL;
+
+    RETURN QUERY
+    SELECT claim.id, claim.attempt, coalesce(done.state, now_active.state, now_finished.state),
+           CASE WHEN done.id IS NULL THEN
+               (SELECT p.message FROM pdoflow._claim_problem(claim.id, claim.attempt) AS p)
+           END
+    FROM unnest(finish_many.ids, finish_many.attempts) WITH ORDINALITY AS claim(id, attempt, ord)
+    LEFT JOIN unnest(ended_ids, ended_states) AS done(id, state) ON done.id = claim.id
+    LEFT JOIN pdoflow.active_jobs AS now_active ON done.id IS NULL AND now_active.id = claim.id
+    LEFT JOIN pdoflow.finished_jobs AS now_finished ON done.id IS NULL AND now_finished.id = claim.id
+    ORDER BY claim.ord;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.finish_many(uuid[], integer[], text[], jsonb[]) IS
+    'Finishes many claims at once; an error of NULL means success. One row per claim, in input order: the new state, or why it was rejected.';
+
+CREATE FUNCTION pdoflow.finish(
+    id      uuid,
+    attempt integer,
+    error   text  DEFAULT NULL,
+    result  jsonb DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+DECLARE
+    outcome record;
+BEGIN
+    PERFORM pdoflow._check_job_claim(finish.id, finish.attempt, NULL);
+    SELECT * INTO outcome
+    FROM pdoflow.finish_many(ARRAY[finish.id], ARRAY[finish.attempt],
+                             ARRAY[finish.error], ARRAY[finish.result]);
+    IF outcome.rejected IS NULL THEN
+        RETURN outcome.state;
+    END IF;
+    PERFORM pdoflow._raise_claim_problem(finish.id, finish.attempt, outcome.rejected);
+    RETURN NULL;  -- not reached: the call above raises
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.finish(uuid, integer, text, jsonb) IS
+    'Ends the claim (id, attempt): success when error is NULL, else a failure that is retried while attempts remain. Returns the job''s new state.';

@@ -1,0 +1,31 @@
+-- Heartbeats: a worker still busy with a job extends its claim's lease, so the
+-- sweeper does not hand the job to someone else.
+
+CREATE FUNCTION pdoflow.heartbeat(
+    id      uuid,
+    attempt integer,
+    lease   interval DEFAULT NULL
+) RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+DECLARE
+    expires_at timestamptz;
+BEGIN
+    PERFORM pdoflow._check_job_claim(heartbeat.id, heartbeat.attempt, heartbeat.lease);
+    -- NULL lease: renew for as long as the claim's last lease ran.
+    UPDATE pdoflow.active_jobs AS j
+    SET lease_expires_at = now() + coalesce(heartbeat.lease,
+                                            j.lease_expires_at - coalesce(j.heartbeat_at, j.started_at)),
+        heartbeat_at = now()
+    WHERE j.id = heartbeat.id AND j.attempt = heartbeat.attempt AND j.state = 'running'
+    RETURNING j.lease_expires_at INTO expires_at;
+    IF NOT FOUND THEN
+        PERFORM pdoflow._raise_claim_problem(heartbeat.id, heartbeat.attempt);
+    END IF;
+    RETURN expires_at;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.heartbeat(uuid, integer, interval) IS
+    'Extends the lease of the current claim (id, attempt) by lease, or by its last lease''s length when NULL; returns the new expiry.';

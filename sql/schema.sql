@@ -1,0 +1,99 @@
+-- pdoflow: tables and views.
+--
+-- Jobs live in two tables (see docs/architecture.md):
+--   active_jobs    queued and running jobs: the hot path. Small, so claims stay fast
+--                  and vacuum keeps up; rows leave it as soon as a job ends.
+--   finished_jobs  succeeded, failed and cancelled jobs: append-mostly history,
+--                  pruned by retention.
+-- Users read both through the view pdoflow.jobs and change them only through
+-- the API functions.
+
+CREATE TABLE pdoflow.active_jobs (
+    -- Fixed-width columns first, so rows pack without alignment padding.
+    id               uuid        NOT NULL,
+    run_at           timestamptz NOT NULL,
+    created_at       timestamptz NOT NULL,
+    started_at       timestamptz,
+    heartbeat_at     timestamptz,
+    lease_expires_at timestamptz,
+    priority         integer     NOT NULL,
+    attempt          integer     NOT NULL DEFAULT 0,
+    max_attempts     integer     NOT NULL,
+    state            text        NOT NULL DEFAULT 'queued',
+    queue            text        NOT NULL,
+    task             text        NOT NULL,
+    worker           text,
+    last_error       text,
+    args             jsonb       NOT NULL,
+    CONSTRAINT active_jobs_pkey PRIMARY KEY (id),
+    CONSTRAINT active_jobs_state_check CHECK (state IN ('queued', 'running')),
+    CONSTRAINT active_jobs_lease_check CHECK ((state = 'running') = (lease_expires_at IS NOT NULL)),
+    CONSTRAINT active_jobs_attempt_check CHECK (attempt >= 0 AND attempt <= max_attempts AND max_attempts >= 1)
+) WITH (
+    -- Every job is inserted, updated by its claim and deleted by its finish:
+    -- leave room on each page for the claimed version, and vacuum early and
+    -- without throttling so dead versions are reclaimed while the table is small.
+    fillfactor = 70,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 1000,
+    autovacuum_vacuum_insert_scale_factor = 0,
+    autovacuum_vacuum_insert_threshold = 1000,
+    autovacuum_vacuum_cost_delay = 0,
+    autovacuum_analyze_scale_factor = 0.02
+);
+
+COMMENT ON TABLE pdoflow.active_jobs IS
+    'Queued and running jobs. Read pdoflow.jobs; change jobs only through the pdoflow functions.';
+
+-- The claim order: highest priority first, then the longest due, then the oldest.
+-- Partial on state, so running jobs and their updates never touch these indexes.
+CREATE INDEX active_jobs_claim_idx
+    ON pdoflow.active_jobs (priority DESC, run_at, id)
+    WHERE state = 'queued';
+CREATE INDEX active_jobs_queue_claim_idx
+    ON pdoflow.active_jobs (queue, priority DESC, run_at, id)
+    WHERE state = 'queued';
+
+CREATE TABLE pdoflow.finished_jobs (
+    id           uuid        NOT NULL,
+    run_at       timestamptz NOT NULL,
+    created_at   timestamptz NOT NULL,
+    started_at   timestamptz,
+    finished_at  timestamptz NOT NULL,
+    priority     integer     NOT NULL,
+    attempt      integer     NOT NULL,
+    max_attempts integer     NOT NULL,
+    state        text        NOT NULL,
+    queue        text        NOT NULL,
+    task         text        NOT NULL,
+    worker       text,
+    last_error   text,
+    args         jsonb       NOT NULL,
+    result       jsonb,
+    CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
+    CONSTRAINT finished_jobs_state_check CHECK (state IN ('succeeded', 'failed', 'cancelled'))
+);
+
+COMMENT ON TABLE pdoflow.finished_jobs IS
+    'Succeeded, failed and cancelled jobs. Read pdoflow.jobs; change jobs only through the pdoflow functions.';
+
+-- Retention deletes the oldest finished jobs first.
+CREATE INDEX finished_jobs_finished_at_idx ON pdoflow.finished_jobs (finished_at);
+
+CREATE VIEW pdoflow.jobs AS
+SELECT id, task, queue, priority, state, attempt, max_attempts, args,
+       NULL::jsonb AS result, last_error, run_at, created_at, started_at,
+       NULL::timestamptz AS finished_at, lease_expires_at, worker, heartbeat_at
+FROM pdoflow.active_jobs
+UNION ALL
+SELECT id, task, queue, priority, state, attempt, max_attempts, args,
+       result, last_error, run_at, created_at, started_at,
+       finished_at, NULL::timestamptz AS lease_expires_at, worker, NULL::timestamptz AS heartbeat_at
+FROM pdoflow.finished_jobs;
+
+COMMENT ON VIEW pdoflow.jobs IS
+    'Every job, whatever its state: queued, running, succeeded, failed or cancelled.';
+
+-- pg_dump must keep the jobs themselves, not only the table definitions.
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.active_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.finished_jobs', '');
