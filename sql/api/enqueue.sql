@@ -42,7 +42,7 @@ CREATE FUNCTION pdoflow.enqueue_many(
     priority     integer     DEFAULT 0,
     run_at       timestamptz DEFAULT NULL,
     max_attempts integer     DEFAULT 5
-) RETURNS SETOF uuid
+) RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 AS $$
 #variable_conflict use_column
@@ -70,7 +70,7 @@ COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamp
 -- Many jobs, each with its own options: a JSON array of objects whose keys are
 -- enqueue's parameters (task required; a missing or null key takes enqueue's default).
 CREATE FUNCTION pdoflow.enqueue_many(jobs jsonb)
-RETURNS SETOF uuid
+RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 AS $$
 #variable_conflict use_column

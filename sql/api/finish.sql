@@ -22,11 +22,20 @@ BEGIN
         END IF;
         RETURN QUERY SELECT
             '55000'::text,
-            CASE job.state
-                WHEN 'running' THEN format('%s is not current: the job is running attempt %s', claim_name, job.attempt)
-                ELSE format('%s is not current: the job is queued again after %s attempt(s)', claim_name, job.attempt)
+            CASE
+                WHEN job.state = 'running' THEN
+                    format('%s is not current: the job is running attempt %s', claim_name, job.attempt)
+                WHEN job.attempt = 0 THEN
+                    format('%s is not current: the job has not been claimed yet', claim_name)
+                ELSE
+                    format('%s is not current: the job was queued again after attempt %s', claim_name, job.attempt)
             END,
-            'The claim''s lease expired or it was released, so the job was handed out again.'::text;
+            CASE
+                WHEN job.state = 'running' THEN
+                    'The claim''s lease expired and the job was claimed again; only the current claim can finish it.'
+                WHEN job.attempt > 0 THEN
+                    'The claim ended (finished with an error, lease expired or released) and the job waits for a new claim.'
+            END;
         RETURN;
     END IF;
 

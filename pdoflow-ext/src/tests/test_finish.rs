@@ -111,7 +111,7 @@ mod tests {
         run("SET LOCAL pdoflow.retry_backoff_base = 0");
         let id = enqueue("'t'");
         let not_claimed = failure(&format!("SELECT pdoflow.finish('{id}', 1)"));
-        assert_eq!(not_claimed, format!("55000: claim (job {id}, attempt 1) is not current: the job is queued again after 0 attempt(s)"));
+        assert_eq!(not_claimed, format!("55000: claim (job {id}, attempt 1) is not current: the job has not been claimed yet"));
         let (_, first) = claim("1")[0].clone();
         finish(&id, first, ", error => 'x'");
         let (_, second) = claim("1")[0].clone();

@@ -1,0 +1,24 @@
+SELECT regress.reset();
+
+SELECT count(*) FROM (
+    SELECT pdoflow.enqueue('low', priority => 1)
+    UNION ALL SELECT pdoflow.enqueue('high-new', priority => 9)
+    UNION ALL SELECT pdoflow.enqueue('high-overdue', priority => 9, run_at => now() - interval '1 hour')
+    UNION ALL SELECT pdoflow.enqueue('later', priority => 100, run_at => now() + interval '1 hour')
+    UNION ALL SELECT pdoflow.enqueue('other-queue', queue => 'other', priority => 50)
+) AS enqueued;
+
+-- Highest priority first, then the longest overdue, then the oldest; only due jobs.
+SELECT task, queue, priority, attempt, max_attempts, lease_expires_at = now() + interval '5 minutes' AS default_lease
+FROM pdoflow.claim(3);
+
+-- Claimed jobs are running, for this worker, and are not handed out again.
+SELECT task, state, attempt, worker IS NULL AS anonymous FROM regress.jobs WHERE state = 'running' ORDER BY task;
+
+-- Only the asked-for queues; nothing due there yields no rows.
+SELECT task FROM pdoflow.claim(10, queues => ARRAY['nowhere']);
+SELECT task, queue FROM pdoflow.claim(10, queues => ARRAY['default', 'other'], worker => 'node-7', lease => '30 seconds');
+SELECT task, worker FROM regress.jobs WHERE state = 'running' ORDER BY task;
+
+-- The delayed job is still waiting.
+SELECT task, state FROM regress.jobs WHERE state = 'queued';

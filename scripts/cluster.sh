@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL clusters for the demo and the tests, owned by the
+# postgres user, listening on 127.0.0.1 only, with pdoflow preloaded.
+#
+#   cluster.sh start NAME PORT [fresh]   start .pg/NAME (initdb first if needed;
+#                                        "fresh" wipes an existing one)
+#   cluster.sh stop NAME                 stop it (no-op if not running)
+#   cluster.sh url NAME PORT [DB]        print its connection string
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+command="${1:?usage: cluster.sh start|stop|url NAME [PORT] [fresh|DB]}"
+name="${2:?cluster name required}"
+datadir="${PG_ROOT}/${name}"
+
+running() { [ -f "${datadir}/postmaster.pid" ] && as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" status >/dev/null 2>&1; }
+
+case "${command}" in
+start)
+    port="${3:?port required}"
+    ensure_pg_root
+    if [ "${4:-}" = fresh ] && [ -d "${datadir}" ]; then
+        running && as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" -m immediate stop >/dev/null
+        rm -rf "${datadir}"
+    fi
+    if [ ! -f "${datadir}/PG_VERSION" ]; then
+        as_postgres "${PG_BIN}/initdb" -D "${datadir}" -U postgres --auth=trust \
+            -E UTF8 --locale=C.UTF-8 >/dev/null
+        cat <<CONF | as_postgres tee -a "${datadir}/postgresql.conf" >/dev/null
+# --- pdoflow throwaway cluster ---
+port = ${port}
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '${datadir}'
+shared_preload_libraries = 'pdoflow'
+max_connections = 200
+log_line_prefix = '%m [%p] %q%a '
+CONF
+    fi
+    if running; then
+        say "Cluster ${name} is already running"
+    else
+        as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" -l "${datadir}/server.log" -w -t 60 start >/dev/null \
+            || { tail -n 20 "${datadir}/server.log" >&2; die "cluster ${name} did not start"; }
+    fi
+    ;;
+stop)
+    if running; then
+        as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" -m fast -w stop >/dev/null
+    fi
+    ;;
+url)
+    echo "postgresql://postgres@127.0.0.1:${3:?port required}/${4:-postgres}"
+    ;;
+*)
+    die "unknown command ${command}"
+    ;;
+esac

@@ -1,0 +1,39 @@
+# Shared settings and helpers for pdoflow's scripts. Source it; do not run it.
+#
+# Every setting can be overridden from the environment.
+
+PG_MAJOR="${PG_MAJOR:-15}"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR}/bin}"
+PG_CONFIG="${PG_CONFIG:-${PG_BIN}/pg_config}"
+PGRX_VERSION="0.18.1"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# Throwaway clusters live under .pg/ in the repository (ignored by git).
+PG_ROOT="${REPO_ROOT}/.pg"
+
+export PATH="${HOME}/.cargo/bin:${PATH}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as the postgres user (PostgreSQL refuses to run as root).
+as_postgres() {
+    if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi
+}
+
+# Makes ${PG_ROOT} usable by the postgres user. When the repository sits where
+# postgres cannot enter (say under /root), .pg becomes a link to a private
+# directory under /var/tmp instead.
+ensure_pg_root() {
+    if [ ! -e "${PG_ROOT}" ]; then
+        if as_postgres test -x "$(dirname "${PG_ROOT}")" 2>/dev/null; then
+            mkdir -p "${PG_ROOT}"
+        else
+            local elsewhere
+            elsewhere="/var/tmp/pdoflow-$(printf '%s' "${REPO_ROOT}" | cksum | cut -d' ' -f1)"
+            mkdir -p "${elsewhere}"
+            ln -s "${elsewhere}" "${PG_ROOT}"
+        fi
+    fi
+    chown postgres:postgres "$(readlink -f "${PG_ROOT}")"
+    as_postgres test -w "${PG_ROOT}/" || die "the postgres user cannot write to ${PG_ROOT}"
+}

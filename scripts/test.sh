@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Runs every test suite; this is what `make test` (and so CI) runs.
+#
+#   1. Rust unit tests and the #[pg_test] suites  (cargo pgrx test)
+#   2. pg_regress: the SQL API as a user sees it   (pgrx-tests/regress)
+#   3. isolation specs: concurrent sessions        (pgrx-tests/isolation)
+#   4. integration tests driving a real cluster    (tests/)
+#
+# Suites 2-4 run against a fresh throwaway cluster with pdoflow preloaded.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+port="${PDOFLOW_TEST_PORT:-54339}"
+results="${REPO_ROOT}/target/test-results"
+pgxs_test="$("${PG_CONFIG}" --pkglibdir)/pgxs/src/test"
+
+"${REPO_ROOT}/scripts/bootstrap.sh"
+ensure_pg_root
+
+say "Rust unit tests and #[pg_test] suites"
+(cd "${REPO_ROOT}/pdoflow-ext" && cargo pgrx test "pg${PG_MAJOR}" --runas postgres --pgdata "${PG_ROOT}/pgrx-test")
+(cd "${REPO_ROOT}" && cargo test --quiet -p pdoflow-client)
+
+# cargo pgrx test installed its test build; the clusters below need the real one.
+"${REPO_ROOT}/scripts/install.sh"
+
+say "Starting a fresh test cluster on port ${port}"
+"${REPO_ROOT}/scripts/cluster.sh" start test "${port}" fresh
+trap '"${REPO_ROOT}/scripts/cluster.sh" stop test' EXIT
+
+rm -rf "${results}" && mkdir -p "${results}"
+regress_options=(--host=127.0.0.1 "--port=${port}" --user=postgres)
+
+say "pg_regress"
+"${pgxs_test}/regress/pg_regress" "${regress_options[@]}" \
+    --inputdir="${REPO_ROOT}/pgrx-tests/regress" --outputdir="${results}/regress" \
+    --dbname=pdoflow_regress $(cat "${REPO_ROOT}/pgrx-tests/regress/schedule") \
+    || { cat "${results}/regress/regression.diffs" 2>/dev/null | head -n 200; die "pg_regress failed"; }
+
+say "Isolation specs"
+"${pgxs_test}/isolation/pg_isolation_regress" "${regress_options[@]}" \
+    --inputdir="${REPO_ROOT}/pgrx-tests/isolation" --outputdir="${results}/isolation" \
+    --dbname=pdoflow_isolation $(cat "${REPO_ROOT}/pgrx-tests/isolation/schedule") \
+    || { cat "${results}/isolation/regression.diffs" 2>/dev/null | head -n 200; die "isolation specs failed"; }
+
+say "Integration tests"
+PDOFLOW_TEST_DATABASE_URL="$("${REPO_ROOT}/scripts/cluster.sh" url test "${port}")" \
+    cargo test --quiet -p pdoflow-tests -- --test-threads=4
+
+say "All test suites passed"

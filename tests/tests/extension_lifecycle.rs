@@ -1,0 +1,99 @@
+//! The extension as a DBA meets it: preloaded, configurable, and droppable
+//! and re-creatable without leftovers.
+
+use pdoflow_tests::{sqlstate, TestDatabase};
+
+#[tokio::test]
+async fn the_library_is_preloaded_and_its_settings_are_registered() {
+    let database = TestDatabase::create("lifecycle_settings").await;
+    let client = database.connect().await;
+    let preload: String = client
+        .query_one("SHOW shared_preload_libraries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        preload
+            .split(',')
+            .any(|library| library.trim() == "pdoflow"),
+        "{preload}"
+    );
+    for (setting, default) in [
+        ("pdoflow.max_claim", "1000"),
+        ("pdoflow.retry_backoff_base", "1s"),
+        ("pdoflow.retry_backoff_max", "1h"),
+    ] {
+        let value: String = client
+            .query_one(&format!("SHOW {setting}"), &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(value, default, "{setting}");
+    }
+    let error = client
+        .batch_execute("SET pdoflow.no_such_setting = 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), "42602", "misspelt settings are refused");
+}
+
+#[tokio::test]
+async fn drop_and_create_again_leaves_nothing_behind() {
+    let database = TestDatabase::create("lifecycle_drop").await;
+    let client = database.connect().await;
+    client
+        .batch_execute("SELECT pdoflow.enqueue('t')")
+        .await
+        .unwrap();
+    client
+        .batch_execute("DROP EXTENSION pdoflow")
+        .await
+        .unwrap();
+    // PostgreSQL creates the control file's schema but never counts it as part
+    // of the extension, so the (empty) schema stays until DROP SCHEMA.
+    let leftovers: i64 = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = 'pdoflow'::regnamespace)                   + (SELECT count(*) FROM pg_proc WHERE pronamespace = 'pdoflow'::regnamespace)                   + (SELECT count(*) FROM pg_type WHERE typnamespace = 'pdoflow'::regnamespace)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        leftovers, 0,
+        "no tables, views, functions or types outlive the extension"
+    );
+    client
+        .batch_execute("CREATE EXTENSION pdoflow")
+        .await
+        .unwrap();
+    let jobs: i64 = client
+        .query_one("SELECT count(*) FROM pdoflow.jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 0);
+    client
+        .batch_execute("SELECT pdoflow.enqueue('t')")
+        .await
+        .unwrap();
+    client
+        .batch_execute("DROP EXTENSION pdoflow; DROP SCHEMA pdoflow")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_schema_belongs_to_the_extension_and_cannot_move() {
+    let database = TestDatabase::create("lifecycle_schema").await;
+    let client = database.connect().await;
+    client
+        .batch_execute("CREATE SCHEMA elsewhere")
+        .await
+        .unwrap();
+    let error = client
+        .batch_execute("ALTER EXTENSION pdoflow SET SCHEMA elsewhere")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), "0A000", "pdoflow is not relocatable");
+}
