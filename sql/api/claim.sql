@@ -51,7 +51,7 @@ BEGIN
             CROSS JOIN LATERAL (
                 SELECT j.id, j.priority, j.run_at
                 FROM pdoflow.active_jobs AS j
-                WHERE j.state = 'queued' AND j.queue = wanted.q AND j.run_at <= now()
+                WHERE j.state = 'queued' AND j.queue = wanted.q COLLATE "C" AND j.run_at <= now()
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT claim.n
                 FOR UPDATE SKIP LOCKED

@@ -1,0 +1,1 @@
+SELECT pdoflow.enqueue('noop', '{"n": 1}');

@@ -1,0 +1,1 @@
+INSERT INTO raw_jobs (task, args) VALUES ('noop', '{"n": 1}');

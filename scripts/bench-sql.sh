@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# SQL-level throughput of pdoflow next to plain-SQL ceilings on the same
+# cluster, measured with pgbench. Prints every figure and how it was run.
+#
+#   scripts/bench-sql.sh [SECONDS]        (default 10 s per pgbench run)
+#
+# Uses a fresh throwaway cluster (.pg/bench, port 54349) with default
+# durability: fsync and synchronous_commit stay on.
+set -euo pipefail
+source "$(dirname "$0")/common.sh"
+
+seconds="${1:-10}"
+port="${PDOFLOW_BENCH_PORT:-54349}"
+clients=8
+url="$("${REPO_ROOT}/scripts/cluster.sh" url bench "${port}")"
+sql="${REPO_ROOT}/bench/sql"
+q() { psql "${url}" -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
+tps() { grep -oE 'tps = [0-9.]+' | head -1 | cut -d' ' -f3; }
+pgbench_run() { "${PG_BIN}/pgbench" "${url}" -n -c "${clients}" -j 2 -T "${seconds}" "$@" 2>&1; }
+
+"${REPO_ROOT}/scripts/cluster.sh" start bench "${port}" fresh
+trap '"${REPO_ROOT}/scripts/cluster.sh" stop bench' EXIT
+q <<'SQL'
+CREATE EXTENSION pdoflow;
+-- The plain-SQL ceiling: a queue table without pdoflow's bookkeeping.
+CREATE TABLE raw_jobs (
+    id bigserial PRIMARY KEY, priority int NOT NULL DEFAULT 0, state text NOT NULL DEFAULT 'queued',
+    task text NOT NULL, args jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ON raw_jobs (priority DESC, id) WHERE state = 'queued';
+SQL
+
+echo "pdoflow SQL benchmark: $(nproc) cores, PostgreSQL $(q -c 'SHOW server_version'), ${clients} clients, ${seconds} s per run"
+echo "command: scripts/bench-sql.sh ${seconds}"
+echo
+
+bulk_ms=()
+for run in 1 2 3; do
+    bulk_ms+=("$(q -c '\timing on' -c "SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{\"n\": 1}'::jsonb, ARRAY[100000]))" \
+        | grep -oE 'Time: [0-9.]+' | cut -d' ' -f2)")
+done
+raw_bulk_ms="$(q -c '\timing on' -c "INSERT INTO raw_jobs (task, args) SELECT 'noop', '{\"n\": 1}' FROM generate_series(1, 100000)" \
+    | grep -oE 'Time: [0-9.]+' | cut -d' ' -f2)"
+printf 'bulk enqueue_many, 100000 jobs/statement:  %s ms  (%s jobs/s best)\n' "${bulk_ms[*]}" \
+    "$(printf '%s\n' "${bulk_ms[@]}" | sort -n | head -1 | awk '{printf "%.0f", 100000000 / $1}')"
+printf 'raw INSERT ... SELECT, 100000 rows:        %s ms  (%s rows/s)\n' "${raw_bulk_ms}" \
+    "$(awk -v ms="${raw_bulk_ms}" 'BEGIN {printf "%.0f", 100000000 / ms}')"
+
+echo
+echo "claim(10) + finish_many, ${clients} clients, 300000 jobs waiting:"
+printf '  pdoflow:  %s batches/s\n' "$(pgbench_run -f "${sql}/claim_finish_10.sql" | tps)"
+q -c "TRUNCATE raw_jobs" -c "INSERT INTO raw_jobs (task) SELECT 'noop' FROM generate_series(1, 300000)" -c "VACUUM ANALYZE raw_jobs"
+printf '  raw SKIP LOCKED claim + delete:  %s batches/s\n' "$(pgbench_run -f "${sql}/raw_claim_finish_10.sql" | tps)"
+
+echo
+echo "single-row enqueue, one per transaction, ${clients} clients:"
+q -c "TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, raw_jobs"
+printf '  pdoflow.enqueue (with NOTIFY):  %s jobs/s\n' "$(pgbench_run -f "${sql}/enqueue_one.sql" | tps)"
+printf '  raw INSERT:                     %s rows/s\n' "$(pgbench_run -f "${sql}/raw_insert_one.sql" | tps)"
