@@ -48,6 +48,7 @@ printf 'raw INSERT ... SELECT, 100000 rows:        %s ms  (%s rows/s)\n' "${raw_
 
 echo
 echo "claim(10) + finish_many, ${clients} clients, 300000 jobs waiting:"
+q -c "VACUUM ANALYZE pdoflow.active_jobs"
 printf '  pdoflow:  %s batches/s\n' "$(pgbench_run -f "${sql}/claim_finish_10.sql" | tps)"
 q -c "TRUNCATE raw_jobs" -c "INSERT INTO raw_jobs (task) SELECT 'noop' FROM generate_series(1, 300000)" -c "VACUUM ANALYZE raw_jobs"
 printf '  raw SKIP LOCKED claim + delete:  %s batches/s\n' "$(pgbench_run -f "${sql}/raw_claim_finish_10.sql" | tps)"

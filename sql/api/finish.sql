@@ -5,10 +5,11 @@
 -- current when its lease expired and the job was handed out again, or the job
 -- was cancelled; the late finish then changes nothing and is rejected.
 
--- Why the claim (job_id, claimed_attempt) cannot finish or heartbeat its job;
--- no row when it is the job's current claim.
+-- Why the claim (job_id, claimed_attempt) cannot finish or heartbeat its job,
+-- with the job's current state (NULL: no such job); no row when it is the
+-- job's current claim.
 CREATE FUNCTION pdoflow._claim_problem(job_id uuid, claimed_attempt integer)
-RETURNS TABLE (code text, message text, hint text)
+RETURNS TABLE (state text, code text, message text, hint text)
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
@@ -21,6 +22,7 @@ BEGIN
             RETURN;
         END IF;
         RETURN QUERY SELECT
+            job.state::text,
             '55000'::text,
             CASE
                 WHEN job.state = 'running' THEN
@@ -42,6 +44,7 @@ BEGIN
     SELECT f.state INTO job FROM pdoflow.finished_jobs AS f WHERE f.id = job_id;
     IF FOUND THEN
         RETURN QUERY SELECT
+            job.state::text,
             '55000'::text,
             format('%s is not current: the job %s', claim_name,
                    CASE job.state WHEN 'cancelled' THEN 'was cancelled' ELSE 'already ' || job.state END),
@@ -49,7 +52,7 @@ BEGIN
         RETURN;
     END IF;
 
-    RETURN QUERY SELECT '22023'::text, format('job %s does not exist', job_id), NULL::text;
+    RETURN QUERY SELECT NULL::text, '22023'::text, format('job %s does not exist', job_id), NULL::text;
 END
 $$;
 
@@ -152,15 +155,16 @@ BEGIN
     -- Retries due at once (pdoflow.retry_backoff_base = 0) wake idle workers.
     PERFORM pg_notify('pdoflow', q) FROM unnest(due_queues) AS q WHERE q IS NOT NULL;
 
+    -- Claims that were not current say why; the lookup runs for those only.
     RETURN QUERY
-    SELECT claim.id, claim.attempt, coalesce(done.state, now_active.state, now_finished.state),
-           CASE WHEN done.id IS NULL THEN
-               (SELECT p.message FROM pdoflow._claim_problem(claim.id, claim.attempt) AS p)
-           END
+    SELECT claim.id, claim.attempt, coalesce(done.state, problem.state), problem.message
     FROM unnest(finish_many.ids, finish_many.attempts) WITH ORDINALITY AS claim(id, attempt, ord)
     LEFT JOIN unnest(ended_ids, ended_states) AS done(id, state) ON done.id = claim.id
-    LEFT JOIN pdoflow.active_jobs AS now_active ON done.id IS NULL AND now_active.id = claim.id
-    LEFT JOIN pdoflow.finished_jobs AS now_finished ON done.id IS NULL AND now_finished.id = claim.id
+    LEFT JOIN LATERAL (
+        SELECT p.state, p.message
+        FROM pdoflow._claim_problem(claim.id, claim.attempt) AS p
+        WHERE done.id IS NULL
+    ) AS problem ON true
     ORDER BY claim.ord;
 END
 $$;
