@@ -7,8 +7,11 @@ PG_BIN="${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR}/bin}"
 PG_CONFIG="${PG_CONFIG:-${PG_BIN}/pg_config}"
 PGRX_VERSION="0.18.1"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# Throwaway clusters live under .pg/ in the repository (ignored by git).
+# Throwaway clusters live under .pg/ in the repository (ignored by git), or
+# where that links to (see ensure_pg_root). Always use the resolved path: the
+# postgres user may not be able to pass through the repository's parents.
 PG_ROOT="${REPO_ROOT}/.pg"
+[ -L "${PG_ROOT}" ] && PG_ROOT="$(readlink -f "${PG_ROOT}")"
 
 export PATH="${HOME}/.cargo/bin:${PATH}"
 
@@ -24,7 +27,7 @@ as_postgres() {
 # postgres cannot enter (say under /root), .pg becomes a link to a private
 # directory under /var/tmp instead.
 ensure_pg_root() {
-    if [ ! -e "${PG_ROOT}" ]; then
+    if [ ! -e "${PG_ROOT}" ] && [ ! -L "${PG_ROOT}" ]; then
         if as_postgres test -x "$(dirname "${PG_ROOT}")" 2>/dev/null; then
             mkdir -p "${PG_ROOT}"
         else
@@ -32,8 +35,10 @@ ensure_pg_root() {
             elsewhere="/var/tmp/pdoflow-$(printf '%s' "${REPO_ROOT}" | cksum | cut -d' ' -f1)"
             mkdir -p "${elsewhere}"
             ln -s "${elsewhere}" "${PG_ROOT}"
+            PG_ROOT="${elsewhere}"
         fi
     fi
-    chown postgres:postgres "$(readlink -f "${PG_ROOT}")"
+    mkdir -p "${PG_ROOT}"
+    chown postgres:postgres "${PG_ROOT}"
     as_postgres test -w "${PG_ROOT}/" || die "the postgres user cannot write to ${PG_ROOT}"
 }

@@ -12,10 +12,10 @@ source "$(dirname "$0")/common.sh"
 
 port="${PDOFLOW_TEST_PORT:-54339}"
 results="${REPO_ROOT}/target/test-results"
-pgxs_test="$("${PG_CONFIG}" --pkglibdir)/pgxs/src/test"
 
 "${REPO_ROOT}/scripts/bootstrap.sh"
 ensure_pg_root
+pgxs_test="$("${PG_CONFIG}" --pkglibdir)/pgxs/src/test"
 
 say "Rust unit tests and #[pg_test] suites"
 (cd "${REPO_ROOT}/pdoflow-ext" && cargo pgrx test "pg${PG_MAJOR}" --runas postgres --pgdata "${PG_ROOT}/pgrx-test")
