@@ -6,7 +6,7 @@ source "$(dirname "$0")/common.sh"
 
 command -v cargo >/dev/null || die "cargo not found: install a Rust toolchain (rustup) first"
 
-packages=("postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" libclang-dev clang sudo)
+packages=("postgresql-${PG_MAJOR}" "postgresql-server-dev-${PG_MAJOR}" libclang-dev clang build-essential sudo)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "${package}" 2>/dev/null | grep -q "install ok installed" \

@@ -4,12 +4,13 @@
 #
 #   cluster.sh start NAME PORT [fresh]   start .pg/NAME (initdb first if needed;
 #                                        "fresh" wipes an existing one)
+#   cluster.sh restart NAME PORT         stop it if running, then start it
 #   cluster.sh stop NAME                 stop it (no-op if not running)
 #   cluster.sh url NAME PORT [DB]        print its connection string
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-command="${1:?usage: cluster.sh start|stop|url NAME [PORT] [fresh|DB]}"
+command="${1:?usage: cluster.sh start|restart|stop|url NAME [PORT] [fresh|DB]}"
 name="${2:?cluster name required}"
 datadir="${PG_ROOT}/${name}"
 
@@ -27,10 +28,9 @@ start)
         as_postgres "${PG_BIN}/initdb" -D "${datadir}" -U postgres --auth=trust \
             -E UTF8 --locale=C.UTF-8 >/dev/null
         cat <<CONF | as_postgres tee -a "${datadir}/postgresql.conf" >/dev/null
-# --- pdoflow throwaway cluster ---
-port = ${port}
+# --- pdoflow throwaway cluster (the port is given at each start) ---
 listen_addresses = '127.0.0.1'
-unix_socket_directories = '${datadir}'
+unix_socket_directories = ''
 shared_preload_libraries = 'pdoflow'
 max_connections = 200
 log_line_prefix = '%m [%p] %q%a '
@@ -39,9 +39,13 @@ CONF
     if running; then
         say "Cluster ${name} is already running"
     else
-        as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" -l "${datadir}/server.log" -w -t 60 start >/dev/null \
+        as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" -l "${datadir}/server.log" -o "-p ${port}" -w -t 60 start >/dev/null \
             || { tail -n 20 "${datadir}/server.log" >&2; die "cluster ${name} did not start"; }
     fi
+    ;;
+restart)
+    "$0" stop "${name}"
+    "$0" start "${name}" "${3:?port required}"
     ;;
 stop)
     if running; then

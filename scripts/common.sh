@@ -19,8 +19,9 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Runs a command as the postgres user (PostgreSQL refuses to run as root).
+# From /, since the postgres user may not be able to enter the current directory.
 as_postgres() {
-    if [ "$(id -un)" = postgres ]; then "$@"; else sudo -u postgres -- "$@"; fi
+    if [ "$(id -un)" = postgres ]; then "$@"; else (cd / && sudo -u postgres -- "$@"); fi
 }
 
 # Makes ${PG_ROOT} usable by the postgres user. When the repository sits where

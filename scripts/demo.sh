@@ -11,7 +11,8 @@ url="$("${REPO_ROOT}/scripts/cluster.sh" url demo "${port}")"
 psql_demo() { psql "${url}" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 say "Starting the demo cluster on port ${port}"
-"${REPO_ROOT}/scripts/cluster.sh" start demo "${port}"
+# A restart, so a running demo cluster loads the library just installed.
+"${REPO_ROOT}/scripts/cluster.sh" restart demo "${port}"
 
 say "Creating the extension and enqueueing a mixed workload"
 psql_demo <<'SQL'
@@ -63,9 +64,14 @@ FROM (
 SQL
 }
 remaining() { psql_demo -t -A -c "SELECT count(*) FROM pdoflow.active_jobs"; }
-while [ "$(remaining)" -gt 0 ]; do
-    echo "  $(work_batch)"
+deadline=$((SECONDS + 60))
+left="$(remaining)"
+while [ "${left}" -gt 0 ]; do
+    [ "${SECONDS}" -lt "${deadline}" ] || die "the demo's jobs did not finish within 60 s (${left} left)"
+    batch="$(work_batch)"
+    echo "  ${batch}"
     sleep 0.3
+    left="$(remaining)"
 done
 
 say "What happened"

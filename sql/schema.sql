@@ -8,6 +8,17 @@
 -- Users read both through the view pdoflow.jobs and change them only through
 -- the API functions.
 
+-- Names and errors cross into Rust as UTF-8 strings.
+DO $$
+BEGIN
+    IF pg_catalog.getdatabaseencoding() <> 'UTF8' THEN
+        RAISE EXCEPTION 'pdoflow needs a UTF8 database; this one is %', pg_catalog.getdatabaseencoding()
+            USING ERRCODE = 'feature_not_supported',
+                  HINT = 'Create the database with ENCODING ''UTF8'' (and TEMPLATE template0 if needed).';
+    END IF;
+END
+$$;
+
 CREATE TABLE pdoflow.active_jobs (
     -- Fixed-width columns first, so rows pack without alignment padding.
     id               uuid        NOT NULL,

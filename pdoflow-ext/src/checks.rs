@@ -9,15 +9,14 @@
 use std::collections::HashSet;
 use std::ffi::CString;
 
-use pgrx::array::RawArray;
-use pgrx::datum::{AnyArray, AnyElement, Array, Interval, JsonB, TimestampWithTimeZone};
-use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
-use pgrx::prelude::*;
-use serde_json::{Map, Value};
-
 use crate::errors::InputError;
+use crate::job_document::{self, Timestamp};
 use crate::settings::MAX_CLAIM;
 use crate::validate::{at_least, at_most, name, present};
+use pgrx::array::RawArray;
+use pgrx::datum::{AnyArray, AnyElement, Array, Interval, TimestampWithTimeZone};
+use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
+use pgrx::prelude::*;
 
 type Checked = Result<(), ErrorReport>;
 
@@ -138,109 +137,17 @@ fn check_job_batch(
     Ok(())
 }
 
-/// The document of `pdoflow.enqueue_many(jobs jsonb)`: an array of objects
-/// with the keys of `pdoflow.enqueue`'s parameters. Checked whole before any
-/// insert; positions are 0-based, as in jsonb's `->` and jsonpath.
+/// The document of `pdoflow.enqueue_many(jobs jsonb)`, as text: checked
+/// whole before any insert (see `job_document.rs`).
 #[pg_extern(stable, parallel_safe, name = "_check_job_list")]
-fn check_job_list(jobs: Option<JsonB>) -> Checked {
-    let JsonB(jobs) = present("jobs", jobs, Some("Pass a JSON array of job objects."))?;
-    let Value::Array(items) = jobs else {
-        return Err(wrong_type("jobs", "a JSON array of job objects", &jobs).into());
-    };
-    for (index, item) in items.iter().enumerate() {
-        let param = format!("jobs[{index}]");
-        let Value::Object(fields) = item else {
-            return Err(wrong_type(&param, "a JSON object", item).into());
-        };
-        check_job_object(&param, fields)?;
-    }
-    Ok(())
-}
-
-fn check_job_object(param: &str, fields: &Map<String, Value>) -> Result<(), InputError> {
-    if let Some(key) = fields.keys().find(|key| !JOB_KEYS.contains(&key.as_str())) {
-        return Err(InputError::UnknownKey {
-            param: param.to_owned(),
-            key: key.clone(),
-            allowed: JOB_KEYS_TEXT,
-        });
-    }
-    // JSON null counts as absent: the parameter's default applies.
-    let field = |key: &str| fields.get(key).filter(|value| !value.is_null());
-    let path = |key: &str| format!("{param}.{key}");
-
-    let task = field("task").ok_or_else(|| InputError::Null {
-        param: path("task"),
-        hint: None,
+fn check_job_list(jobs: Option<&str>) -> Checked {
+    let jobs = present("jobs", jobs, Some("Pass a JSON array of job objects."))?;
+    job_document::check(jobs, &|text| match parse_timestamptz(text) {
+        None => Timestamp::Invalid,
+        Some(time) if time.is_infinity() || time.is_neg_infinity() => Timestamp::Infinite,
+        Some(_) => Timestamp::Finite,
     })?;
-    name(&path("task"), json_str(&path("task"), task)?)?;
-    if let Some(queue) = field("queue") {
-        name(&path("queue"), json_str(&path("queue"), queue)?)?;
-    }
-    if let Some(priority) = field("priority") {
-        json_i32(&path("priority"), priority)?;
-    }
-    if let Some(max_attempts) = field("max_attempts") {
-        at_least(
-            &path("max_attempts"),
-            json_i32(&path("max_attempts"), max_attempts)?.into(),
-            1,
-        )?;
-    }
-    if let Some(run_at) = field("run_at") {
-        let text = json_str(&path("run_at"), run_at)?;
-        let timestamp = parse_timestamptz(text).ok_or_else(|| InputError::BadTimestamp {
-            param: path("run_at"),
-            value: text.to_owned(),
-        })?;
-        finite(&path("run_at"), timestamp)?;
-    }
     Ok(())
-}
-
-fn wrong_type(param: &str, expected: &'static str, found: &Value) -> InputError {
-    let found = match found {
-        Value::Null => "null".to_owned(),
-        Value::Bool(_) => "a boolean".to_owned(),
-        Value::Number(number) => format!("the number {number}"),
-        Value::String(text) => format!("the string {}", crate::errors::quote(text)),
-        Value::Array(_) => "an array".to_owned(),
-        Value::Object(_) => "an object".to_owned(),
-    };
-    InputError::WrongType {
-        param: param.to_owned(),
-        expected,
-        found,
-    }
-}
-
-fn json_str<'a>(param: &str, value: &'a Value) -> Result<&'a str, InputError> {
-    value
-        .as_str()
-        .ok_or_else(|| wrong_type(param, "a string", value))
-}
-
-fn json_i32(param: &str, value: &Value) -> Result<i32, InputError> {
-    let integer = match value {
-        Value::Number(number) => number
-            .as_i64()
-            .or_else(|| {
-                number
-                    .as_u64()
-                    .map(|big| i64::try_from(big).unwrap_or(i64::MAX))
-            })
-            .or_else(|| {
-                number
-                    .as_f64()
-                    .filter(|float| float.fract() == 0.0)
-                    .map(|float| float as i64)
-            }),
-        _ => None,
-    }
-    .ok_or_else(|| wrong_type(param, "an integer", value))?;
-    at_least(param, integer, i32::MIN.into())?;
-    at_most(param, integer, i32::MAX.into(), None)?;
-    Ok(integer as i32)
 }
 
 /// Parses `text` with PostgreSQL's own timestamptz input function, so JSON

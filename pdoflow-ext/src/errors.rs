@@ -87,6 +87,17 @@ pub enum InputError {
         key: String,
         allowed: &'static str,
     },
+
+    #[error("{param} must be between {min} and {max}, got {value}")]
+    OutOfRange {
+        param: String,
+        value: String,
+        min: i64,
+        max: i64,
+    },
+
+    #[error("{param} could not be read as JSON: {reason}")]
+    Unreadable { param: String, reason: String },
 }
 
 impl InputError {
@@ -131,11 +142,21 @@ impl From<InputError> for ErrorReport {
 
 /// A value in double quotes, escaped, and shortened when long.
 pub fn quote(value: &str) -> String {
-    if value.chars().count() <= PREVIEW_CHARS {
+    let head: String = value.chars().take(PREVIEW_CHARS).collect();
+    if head.len() == value.len() {
         format!("{value:?}")
     } else {
-        let head: String = value.chars().take(PREVIEW_CHARS).collect();
         format!("{head:?}...")
+    }
+}
+
+/// A value shortened when long, for values that need no quotes (numbers).
+pub fn shorten(value: &str) -> String {
+    let head: String = value.chars().take(PREVIEW_CHARS).collect();
+    if head.len() == value.len() {
+        head
+    } else {
+        format!("{head}...")
     }
 }
 

@@ -12,6 +12,7 @@ use pgrx::prelude::*;
 mod checks;
 mod errors;
 mod ids;
+mod job_document;
 mod retry_policy;
 mod settings;
 mod sql_api;

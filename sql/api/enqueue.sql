@@ -78,15 +78,15 @@ DECLARE
     job_ids  uuid[];
     notified bigint;
 BEGIN
-    PERFORM pdoflow._check_job_list(enqueue_many.jobs);
+    PERFORM pdoflow._check_job_list(enqueue_many.jobs::text);
     job_ids := pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs));
     WITH new AS (
         INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
         SELECT spec.id,
                spec.job ->> 'task',
                coalesce(spec.job ->> 'queue', 'default'),
-               coalesce((spec.job -> 'priority')::integer, 0),
-               coalesce((spec.job -> 'max_attempts')::integer, 5),
+               coalesce(nullif(spec.job -> 'priority', 'null')::integer, 0),
+               coalesce(nullif(spec.job -> 'max_attempts', 'null')::integer, 5),
                coalesce(nullif(spec.job -> 'args', 'null'::jsonb), '{}'::jsonb),
                coalesce((spec.job ->> 'run_at')::timestamptz, now()),
                now()

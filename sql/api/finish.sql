@@ -157,7 +157,12 @@ BEGIN
 
     -- Claims that were not current say why; the lookup runs for those only.
     RETURN QUERY
-    SELECT claim.id, claim.attempt, coalesce(done.state, problem.state), problem.message
+    SELECT claim.id, claim.attempt, coalesce(done.state, problem.state),
+           CASE WHEN done.id IS NULL THEN
+               -- No problem found means the claim became current after step 1
+               -- (someone finished it before it existed); it was still not finished.
+               coalesce(problem.message, format('claim (job %s, attempt %s) is not current', claim.id, claim.attempt))
+           END
     FROM unnest(finish_many.ids, finish_many.attempts) WITH ORDINALITY AS claim(id, attempt, ord)
     LEFT JOIN unnest(ended_ids, ended_states) AS done(id, state) ON done.id = claim.id
     LEFT JOIN LATERAL (

@@ -53,6 +53,13 @@ impl TestDatabase {
         connect_to(&self.config).await
     }
 
+    /// A new connection to another database on the same cluster.
+    pub async fn connect_to_database(&self, name: &str) -> Client {
+        let mut config = self.config.clone();
+        config.dbname(name);
+        connect_to(&config).await
+    }
+
     /// A new connection whose NOTIFY messages arrive on the returned channel.
     pub async fn connect_listening(&self) -> (Client, mpsc::UnboundedReceiver<Notification>) {
         let (client, mut connection) = self

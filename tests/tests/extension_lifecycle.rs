@@ -1,7 +1,7 @@
 //! The extension as a DBA meets it: preloaded, configurable, and droppable
 //! and re-creatable without leftovers.
 
-use pdoflow_tests::{sqlstate, TestDatabase};
+use pdoflow_tests::{describe, sqlstate, TestDatabase};
 
 #[tokio::test]
 async fn the_library_is_preloaded_and_its_settings_are_registered() {
@@ -96,4 +96,28 @@ async fn the_schema_belongs_to_the_extension_and_cannot_move() {
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&error), "0A000", "pdoflow is not relocatable");
+}
+
+#[tokio::test]
+async fn a_database_that_is_not_utf8_is_refused_clearly() {
+    let database = TestDatabase::create("lifecycle_encoding").await;
+    let client = database.connect().await;
+    client
+        .batch_execute("DROP DATABASE IF EXISTS pdoflow_it_latin1")
+        .await
+        .unwrap();
+    client
+        .batch_execute("CREATE DATABASE pdoflow_it_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+        .await
+        .unwrap();
+    let latin1 = database.connect_to_database("pdoflow_it_latin1").await;
+    let error = latin1
+        .batch_execute("CREATE EXTENSION pdoflow")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), "0A000");
+    assert_eq!(
+        describe(&error),
+        "0A000: pdoflow needs a UTF8 database; this one is LATIN1"
+    );
 }

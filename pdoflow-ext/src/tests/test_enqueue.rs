@@ -121,6 +121,32 @@ mod tests {
     }
 
     #[pg_test]
+    fn job_documents_treat_null_as_absent_and_keep_any_args_exactly() {
+        let deep = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        let huge = format!("1{}", "0".repeat(400));
+        let document = format!(
+            r#"[{{"task": "t", "priority": null, "max_attempts": null, "run_at": null, "queue": null,
+                 "args": {{"deep": {deep}, "huge": {huge}, "exact": 1.000000000000000000001}}}}]"#
+        );
+        let id = one::<String>(&format!(
+            "SELECT id::text FROM pdoflow.enqueue_many('{document}'::jsonb)"
+        ))
+        .expect("no id");
+        assert_eq!(
+            job_field(&id, "priority || '/' || max_attempts || '/' || queue").as_deref(),
+            Some("0/5/default")
+        );
+        let same = format!(
+            "SELECT args = ('{document}'::jsonb)->0->'args' FROM pdoflow.jobs WHERE id = '{id}'"
+        );
+        assert_eq!(one::<bool>(&same), Some(true));
+        assert_eq!(
+            job_field(&id, "args->>'huge'").as_deref(),
+            Some(huge.as_str())
+        );
+    }
+
+    #[pg_test]
     fn bad_enqueue_input_is_rejected_with_a_precise_error() {
         install_failure_probe();
         let cases = [
@@ -147,8 +173,8 @@ mod tests {
             ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"queue\": \"\"}]'::jsonb)", "22023: jobs[0].queue must not be empty"),
             ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"priority\": \"high\"}]'::jsonb)", "22023: jobs[0].priority must be an integer, got the string \"high\""),
             ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"priority\": 1.5}]'::jsonb)", "22023: jobs[0].priority must be an integer, got the number 1.5"),
-            ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"priority\": 3000000000}]'::jsonb)", "22023: jobs[0].priority must be at most 2147483647, got 3000000000"),
-            ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"priority\": -3000000000}]'::jsonb)", "22023: jobs[0].priority must be at least -2147483648, got -3000000000"),
+            ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"priority\": 3000000000}]'::jsonb)", "22023: jobs[0].priority must be between -2147483648 and 2147483647, got 3000000000"),
+            ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"priority\": -3000000000}]'::jsonb)", "22023: jobs[0].priority must be between -2147483648 and 2147483647, got -3000000000"),
             ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\"}, {\"task\": \"t\", \"max_attempts\": 0}]'::jsonb)", "22023: jobs[1].max_attempts must be at least 1, got 0"),
             ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"run_at\": \"soonish\"}]'::jsonb)", "22007: jobs[0].run_at is not a valid timestamp: \"soonish\""),
             ("SELECT pdoflow.enqueue_many('[{\"task\": \"t\", \"run_at\": \"-infinity\"}]'::jsonb)", "22023: jobs[0].run_at must be a finite timestamp, got -infinity"),

@@ -26,7 +26,7 @@ ORDER BY e.ord;
 SELECT count(*) AS enqueued FROM pdoflow.enqueue_many('[
     {"task": "a"},
     {"task": "b", "args": {"x": 1.50}, "queue": "q2", "priority": -1, "max_attempts": 1},
-    {"task": "c", "queue": null, "run_at": "2999-01-01T00:00:00Z"}
+    {"task": "c", "queue": null, "priority": null, "max_attempts": null, "run_at": "2999-01-01T00:00:00Z"}
 ]');
 SELECT * FROM regress.jobs WHERE task IN ('a', 'b', 'c') ORDER BY task;
 

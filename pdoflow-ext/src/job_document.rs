@@ -1,0 +1,303 @@
+//! The JSON document of `pdoflow.enqueue_many(jobs jsonb)`: an array of
+//! objects keyed like `pdoflow.enqueue`'s parameters.
+//!
+//! Values are kept as raw JSON text and only the fields with rules are read,
+//! so `args` (and anything else) of any size, depth or numeric precision
+//! passes through untouched. Positions are 0-based, as in jsonb's `->`.
+
+use serde_json::value::RawValue;
+
+use crate::errors::{quote, shorten, InputError};
+use crate::validate::{at_least, name};
+
+pub const JOB_KEYS: &[&str] = &[
+    "task",
+    "args",
+    "queue",
+    "priority",
+    "run_at",
+    "max_attempts",
+];
+const JOB_KEYS_TEXT: &str = "task, args, queue, priority, run_at, max_attempts";
+
+/// What PostgreSQL's timestamptz input makes of a `run_at` string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timestamp {
+    Finite,
+    Infinite,
+    Invalid,
+}
+
+/// Checks a job document given as JSON text (jsonb's output). `timestamp`
+/// judges `run_at` strings.
+pub fn check(document: &str, timestamp: &dyn Fn(&str) -> Timestamp) -> Result<(), InputError> {
+    if !document.trim_start().starts_with('[') {
+        return Err(wrong_type(
+            "jobs",
+            "a JSON array of job objects",
+            document.trim(),
+        ));
+    }
+    let jobs: Vec<&RawValue> =
+        serde_json::from_str(document).map_err(|error| unreadable("jobs", &error))?;
+    for (index, job) in jobs.iter().enumerate() {
+        check_job(&format!("jobs[{index}]"), job.get(), timestamp)?;
+    }
+    Ok(())
+}
+
+fn check_job(
+    param: &str,
+    job: &str,
+    timestamp: &dyn Fn(&str) -> Timestamp,
+) -> Result<(), InputError> {
+    if !job.starts_with('{') {
+        return Err(wrong_type(param, "a JSON object", job));
+    }
+    let fields = read_object(job).map_err(|error| unreadable(param, &error))?;
+    if let Some((key, _)) = fields
+        .iter()
+        .find(|(key, _)| !JOB_KEYS.contains(&key.as_str()))
+    {
+        return Err(InputError::UnknownKey {
+            param: param.to_owned(),
+            key: key.clone(),
+            allowed: JOB_KEYS_TEXT,
+        });
+    }
+    // JSON null counts as absent: the parameter's default applies.
+    let field = |key: &str| {
+        fields
+            .iter()
+            .find(|(name, value)| name == key && value.get() != "null")
+            .map(|(_, value)| value.get())
+    };
+    let path = |key: &str| format!("{param}.{key}");
+
+    let task = field("task").ok_or_else(|| InputError::Null {
+        param: path("task"),
+        hint: None,
+    })?;
+    name(&path("task"), &string(&path("task"), task)?)?;
+    if let Some(queue) = field("queue") {
+        name(&path("queue"), &string(&path("queue"), queue)?)?;
+    }
+    if let Some(priority) = field("priority") {
+        integer(&path("priority"), priority)?;
+    }
+    if let Some(max_attempts) = field("max_attempts") {
+        at_least(
+            &path("max_attempts"),
+            integer(&path("max_attempts"), max_attempts)?.into(),
+            1,
+        )?;
+    }
+    if let Some(run_at) = field("run_at") {
+        let text = string(&path("run_at"), run_at)?;
+        match timestamp(&text) {
+            Timestamp::Finite => {}
+            Timestamp::Infinite => {
+                return Err(InputError::NotFinite {
+                    param: path("run_at"),
+                    value: text,
+                })
+            }
+            Timestamp::Invalid => {
+                return Err(InputError::BadTimestamp {
+                    param: path("run_at"),
+                    value: text,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An object's members in order, values unparsed.
+fn read_object(object: &str) -> Result<Vec<(String, &RawValue)>, serde_json::Error> {
+    struct Members<'a>(Vec<(String, &'a RawValue)>);
+    impl<'de> serde::Deserialize<'de> for Members<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visit;
+            impl<'de> serde::de::Visitor<'de> for Visit {
+                type Value = Members<'de>;
+                fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    formatter.write_str("a JSON object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Members<'de>, A::Error> {
+                    let mut members = Vec::new();
+                    while let Some(member) = map.next_entry::<String, &'de RawValue>()? {
+                        members.push(member);
+                    }
+                    Ok(Members(members))
+                }
+            }
+            deserializer.deserialize_map(Visit)
+        }
+    }
+    serde_json::from_str::<Members>(object).map(|members| members.0)
+}
+
+fn string(param: &str, raw: &str) -> Result<String, InputError> {
+    if !raw.starts_with('"') {
+        return Err(wrong_type(param, "a string", raw));
+    }
+    serde_json::from_str(raw).map_err(|error| unreadable(param, &error))
+}
+
+/// A JSON number that is a whole `integer` (int4), read from its exact text:
+/// jsonb prints numbers in plain decimal notation, never with an exponent.
+fn integer(param: &str, raw: &str) -> Result<i32, InputError> {
+    let (sign, digits) = raw.strip_prefix('-').map_or((1, raw), |rest| (-1, rest));
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let is_number = !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit());
+    if !is_number || fraction.bytes().any(|b| b != b'0') {
+        return Err(wrong_type(param, "an integer", raw));
+    }
+    whole
+        .parse::<i64>()
+        .ok()
+        .and_then(|magnitude| i32::try_from(sign * magnitude).ok())
+        .ok_or_else(|| InputError::OutOfRange {
+            param: param.to_owned(),
+            value: shorten(raw),
+            min: i32::MIN.into(),
+            max: i32::MAX.into(),
+        })
+}
+
+fn wrong_type(param: &str, expected: &'static str, raw: &str) -> InputError {
+    let found = match raw.as_bytes().first() {
+        Some(b'{') => "an object".to_owned(),
+        Some(b'[') => "an array".to_owned(),
+        Some(b'"') => format!(
+            "the string {}",
+            quote(&serde_json::from_str::<String>(raw).unwrap_or_default())
+        ),
+        Some(b't' | b'f') => "a boolean".to_owned(),
+        Some(b'n') => "null".to_owned(),
+        _ => format!("the number {}", shorten(raw)),
+    };
+    InputError::WrongType {
+        param: param.to_owned(),
+        expected,
+        found,
+    }
+}
+
+fn unreadable(param: &str, error: &serde_json::Error) -> InputError {
+    InputError::Unreadable {
+        param: param.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    fn any_time(text: &str) -> Timestamp {
+        match text {
+            "infinity" => Timestamp::Infinite,
+            "soon" => Timestamp::Invalid,
+            _ => Timestamp::Finite,
+        }
+    }
+
+    fn problem(document: &str) -> String {
+        check(document, &any_time).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_documents_with_defaults_nulls_and_any_args() {
+        let deep = format!("{}1{}", "[".repeat(1000), "]".repeat(1000));
+        let document = format!(
+            r#"[{{"task": "a"}}, {{"task": "b", "queue": null, "priority": 2.00, "max_attempts": 3,
+                 "run_at": "2030-01-01", "args": {{"deep": {deep}, "huge": 1{zeros}, "exact": 1.000000000000000000001}}}}]"#,
+            zeros = "0".repeat(400)
+        );
+        assert_eq!(check(&document, &any_time), Ok(()));
+        assert_eq!(check("[]", &any_time), Ok(()));
+    }
+
+    #[test]
+    fn rejects_what_is_not_an_array_of_objects() {
+        assert_eq!(
+            problem(r#"{"task": "t"}"#),
+            "jobs must be a JSON array of job objects, got an object"
+        );
+        assert_eq!(
+            problem(r#"["t"]"#),
+            r#"jobs[0] must be a JSON object, got the string "t""#
+        );
+        assert_eq!(
+            problem("[1.5]"),
+            "jobs[0] must be a JSON object, got the number 1.5"
+        );
+    }
+
+    #[test]
+    fn names_the_element_and_the_key() {
+        assert_eq!(
+            problem(r#"[{"task": "t"}, {"args": {}}]"#),
+            "jobs[1].task must not be NULL"
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "priorty": 1}]"#),
+            r#"jobs[0] has an unknown key "priorty""#
+        );
+        assert_eq!(
+            problem(r#"[{"task": 5}]"#),
+            "jobs[0].task must be a string, got the number 5"
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "queue": ""}]"#),
+            "jobs[0].queue must not be empty"
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "run_at": "soon"}]"#),
+            r#"jobs[0].run_at is not a valid timestamp: "soon""#
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "run_at": "infinity"}]"#),
+            "jobs[0].run_at must be a finite timestamp, got infinity"
+        );
+    }
+
+    #[test]
+    fn integers_are_read_exactly() {
+        assert_eq!(
+            problem(r#"[{"task": "t", "priority": 1.5}]"#),
+            "jobs[0].priority must be an integer, got the number 1.5"
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "priority": "1"}]"#),
+            r#"jobs[0].priority must be an integer, got the string "1""#
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "priority": 2147483648}]"#),
+            "jobs[0].priority must be between -2147483648 and 2147483647, got 2147483648"
+        );
+        let huge = format!(r#"[{{"task": "t", "priority": 1{}}}]"#, "0".repeat(60));
+        assert_eq!(
+            problem(&huge),
+            format!(
+                "jobs[0].priority must be between -2147483648 and 2147483647, got 1{}...",
+                "0".repeat(39)
+            )
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "max_attempts": 0}]"#),
+            "jobs[0].max_attempts must be at least 1, got 0"
+        );
+        assert_eq!(
+            check(r#"[{"task": "t", "priority": -2147483648}]"#, &any_time),
+            Ok(())
+        );
+    }
+}
