@@ -21,15 +21,6 @@ use pgrx::prelude::*;
 type Checked = Result<(), ErrorReport>;
 
 const ARGS_NULL_HINT: &str = "Pass '{}' for a job without arguments.";
-const JOB_KEYS: &[&str] = &[
-    "task",
-    "args",
-    "queue",
-    "priority",
-    "run_at",
-    "max_attempts",
-];
-const JOB_KEYS_TEXT: &str = "task, args, queue, priority, run_at, max_attempts";
 
 /// The options every enqueue form shares.
 fn job_options(
