@@ -60,8 +60,9 @@ impl TestDatabase {
         connect_to(&config).await
     }
 
-    /// A new connection whose NOTIFY messages arrive on the returned channel.
-    pub async fn connect_listening(&self) -> (Client, mpsc::UnboundedReceiver<Notification>) {
+    /// A new connection that LISTENs on `channel`; its notifications arrive
+    /// on the returned receiver.
+    pub async fn listen(&self, channel: &str) -> (Client, mpsc::UnboundedReceiver<Notification>) {
         let (client, mut connection) = self
             .config
             .connect(NoTls)
@@ -76,6 +77,10 @@ impl TestDatabase {
                 }
             }
         });
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .expect("LISTEN");
         (client, receiver)
     }
 }

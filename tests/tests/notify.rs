@@ -11,8 +11,7 @@ const QUIET: Duration = Duration::from_millis(300);
 #[tokio::test]
 async fn one_notification_per_queue_per_statement() {
     let database = TestDatabase::create("notify_coalesced").await;
-    let (listener, mut notifications) = database.connect_listening().await;
-    listener.batch_execute("LISTEN pdoflow").await.unwrap();
+    let (_listener, mut notifications) = database.listen("pdoflow").await;
     let producer = database.connect().await;
 
     producer
@@ -48,8 +47,7 @@ async fn one_notification_per_queue_per_statement() {
 #[tokio::test]
 async fn notifications_wait_for_commit_and_vanish_on_rollback() {
     let database = TestDatabase::create("notify_commit").await;
-    let (listener, mut notifications) = database.connect_listening().await;
-    listener.batch_execute("LISTEN pdoflow").await.unwrap();
+    let (_listener, mut notifications) = database.listen("pdoflow").await;
     let producer = database.connect().await;
 
     producer
@@ -81,8 +79,7 @@ async fn notifications_wait_for_commit_and_vanish_on_rollback() {
 #[tokio::test]
 async fn delayed_jobs_are_not_announced_but_retries_by_hand_are() {
     let database = TestDatabase::create("notify_delayed").await;
-    let (listener, mut notifications) = database.connect_listening().await;
-    listener.batch_execute("LISTEN pdoflow").await.unwrap();
+    let (_listener, mut notifications) = database.listen("pdoflow").await;
     let producer = database.connect().await;
 
     let row = producer
