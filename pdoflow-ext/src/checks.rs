@@ -51,8 +51,12 @@ fn job_options(
     Ok(())
 }
 
+fn is_finite(value: TimestampWithTimeZone) -> bool {
+    !value.is_infinity() && !value.is_neg_infinity()
+}
+
 fn finite(param: &str, value: TimestampWithTimeZone) -> Result<(), InputError> {
-    if value.is_infinity() || value.is_neg_infinity() {
+    if !is_finite(value) {
         return Err(InputError::NotFinite {
             param: param.to_owned(),
             value: value.to_string(),
@@ -135,8 +139,8 @@ fn check_job_list(jobs: Option<&str>) -> Checked {
     let jobs = present("jobs", jobs, Some("Pass a JSON array of job objects."))?;
     job_document::check(jobs, &|text| match parse_timestamptz(text) {
         None => Timestamp::Invalid,
-        Some(time) if time.is_infinity() || time.is_neg_infinity() => Timestamp::Infinite,
-        Some(_) => Timestamp::Finite,
+        Some(time) if is_finite(time) => Timestamp::Finite,
+        Some(_) => Timestamp::Infinite,
     })?;
     Ok(())
 }
