@@ -4,6 +4,9 @@
 #
 #   scripts/bench-sql.sh [SECONDS]        (default 10 s per pgbench run)
 #
+# Last, the sweeper's SQL: pdoflow.sweep() taking back 100,000 expired
+# claims and deleting 100,000 old finished jobs, 1,000 per transaction.
+#
 # Uses a fresh throwaway cluster (.pg/bench, port 54349) with default
 # durability: fsync and synchronous_commit stay on.
 set -euo pipefail
@@ -58,3 +61,38 @@ echo "single-row enqueue, one per transaction, ${clients} clients:"
 q -c "TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, raw_jobs"
 printf '  pdoflow.enqueue (with NOTIFY):  %s jobs/s\n' "$(pgbench_run -f "${sql}/enqueue_one.sql" | tps)"
 printf '  raw INSERT:                     %s rows/s\n' "$(pgbench_run -f "${sql}/raw_insert_one.sql" | tps)"
+
+echo
+echo "sweeping by hand, pdoflow.sweep(1000) once per transaction, 100000 rows to sweep:"
+# A database of its own: no background sweeper works there to compete.
+q -c "CREATE DATABASE sweep_bench"
+sweep_url="$("${REPO_ROOT}/scripts/cluster.sh" url bench "${port}" sweep_bench)"
+sq() { psql "${sweep_url}" -X -q -t -A -v ON_ERROR_STOP=1 "$@"; }
+# Runs 100 sweeps, one transaction each; prints rows per second for column $1.
+timed_sweeps() {
+    local start end
+    start="$(date +%s.%N)"
+    for _ in $(seq 1 100); do echo "SELECT $1 FROM pdoflow.sweep(1000);"; done | sq >/dev/null
+    end="$(date +%s.%N)"
+    awk -v s="${start}" -v e="${end}" 'BEGIN {printf "%.0f", 100000 / (e - s)}'
+}
+sq <<'SQL' >/dev/null
+SET client_min_messages = warning;
+CREATE EXTENSION pdoflow;
+SET pdoflow.max_claim = 100000;
+SELECT count(*) FROM pdoflow.enqueue_many('abandoned', array_fill('{}'::jsonb, ARRAY[100000]));
+SELECT count(*) FROM pdoflow.claim(100000, lease => '1 millisecond');
+VACUUM ANALYZE pdoflow.active_jobs;
+SQL
+printf '  expired claims taken back:  %s jobs/s\n' "$(timed_sweeps expired_requeued)"
+[ "$(sq -c "SELECT count(*) FROM pdoflow.active_jobs WHERE state = 'running'")" = 0 ] || die "claims left running"
+sq <<'SQL' >/dev/null
+SET pdoflow.max_claim = 100000;
+SELECT count(*) FROM (SELECT array_agg(id) AS ids, array_agg(attempt) AS attempts
+                      FROM pdoflow.claim(100000, lease => '1 hour')) AS batch,
+                     pdoflow.finish_many(batch.ids, batch.attempts);
+UPDATE pdoflow.finished_jobs SET finished_at = now() - interval '8 days';
+VACUUM ANALYZE pdoflow.finished_jobs;
+SQL
+printf '  old finished jobs deleted:  %s jobs/s\n' "$(timed_sweeps finished_deleted)"
+[ "$(sq -c "SELECT count(*) FROM pdoflow.finished_jobs")" = 0 ] || die "finished jobs left"

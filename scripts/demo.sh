@@ -11,7 +11,8 @@ url="$("${REPO_ROOT}/scripts/cluster.sh" url demo "${port}")"
 psql_demo() { psql "${url}" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 say "Starting the demo cluster on port ${port}"
-# A restart, so a running demo cluster loads the library just installed.
+# A restart, so a running demo cluster loads the library just installed (and
+# starts its background sweeper in database postgres, the demo's).
 "${REPO_ROOT}/scripts/cluster.sh" restart demo "${port}"
 
 say "Creating the extension and enqueueing a mixed workload"
@@ -37,6 +38,10 @@ SELECT pdoflow.enqueue('flaky_webhook', '{"url": "https://example.com/hook"}', m
 SELECT pdoflow.enqueue('doomed_import', '{"file": "missing.csv"}', max_attempts => 2);
 -- A job that is cancelled before it runs.
 SELECT pdoflow.cancel(pdoflow.enqueue('send_email', '{"to": "nobody@example.com"}', priority => -1));
+-- An export whose worker crashes mid-run: claimed with a 1-second lease and
+-- never finished. The background sweeper takes it back and it runs again.
+SELECT pdoflow.enqueue('export_orders', '{"rows": 5000}', queue => 'exports');
+SELECT count(*) FROM pdoflow.claim(1, ARRAY['exports'], worker => 'crashed-worker', lease => '1 second');
 -- And a thousand no-ops, in one statement.
 SELECT count(*)
 FROM pdoflow.enqueue_many('noop', (SELECT array_agg(jsonb_build_object('n', i)) FROM generate_series(1, 1000) AS i));
@@ -78,6 +83,8 @@ say "What happened"
 psql_demo <<'SQL'
 SELECT task, queue, state, count(*) AS jobs, max(attempt) AS attempts, max(last_error) AS last_error
 FROM pdoflow.jobs GROUP BY 1, 2, 3 ORDER BY 2, 1, 3;
+SELECT name AS worker, state, last_seen_at FROM pdoflow.workers ORDER BY name;
+SELECT pid, backend_type, datname FROM pg_stat_activity WHERE backend_type = 'pdoflow sweeper';
 SQL
 
 say "The demo cluster is still running"

@@ -27,6 +27,21 @@ say "Rust unit tests and #[pg_test] suites"
 say "Starting a fresh test cluster on port ${port}"
 "${REPO_ROOT}/scripts/cluster.sh" start test "${port}" fresh
 trap '"${REPO_ROOT}/scripts/cluster.sh" stop test' EXIT
+# The background sweeper tests need sweepers in databases of their own, and
+# sweepers start only with the server: create the databases, list them in
+# pdoflow.database and restart. A short interval keeps those tests quick.
+swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_retention pdoflow_swept_lifecycle)
+for database in "${swept_databases[@]}"; do
+    "${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 "$("${REPO_ROOT}/scripts/cluster.sh" url test "${port}")" \
+        -c "CREATE DATABASE ${database}"
+done
+cat <<CONF | as_postgres tee -a "${PG_ROOT}/test/postgresql.conf" >/dev/null
+# --- pdoflow test suites ---
+pdoflow.database = 'postgres, $(IFS=,; echo "${swept_databases[*]}" | sed 's/,/, /g')'
+pdoflow.sweep_interval = '100ms'
+max_worker_processes = 16
+CONF
+"${REPO_ROOT}/scripts/cluster.sh" restart test "${port}"
 
 rm -rf "${results}" && mkdir -p "${results}"
 regress_options=(--host=127.0.0.1 "--port=${port}" --user=postgres)

@@ -67,6 +67,17 @@ CREATE INDEX active_jobs_queue_claim_idx
     ON pdoflow.active_jobs (queue, priority DESC, run_at, id)
     WHERE state = 'queued';
 
+-- The sweeper finds expired leases, and the delayed jobs (and retries in
+-- backoff) that fall due, without reading every queued job. A job enqueued to
+-- run now has run_at = created_at and stays out of the second index: its
+-- enqueue already notified.
+CREATE INDEX active_jobs_lease_idx
+    ON pdoflow.active_jobs (lease_expires_at)
+    WHERE state = 'running';
+CREATE INDEX active_jobs_delayed_idx
+    ON pdoflow.active_jobs (run_at)
+    WHERE state = 'queued' AND run_at > created_at;
+
 CREATE TABLE pdoflow.finished_jobs (
     id           uuid        NOT NULL,
     run_at       timestamptz NOT NULL,
@@ -106,6 +117,39 @@ FROM pdoflow.finished_jobs;
 
 COMMENT ON VIEW pdoflow.jobs IS
     'Every job, whatever its state: queued, running, succeeded, failed or cancelled.';
+
+-- The workers that claimed jobs or sent heartbeats, by the name they gave.
+-- claim, heartbeat and register_worker mark a worker active; the sweeper marks
+-- workers unseen for pdoflow.worker_timeout as gone, and forgets them after
+-- pdoflow.retention. Job rescue does not depend on this table: expired leases
+-- alone decide it.
+CREATE TABLE pdoflow.workers (
+    name          text        COLLATE "C" NOT NULL,
+    state         text        COLLATE "C" NOT NULL DEFAULT 'active',
+    first_seen_at timestamptz NOT NULL DEFAULT now(),
+    last_seen_at  timestamptz NOT NULL DEFAULT now(),
+    gone_at       timestamptz,
+    CONSTRAINT workers_pkey PRIMARY KEY (name),
+    CONSTRAINT workers_state_check CHECK (state IN ('active', 'gone')),
+    CONSTRAINT workers_gone_check CHECK ((state = 'gone') = (gone_at IS NOT NULL))
+);
+
+COMMENT ON TABLE pdoflow.workers IS
+    'Workers seen by claim, heartbeat or register_worker: active, or gone when unseen for pdoflow.worker_timeout.';
+
+-- What the sweeper has done so far: one row, created here (it is not dumped:
+-- a restore's CREATE EXTENSION makes it again).
+CREATE TABLE pdoflow.sweep_state (
+    singleton          boolean     NOT NULL DEFAULT true,
+    -- Delayed jobs due up to this time have been announced on channel 'pdoflow'.
+    due_notified_until timestamptz NOT NULL,
+    CONSTRAINT sweep_state_pkey PRIMARY KEY (singleton),
+    CONSTRAINT sweep_state_singleton_check CHECK (singleton)
+);
+INSERT INTO pdoflow.sweep_state (due_notified_until) VALUES (now());
+
+COMMENT ON TABLE pdoflow.sweep_state IS
+    'Progress of pdoflow.sweep(): the time up to which due delayed jobs have been announced.';
 
 -- pg_dump must keep the jobs themselves, not only the table definitions.
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.active_jobs', '');

@@ -279,6 +279,22 @@ fn check_job_id(id: Option<pgrx::Uuid>) -> Checked {
     Ok(())
 }
 
+/// The worker name passed to `register_worker`.
+#[pg_extern(stable, parallel_safe, name = "_check_worker_name")]
+fn check_worker_name(name_value: Option<&str>) -> Checked {
+    name("name", present("name", name_value, None)?)?;
+    Ok(())
+}
+
+/// The batch size passed to `sweep`.
+#[pg_extern(stable, parallel_safe, name = "_check_sweep")]
+fn check_sweep(batch_size: Option<i32>) -> Checked {
+    let batch_size = present("batch_size", batch_size, None)?;
+    at_least("batch_size", batch_size.into(), 1)?;
+    at_most("batch_size", batch_size.into(), 1_000_000, None)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod unit_tests {
     use super::*;

@@ -16,6 +16,7 @@ mod job_document;
 mod retry_policy;
 mod settings;
 mod sql_api;
+mod sweeper;
 mod validate;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -28,6 +29,11 @@ mod tests;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     settings::register();
+    // Background workers can only be registered while the postmaster loads
+    // shared_preload_libraries; a session loading pdoflow later gets none.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        sweeper::register_workers();
+    }
 }
 
 /// Hooks for `cargo pgrx test`.

@@ -3,6 +3,10 @@
 //! All are superuser-settable (`ALTER SYSTEM`, `postgresql.conf`,
 //! `ALTER DATABASE ... SET`), so an application role cannot loosen them.
 
+use std::ffi::CString;
+
+use pgrx::datum::Interval;
+use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 
 /// Base delay before the first retry of a failed job, in milliseconds.
@@ -11,6 +15,15 @@ pub static RETRY_BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000
 pub static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
 /// Largest `n` a single `pdoflow.claim(n)` may ask for.
 pub static MAX_CLAIM: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// The databases the background sweeper works in, comma-separated.
+pub static DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+/// Pause between two rounds of the background sweeper, in milliseconds.
+pub static SWEEP_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// How long finished jobs are kept, in seconds; 0 keeps them forever.
+pub static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3_600);
+/// How long a worker may stay silent before it is marked gone, in seconds.
+pub static WORKER_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -44,6 +57,105 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"pdoflow.sweep_interval",
+        c"Pause between two rounds of the pdoflow background sweeper.",
+        c"Each round takes back expired claims, announces delayed jobs that fell \
+          due and deletes finished jobs past pdoflow.retention.",
+        &SWEEP_INTERVAL_MS,
+        10,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pdoflow.retention",
+        c"How long finished jobs are kept before the sweeper deletes them.",
+        c"Counted from the job's finished_at. 0 keeps finished jobs forever.",
+        &RETENTION_S,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pdoflow.worker_timeout",
+        c"How long a worker may stay silent before pdoflow.workers marks it gone.",
+        c"claim, heartbeat and register_worker count as signs of life. Expired \
+          leases, not this setting, decide when a job is handed out again.",
+        &WORKER_TIMEOUT_S,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    // PostgreSQL allows a postmaster-level setting to be defined only while
+    // shared_preload_libraries loads; without preloading there is no sweeper
+    // for it to configure anyway.
+    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_string_guc(
+            c"pdoflow.database",
+            c"Databases the pdoflow background sweeper works in (comma-separated).",
+            c"One sweeper process per database, started when pdoflow is in \
+              shared_preload_libraries. Empty: no background sweeper. Other databases \
+              need pdoflow.sweep() called periodically.",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     // Reject misspelt pdoflow.* settings instead of keeping them as placeholders.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pdoflow".as_ptr()) };
+}
+
+fn seconds(value: i32) -> Interval {
+    Interval::from_micros(i64::from(value) * 1_000_000)
+}
+
+/// `pdoflow.retention` as an interval; NULL when finished jobs are kept forever.
+#[pg_extern(stable, parallel_safe, name = "_retention")]
+fn retention() -> Option<Interval> {
+    match RETENTION_S.get() {
+        0 => None,
+        value => Some(seconds(value)),
+    }
+}
+
+/// `pdoflow.worker_timeout` as an interval.
+#[pg_extern(stable, parallel_safe, name = "_worker_timeout")]
+fn worker_timeout() -> Interval {
+    seconds(WORKER_TIMEOUT_S.get())
+}
+
+/// The database names listed in `pdoflow.database`: trimmed, without empty
+/// entries or repeats, in the order given.
+pub fn sweeper_databases() -> Vec<String> {
+    let listed = DATABASE
+        .get()
+        .map(|value| value.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    parse_database_list(&listed)
+}
+
+fn parse_database_list(listed: &str) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for name in listed.split(',').map(str::trim) {
+        if !name.is_empty() && !names.iter().any(|known| known == name) {
+            names.push(name.to_owned());
+        }
+    }
+    names
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::parse_database_list;
+
+    #[test]
+    fn database_lists_are_trimmed_and_deduplicated() {
+        assert_eq!(parse_database_list("postgres"), ["postgres"]);
+        assert_eq!(parse_database_list(" app , jobs,app,, "), ["app", "jobs"]);
+        assert!(parse_database_list("").is_empty());
+        assert!(parse_database_list(" , ").is_empty());
+    }
 }

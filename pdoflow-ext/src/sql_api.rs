@@ -11,9 +11,14 @@ extension_sql_file!(
     requires = ["schema", ids::uuid_generate_v7, checks::check_job]
 );
 extension_sql_file!(
+    "../../sql/api/workers.sql",
+    name = "workers",
+    requires = ["schema", checks::check_worker_name]
+);
+extension_sql_file!(
     "../../sql/api/claim.sql",
     name = "claim",
-    requires = ["schema", checks::check_claim]
+    requires = ["workers", checks::check_claim]
 );
 extension_sql_file!(
     "../../sql/api/finish.sql",
@@ -27,10 +32,22 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/api/heartbeat.sql",
     name = "heartbeat",
-    requires = ["finish"]
+    requires = ["finish", "workers"]
 );
 extension_sql_file!(
     "../../sql/api/cancel_retry.sql",
     name = "cancel_retry",
     requires = ["finish"]
+);
+extension_sql_file!(
+    "../../sql/api/sweep.sql",
+    name = "sweep",
+    requires = [
+        "finish",
+        "workers",
+        checks::check_sweep,
+        settings::retention,
+        settings::worker_timeout,
+        sweeper::background_sweeper_missing
+    ]
 );

@@ -29,6 +29,8 @@ DECLARE
     picked uuid[];
 BEGIN
     PERFORM pdoflow._check_claim(claim.n, claim.queues, claim.worker, claim.lease);
+    -- Even a claim that finds nothing shows the worker is alive.
+    PERFORM pdoflow._record_worker(claim.worker);
 
     IF claim.queues IS NULL THEN
         SELECT array_agg(j.id) INTO picked

@@ -11,6 +11,7 @@ AS $$
 #variable_conflict use_column
 DECLARE
     expires_at timestamptz;
+    holder     text;
 BEGIN
     PERFORM pdoflow._check_job_claim(heartbeat.id, heartbeat.attempt, heartbeat.lease);
     -- NULL lease: renew for as long as the claim's last lease ran.
@@ -19,10 +20,11 @@ BEGIN
                                             j.lease_expires_at - coalesce(j.heartbeat_at, j.started_at)),
         heartbeat_at = now()
     WHERE j.id = heartbeat.id AND j.attempt = heartbeat.attempt AND j.state = 'running'
-    RETURNING j.lease_expires_at INTO expires_at;
+    RETURNING j.lease_expires_at, j.worker INTO expires_at, holder;
     IF NOT FOUND THEN
         PERFORM pdoflow._raise_claim_problem(heartbeat.id, heartbeat.attempt);
     END IF;
+    PERFORM pdoflow._record_worker(holder);
     RETURN expires_at;
 END
 $$;

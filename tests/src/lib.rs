@@ -18,12 +18,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates database `pdoflow_it_<label>` (replacing an older one).
     pub async fn create(label: &str) -> TestDatabase {
-        let url = std::env::var(URL_VARIABLE).unwrap_or_else(|_| {
-            panic!("{URL_VARIABLE} is not set: run the integration tests with `make test`")
-        });
-        let server: Config = url
-            .parse()
-            .unwrap_or_else(|error| panic!("{URL_VARIABLE}={url}: {error}"));
+        let server = server_config();
         let name = format!("pdoflow_it_{label}");
         let admin = connect_to(&server).await;
         // Two statements: CREATE DATABASE cannot run inside a (multi-statement) transaction.
@@ -46,6 +41,48 @@ impl TestDatabase {
             .await
             .expect("CREATE EXTENSION pdoflow");
         database
+    }
+
+    /// Opens database `pdoflow_swept_<label>`, one of those `make test` lists
+    /// in `pdoflow.database` so that a background sweeper works in it. The
+    /// first call in a test program re-creates the extension there; tests of
+    /// one program sharing a database then share its jobs, so they keep to
+    /// queues of their own. Sweepers start only with the server, so these
+    /// databases are made by `scripts/test.sh`, not here.
+    pub async fn swept(label: &str) -> TestDatabase {
+        static RECREATED: tokio::sync::Mutex<Vec<String>> =
+            tokio::sync::Mutex::const_new(Vec::new());
+        let mut config = server_config();
+        let name = format!("pdoflow_swept_{label}");
+        config.dbname(&name);
+        let database = TestDatabase { config };
+        let mut recreated = RECREATED.lock().await;
+        if recreated.contains(&name) {
+            return database;
+        }
+        recreated.push(name.clone());
+        let client = match config_connect(&database.config).await {
+            Ok(client) => client,
+            Err(error) => panic!(
+                "database {name} ({}): the background sweeper tests need the cluster \
+                 `make test` prepares",
+                describe(&error)
+            ),
+        };
+        client
+            .batch_execute(
+                "DROP EXTENSION IF EXISTS pdoflow CASCADE;
+                 DROP SCHEMA IF EXISTS pdoflow CASCADE;
+                 CREATE EXTENSION pdoflow;",
+            )
+            .await
+            .unwrap_or_else(|error| panic!("re-creating pdoflow in {name}: {}", describe(&error)));
+        database
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        self.config.get_dbname().unwrap_or("postgres")
     }
 
     /// A new connection to the test database.
@@ -85,13 +122,97 @@ impl TestDatabase {
     }
 }
 
-async fn connect_to(config: &Config) -> Client {
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .expect("connect to the test cluster");
+/// The test cluster's connection settings, from `PDOFLOW_TEST_DATABASE_URL`.
+fn server_config() -> Config {
+    let url = std::env::var(URL_VARIABLE).unwrap_or_else(|_| {
+        panic!("{URL_VARIABLE} is not set: run the integration tests with `make test`")
+    });
+    url.parse()
+        .unwrap_or_else(|error| panic!("{URL_VARIABLE}={url}: {error}"))
+}
+
+async fn config_connect(config: &Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(connection);
-    client
+    Ok(client)
+}
+
+async fn connect_to(config: &Config) -> Client {
+    config_connect(config)
+        .await
+        .unwrap_or_else(|error| panic!("connect to the test cluster: {}", describe(&error)))
+}
+
+/// Connects to the test database, retrying while the server is not
+/// accepting connections (during crash recovery, say) for up to `patience`.
+pub async fn connect_patiently(database: &TestDatabase, patience: Duration) -> Client {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match config_connect(&database.config).await {
+            Ok(client) => return client,
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                panic!("the server did not come back: {}", describe(&error))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for up to `patience`;
+/// panics naming `what` if it never does.
+pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("{what}: not within {patience:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The test cluster's server log (`server.log` in its data directory, where
+/// `scripts/cluster.sh` has it written), read through the server.
+pub struct ServerLog {
+    path: String,
+    start: i64,
+}
+
+impl ServerLog {
+    /// Marks the log's current end; `read_new` returns what comes after it.
+    pub async fn mark(client: &Client) -> ServerLog {
+        let row = client
+            .query_one(
+                "SELECT path, (pg_stat_file(path)).size
+                 FROM (SELECT current_setting('data_directory') || '/server.log' AS path) AS log",
+                &[],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("finding the server log: {}", describe(&error)));
+        ServerLog {
+            path: row.get(0),
+            start: row.get(1),
+        }
+    }
+
+    /// The lines written to the log since `mark`.
+    pub async fn read_new(&self, client: &Client) -> Vec<String> {
+        let text: String = client
+            .query_one(
+                "SELECT pg_read_file($1, $2, (pg_stat_file($1)).size - $2)",
+                &[&self.path, &self.start],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("reading the server log: {}", describe(&error)))
+            .get(0);
+        text.lines().map(str::to_owned).collect()
+    }
 }
 
 /// Every notification that arrives within `quiet` of the previous one.

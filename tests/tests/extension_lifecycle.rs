@@ -22,6 +22,8 @@ async fn the_library_is_preloaded_and_its_settings_are_registered() {
         ("pdoflow.max_claim", "1000"),
         ("pdoflow.retry_backoff_base", "1s"),
         ("pdoflow.retry_backoff_max", "1h"),
+        ("pdoflow.retention", "7d"),
+        ("pdoflow.worker_timeout", "1min"),
     ] {
         let value: String = client
             .query_one(&format!("SHOW {setting}"), &[])
@@ -29,6 +31,30 @@ async fn the_library_is_preloaded_and_its_settings_are_registered() {
             .unwrap()
             .get(0);
         assert_eq!(value, default, "{setting}");
+    }
+    // Built-in defaults and who may change what (the test cluster itself
+    // overrides pdoflow.database and pdoflow.sweep_interval).
+    for (setting, boot_value, unit, context) in [
+        ("pdoflow.database", "postgres", None, "postmaster"),
+        ("pdoflow.sweep_interval", "1000", Some("ms"), "sighup"),
+        ("pdoflow.retention", "604800", Some("s"), "superuser"),
+        ("pdoflow.worker_timeout", "60", Some("s"), "superuser"),
+        ("pdoflow.max_claim", "1000", None, "superuser"),
+    ] {
+        let row = client
+            .query_one(
+                "SELECT boot_val, unit, context FROM pg_settings WHERE name = $1",
+                &[&setting],
+            )
+            .await
+            .unwrap_or_else(|error| panic!("{setting}: {}", describe(&error)));
+        assert_eq!(row.get::<_, String>(0), boot_value, "{setting} default");
+        assert_eq!(
+            row.get::<_, Option<String>>(1).as_deref(),
+            unit,
+            "{setting} unit"
+        );
+        assert_eq!(row.get::<_, String>(2), context, "{setting} context");
     }
     let error = client
         .batch_execute("SET pdoflow.no_such_setting = 1")

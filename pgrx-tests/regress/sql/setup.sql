@@ -19,9 +19,9 @@ EXCEPTION WHEN OTHERS THEN
         '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}', '<id>', 'g');
 END $$;
 
--- Empties the queue between tests.
+-- Empties the queue and the workers registry between tests.
 CREATE FUNCTION regress.reset() RETURNS void LANGUAGE sql AS $$
-    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs;
+    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.workers;
 $$;
 
 -- Jobs as a test shows them: everything but ids and timestamps.

@@ -1,0 +1,217 @@
+//! One round of the background sweeper in one database: the steps of
+//! `pdoflow.sweep()`, each batch in its own short transaction.
+//!
+//! The work itself is SQL (`sql/api/sweep.sql`), called by name: the sweeper
+//! runs whatever the installed version of the extension defines.
+
+use std::ffi::CStr;
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::spi::SpiResult;
+
+use super::transaction::{self, Failure};
+
+/// Rows one batch may change: small enough that a batch commits in
+/// milliseconds and holds its row locks no longer.
+const BATCH_SIZE: i64 = 1_000;
+/// Batches of expired claims one round may take back before it moves on.
+const MAX_LEASE_BATCHES: u32 = 100;
+/// Batches of old finished jobs one round may delete. A large backlog (just
+/// after retention was lowered, say) is worked off over many rounds, while
+/// leases and due jobs keep being served every round.
+const MAX_DELETE_BATCHES: u32 = 10;
+
+/// What the sweeper knows about its database between rounds.
+pub struct Sweeper {
+    database: String,
+    /// Whether the extension was installed at the last look; `None` before
+    /// the first. Changes are logged once, not every round.
+    installed: Option<bool>,
+}
+
+impl Sweeper {
+    pub fn new(database: String) -> Self {
+        Self {
+            database,
+            installed: None,
+        }
+    }
+
+    /// Runs one round. Errors are logged; the next round tries again.
+    pub fn run_round(&mut self) {
+        let installed = step(
+            "looking for the extension",
+            c"pdoflow sweeper: looking for the extension",
+            extension_installed,
+        );
+        let outcome = installed.and_then(|installed| {
+            self.note_installed(installed);
+            if installed {
+                self.sweep()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err((step, failure)) = outcome {
+            self.report_failure(step, failure);
+        }
+    }
+
+    fn note_installed(&mut self, installed: bool) {
+        if self.installed == Some(installed) {
+            return;
+        }
+        let database = &self.database;
+        match (self.installed, installed) {
+            (_, true) => log!("pdoflow sweeper: sweeping database \"{database}\""),
+            (None, false) => log!(
+                "pdoflow sweeper: extension \"pdoflow\" is not installed in database \
+                 \"{database}\"; waiting for CREATE EXTENSION pdoflow"
+            ),
+            (Some(_), false) => log!(
+                "pdoflow sweeper: extension \"pdoflow\" was dropped from database \
+                 \"{database}\"; waiting for CREATE EXTENSION pdoflow"
+            ),
+        }
+        self.installed = Some(installed);
+    }
+
+    /// The steps of one round, in the order `pdoflow.sweep()` runs them.
+    fn sweep(&self) -> Result<(), (&'static str, Failure)> {
+        let mut requeued = 0;
+        let mut failed = 0;
+        for _ in 0..MAX_LEASE_BATCHES {
+            let (batch_requeued, batch_failed) = step(
+                "taking back expired claims",
+                c"pdoflow sweeper: taking back expired claims",
+                || {
+                    update_two(&format!(
+                        "SELECT requeued, failed FROM pdoflow._expire_leases({BATCH_SIZE})"
+                    ))
+                },
+            )?;
+            requeued += batch_requeued;
+            failed += batch_failed;
+            if batch_requeued + batch_failed < BATCH_SIZE {
+                break;
+            }
+            pg_sys::check_for_interrupts!();
+        }
+        if requeued + failed > 0 {
+            log!(
+                "pdoflow sweeper: took back {} expired claims in database \"{}\": \
+                 {requeued} queued again, {failed} failed for want of attempts",
+                requeued + failed,
+                self.database
+            );
+        }
+
+        let notified = step(
+            "announcing due jobs",
+            c"pdoflow sweeper: announcing due jobs",
+            || update_one("SELECT pdoflow._notify_due_jobs()"),
+        )?;
+        if notified > 0 {
+            debug1!("pdoflow sweeper: announced due jobs in {notified} queues");
+        }
+
+        let mut deleted = 0;
+        for _ in 0..MAX_DELETE_BATCHES {
+            let batch = step(
+                "deleting old finished jobs",
+                c"pdoflow sweeper: deleting old finished jobs",
+                || update_one(&format!("SELECT pdoflow._delete_finished({BATCH_SIZE})")),
+            )?;
+            deleted += batch;
+            if batch < BATCH_SIZE {
+                break;
+            }
+            pg_sys::check_for_interrupts!();
+        }
+        if deleted > 0 {
+            debug1!("pdoflow sweeper: deleted {deleted} finished jobs past pdoflow.retention");
+        }
+
+        let gone = step(
+            "marking silent workers gone",
+            c"pdoflow sweeper: marking silent workers gone",
+            || update_one("SELECT pdoflow._sweep_workers()"),
+        )?;
+        if gone > 0 {
+            log!(
+                "pdoflow sweeper: marked {gone} workers gone in database \"{}\" \
+                 (silent for pdoflow.worker_timeout)",
+                self.database
+            );
+        }
+        Ok(())
+    }
+
+    /// Logs a failed step, unless it failed because the extension was just
+    /// dropped: a DROP EXTENSION racing a round is expected, not an error.
+    fn report_failure(&mut self, step: &str, failure: Failure) {
+        if let Ok(Ok(false)) = transaction::run(
+            c"pdoflow sweeper: looking for the extension",
+            extension_installed,
+        ) {
+            debug1!(
+                "pdoflow sweeper: {step} stopped by DROP EXTENSION: {}",
+                failure.message
+            );
+            self.note_installed(false);
+            return;
+        }
+        let mut report = ErrorReport::new(
+            failure.code,
+            format!(
+                "pdoflow sweeper: {step} in database \"{}\" failed: {}",
+                self.database, failure.message
+            ),
+            "pdoflow sweeper",
+        )
+        .set_hint("The sweeper tries again every pdoflow.sweep_interval.");
+        if let Some(detail) = failure.detail {
+            report = report.set_detail(detail);
+        }
+        report.report(PgLogLevel::WARNING);
+    }
+}
+
+/// Runs one step in its own transaction; a failure comes back tagged with
+/// the step's name.
+fn step<T>(
+    name: &'static str,
+    activity: &'static CStr,
+    body: impl FnOnce() -> SpiResult<T>,
+) -> Result<T, (&'static str, Failure)> {
+    match transaction::run(activity, body) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err((name, error.into())),
+        Err(failure) => Err((name, failure)),
+    }
+}
+
+fn extension_installed() -> SpiResult<bool> {
+    Spi::get_one::<bool>(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pdoflow')",
+    )
+    .map(|found| found.unwrap_or(false))
+}
+
+/// Runs a statement that changes data and returns one bigint.
+fn update_one(query: &str) -> SpiResult<i64> {
+    Spi::connect_mut(|client| {
+        let table = client.update(query, Some(1), &[])?;
+        Ok(table.first().get_one::<i64>()?.unwrap_or(0))
+    })
+}
+
+/// Runs a statement that changes data and returns two bigints.
+fn update_two(query: &str) -> SpiResult<(i64, i64)> {
+    Spi::connect_mut(|client| {
+        let table = client.update(query, Some(1), &[])?;
+        let (first, second) = table.first().get_two::<i64, i64>()?;
+        Ok((first.unwrap_or(0), second.unwrap_or(0)))
+    })
+}

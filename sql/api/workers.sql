@@ -1,0 +1,46 @@
+-- The workers registry: which workers are alive, by the name they claim with.
+
+-- Marks the named worker active and seen now. Called by claim and heartbeat,
+-- so it must be cheap and never make them wait:
+--   * a worker seen within the last second is not written again;
+--   * a row another transaction is updating is skipped (that transaction is
+--     recording the same worker), so two sessions of one worker cannot deadlock.
+CREATE FUNCTION pdoflow._record_worker(worker text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF worker IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM FROM pdoflow.workers AS w
+    WHERE w.name = worker AND w.state = 'active' AND w.last_seen_at >= now() - interval '1 second';
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    PERFORM FROM pdoflow.workers AS w WHERE w.name = worker FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        UPDATE pdoflow.workers AS w
+        SET state = 'active', last_seen_at = greatest(w.last_seen_at, now()), gone_at = NULL
+        WHERE w.name = worker;
+    ELSIF NOT EXISTS (SELECT FROM pdoflow.workers AS w WHERE w.name = worker) THEN
+        INSERT INTO pdoflow.workers AS w (name) VALUES (worker)
+        ON CONFLICT (name) DO NOTHING;
+    END IF;
+END
+$$;
+
+-- For workers that wait idle on LISTEN: claim and heartbeat record a worker
+-- too, but a worker that has nothing to do calls neither.
+CREATE FUNCTION pdoflow.register_worker(name text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM pdoflow._check_worker_name(register_worker.name);
+    PERFORM pdoflow._record_worker(register_worker.name);
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.register_worker(text) IS
+    'Records the named worker as active and seen now; claim and heartbeat do the same for the worker holding the claim.';
