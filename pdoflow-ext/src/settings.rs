@@ -90,20 +90,24 @@ pub fn register() {
         GucFlags::UNIT_S,
     );
     // PostgreSQL allows a postmaster-level setting to be defined only while
-    // shared_preload_libraries loads; without preloading there is no sweeper
-    // for it to configure anyway.
-    if unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress } {
-        GucRegistry::define_string_guc(
-            c"pdoflow.database",
-            c"Databases the pdoflow background sweeper works in (comma-separated).",
-            c"One sweeper process per database, started when pdoflow is in \
-              shared_preload_libraries. Empty: no background sweeper. Other databases \
-              need pdoflow.sweep() called periodically.",
-            &DATABASE,
-            GucContext::Postmaster,
-            GucFlags::default(),
-        );
-    }
+    // shared_preload_libraries loads. A session that loads pdoflow later
+    // (no sweeper then) still defines it, reloadable, so that it can be set
+    // with ALTER SYSTEM ahead of the restart that enables the sweeper.
+    let preloading = unsafe { pgrx::pg_sys::process_shared_preload_libraries_in_progress };
+    GucRegistry::define_string_guc(
+        c"pdoflow.database",
+        c"Databases the pdoflow background sweeper works in (comma-separated).",
+        c"One sweeper process per database, started at server start when pdoflow \
+          is in shared_preload_libraries. Empty: no background sweeper. Other \
+          databases need pdoflow.sweep() called periodically.",
+        &DATABASE,
+        if preloading {
+            GucContext::Postmaster
+        } else {
+            GucContext::Sighup
+        },
+        GucFlags::default(),
+    );
     // Reject misspelt pdoflow.* settings instead of keeping them as placeholders.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"pdoflow".as_ptr()) };
 }

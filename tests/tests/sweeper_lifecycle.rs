@@ -231,6 +231,68 @@ async fn reloading_the_configuration_changes_the_interval() {
     .await;
 }
 
+/// Finishes a fresh job in the lifecycle database and backdates it; returns its id.
+async fn finished_hours_ago(client: &Client, hours: i32) -> uuid::Uuid {
+    let id = claim_with_short_lease(client, "history").await;
+    client
+        .execute("SELECT pdoflow.finish($1, 1)", &[&id])
+        .await
+        .unwrap_or_else(|error| panic!("finishing a job: {}", describe(&error)));
+    client
+        .execute(
+            "UPDATE pdoflow.finished_jobs SET finished_at = now() - make_interval(hours => $2) WHERE id = $1",
+            &[&id, &hours],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("backdating a job: {}", describe(&error)));
+    id
+}
+
+async fn exists(client: &Client, id: uuid::Uuid) -> bool {
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pdoflow.jobs WHERE id = $1)",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn database_settings_apply_without_a_restart() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let database = TestDatabase::swept("lifecycle").await;
+    let client = database.connect().await;
+    let name = database.name().to_owned();
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET pdoflow.retention = '1h'"
+        ))
+        .await
+        .unwrap();
+    let two_hours_old = finished_hours_ago(&client, 2).await;
+    eventually(
+        "a job past the database's retention deleted",
+        PATIENCE,
+        || async { (!exists(&client, two_hours_old).await).then_some(()) },
+    )
+    .await;
+
+    client
+        .batch_execute(&format!("ALTER DATABASE {name} RESET pdoflow.retention"))
+        .await
+        .unwrap();
+    // Give the sweeper time to see the RESET before the next old job exists.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kept = finished_hours_ago(&client, 2).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        exists(&client, kept).await,
+        "back to the default retention of 7 days"
+    );
+}
+
 #[tokio::test]
 async fn dropping_the_extension_under_it_logs_no_errors() {
     let _serial = ONE_AT_A_TIME.lock().await;

@@ -178,18 +178,48 @@ impl Sweeper {
     }
 }
 
-/// Runs one step in its own transaction; a failure comes back tagged with
-/// the step's name.
+/// Runs one step in its own transaction, under the database's current
+/// `ALTER DATABASE ... SET pdoflow.*` values; a failure comes back tagged
+/// with the step's name.
 fn step<T>(
     name: &'static str,
     activity: &'static CStr,
     body: impl FnOnce() -> SpiResult<T>,
 ) -> Result<T, (&'static str, Failure)> {
+    let body = || {
+        apply_database_settings()?;
+        body()
+    };
     match transaction::run(activity, body) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err((name, error.into())),
         Err(failure) => Err((name, failure)),
     }
+}
+
+/// Applies, for the current transaction only, the pdoflow settings given to
+/// this database with `ALTER DATABASE ... SET`. PostgreSQL applies those once,
+/// when a process connects; read afresh each time, a change (or a RESET)
+/// reaches the sweeper without a restart. Server-level values come from the
+/// configuration files, re-read on SIGHUP.
+fn apply_database_settings() -> SpiResult<()> {
+    Spi::connect_mut(|client| {
+        client.update(
+            "SELECT pg_catalog.set_config(setting.name, setting.value, true)
+             FROM pg_catalog.pg_db_role_setting AS d
+             CROSS JOIN LATERAL unnest(d.setconfig) AS c(entry)
+             CROSS JOIN LATERAL (SELECT split_part(c.entry, '=', 1) AS name,
+                                        substr(c.entry, strpos(c.entry, '=') + 1) AS value) AS setting
+             WHERE d.setrole = 0
+               AND d.setdatabase = (SELECT oid FROM pg_catalog.pg_database
+                                    WHERE datname = pg_catalog.current_database())
+               AND setting.name IN ('pdoflow.retention', 'pdoflow.worker_timeout',
+                                    'pdoflow.retry_backoff_base', 'pdoflow.retry_backoff_max')",
+            None,
+            &[],
+        )?;
+        Ok(())
+    })
 }
 
 fn extension_installed() -> SpiResult<bool> {
