@@ -6,7 +6,8 @@
 -- for servers where the background worker cannot be loaded.
 --
 -- Every step skips rows that other transactions hold locked, so sweeping
--- never waits on, or deadlocks with, workers finishing their jobs.
+-- never waits on, or deadlocks with, workers finishing their jobs. The
+-- functions pin search_path: the background sweeper runs them as a superuser.
 
 -- Takes back up to max_jobs claims whose lease expired: a job with attempts
 -- left is queued again after the retry backoff, the others end as failed.
@@ -15,6 +16,7 @@
 CREATE FUNCTION pdoflow._expire_leases(max_jobs integer)
 RETURNS TABLE (requeued bigint, failed bigint)
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -75,6 +77,7 @@ $$;
 CREATE FUNCTION pdoflow._notify_due_jobs()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     since    timestamptz;
@@ -117,6 +120,7 @@ $$;
 CREATE FUNCTION pdoflow._delete_finished(max_jobs integer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     keep    interval := pdoflow._retention();
@@ -148,6 +152,7 @@ $$;
 CREATE FUNCTION pdoflow._sweep_workers()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     keep   interval := pdoflow._retention();
@@ -187,6 +192,7 @@ RETURNS TABLE (
     workers_gone     bigint
 )
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     expired  record;

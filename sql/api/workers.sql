@@ -1,10 +1,12 @@
 -- The workers registry: which workers are alive, by the name they claim with.
 
 -- Marks the named worker active and seen now. Called by claim and heartbeat,
--- so it must be cheap and never make them wait:
+-- so it must be cheap and must not make them wait on each other:
 --   * a worker seen within the last second is not written again;
---   * a row another transaction is updating is skipped (that transaction is
---     recording the same worker), so two sessions of one worker cannot deadlock.
+--   * a row another transaction is updating is skipped (usually another
+--     session recording the same worker; if the sweeper is marking it gone,
+--     the next call puts it right), so two sessions of one worker cannot
+--     deadlock. Only two sessions inserting the same new name wait.
 CREATE FUNCTION pdoflow._record_worker(worker text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE

@@ -130,12 +130,12 @@ async fn an_abandoned_claim_without_attempts_left_fails() {
 async fn a_live_lease_is_left_alone() {
     let database = TestDatabase::swept("leases").await;
     let client = database.connect().await;
-    let id = claimed_job(&client, "alive", 1, "healthy-worker", "2 seconds").await;
+    let id = claimed_job(&client, "alive", 1, "healthy-worker", "5 seconds").await;
     // Heartbeats keep the claim current well past its first lease.
-    for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
         client
-            .execute("SELECT pdoflow.heartbeat($1, 1, '2 seconds')", &[&id])
+            .execute("SELECT pdoflow.heartbeat($1, 1, '5 seconds')", &[&id])
             .await
             .expect("heartbeat of a live claim");
     }

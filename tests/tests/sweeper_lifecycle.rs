@@ -271,6 +271,20 @@ async fn database_settings_apply_without_a_restart() {
         ))
         .await
         .unwrap();
+    // A sweeper that connects now starts with the database's value, the
+    // case where a later RESET must fall back to the server's value.
+    let pid = eventually("the sweeper running", PATIENCE, || {
+        sweeper_pid(&client, &name)
+    })
+    .await;
+    client
+        .execute("SELECT pg_terminate_backend($1, 5000)", &[&pid])
+        .await
+        .unwrap();
+    eventually("the sweeper started again", PATIENCE, || async {
+        sweeper_pid(&client, &name).await.filter(|new| *new != pid)
+    })
+    .await;
     let two_hours_old = finished_hours_ago(&client, 2).await;
     eventually(
         "a job past the database's retention deleted",

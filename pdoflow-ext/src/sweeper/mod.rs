@@ -15,7 +15,7 @@ mod round;
 mod transaction;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
@@ -34,6 +34,11 @@ static REGISTERED: AtomicBool = AtomicBool::new(false);
 /// Registers one sweeper per database in `pdoflow.database`. Only possible
 /// while the postmaster loads shared_preload_libraries.
 pub fn register_workers() {
+    // pg_upgrade runs the server to restore databases, which must not have
+    // a sweeper connected (it drops and re-creates them).
+    if unsafe { pg_sys::IsBinaryUpgrade } {
+        return;
+    }
     REGISTERED.store(true, Ordering::Relaxed);
     for database in settings::sweeper_databases() {
         if database.len() >= pg_sys::NAMEDATALEN as usize {
@@ -93,12 +98,20 @@ pub extern "C-unwind" fn pdoflow_sweeper_main(_arg: pg_sys::Datum) {
     }
 }
 
+/// Session settings that no `ALTER DATABASE ... SET` may change: the
+/// sweeper runs as a superuser and its SQL expects them.
 fn configure_session() {
     set_option(c"application_name", c"pdoflow sweeper");
     // Losing a sweep's commit in a crash loses nothing: the next sweep finds
     // the same expired claims and old jobs again. Not waiting for the WAL
     // flush keeps the sweeper off the disk's few fsyncs per second.
     set_option(c"synchronous_commit", c"off");
+    // Only trusted schemas: an object planted in public must not run as the
+    // superuser every second.
+    set_option(c"search_path", c"pg_catalog, pg_temp");
+    // FOR UPDATE SKIP LOCKED, as the sweep uses it, needs read committed.
+    set_option(c"default_transaction_isolation", c"read committed");
+    set_option(c"default_transaction_read_only", c"off");
 }
 
 fn set_option(name: &std::ffi::CStr, value: &std::ffi::CStr) {
@@ -121,18 +134,34 @@ fn reload_configuration_if_asked() {
     }
 }
 
-/// Sleeps for `pdoflow.sweep_interval`, waking early for signals; exits the
-/// process if the postmaster died.
+/// Sleeps for `pdoflow.sweep_interval`. A SIGHUP ends the sleep at once (the
+/// interval may have changed), SIGTERM ends the process, and so does the
+/// postmaster's death; other wake-ups go back to sleep.
 fn wait_for_next_round() {
-    let interval = i64::from(settings::SWEEP_INTERVAL_MS.get());
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            interval as _,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
+    // Statistics of a background worker reach the cumulative statistics (and
+    // so autovacuum) only when reported: the main loop of an ordinary backend
+    // does this, a background worker must do it itself.
+    unsafe { pg_sys::pgstat_report_stat(true) };
+    let deadline = Instant::now()
+        + Duration::from_millis(u64::from(settings::SWEEP_INTERVAL_MS.get().unsigned_abs()));
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return;
+        }
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                remaining.as_millis().max(1) as _,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pg_sys::check_for_interrupts!();
+        if unsafe { pg_sys::ConfigReloadPending } != 0 {
+            return;
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! runs whatever the installed version of the extension defines.
 
 use std::ffi::CStr;
+use std::time::{Duration, Instant};
 
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
@@ -21,6 +22,8 @@ const MAX_LEASE_BATCHES: u32 = 100;
 /// after retention was lowered, say) is worked off over many rounds, while
 /// leases and due jobs keep being served every round.
 const MAX_DELETE_BATCHES: u32 = 10;
+/// A failure that repeats every round is logged again after this long.
+const REPEAT_WARNING_AFTER: Duration = Duration::from_secs(60);
 
 /// What the sweeper knows about its database between rounds.
 pub struct Sweeper {
@@ -28,6 +31,15 @@ pub struct Sweeper {
     /// Whether the extension was installed at the last look; `None` before
     /// the first. Changes are logged once, not every round.
     installed: Option<bool>,
+    /// The failure logged last, when, and how many rounds have failed since
+    /// the last round that succeeded.
+    failing: Option<Failing>,
+}
+
+struct Failing {
+    message: String,
+    logged_at: Instant,
+    rounds: u64,
 }
 
 impl Sweeper {
@@ -35,6 +47,7 @@ impl Sweeper {
         Self {
             database,
             installed: None,
+            failing: None,
         }
     }
 
@@ -53,8 +66,17 @@ impl Sweeper {
                 Ok(())
             }
         });
-        if let Err((step, failure)) = outcome {
-            self.report_failure(step, failure);
+        match outcome {
+            Err((step, failure)) => self.report_failure(step, failure),
+            Ok(()) => {
+                if let Some(failing) = self.failing.take() {
+                    log!(
+                        "pdoflow sweeper: sweeping database \"{}\" again after {} failed rounds",
+                        self.database,
+                        failing.rounds
+                    );
+                }
+            }
         }
     }
 
@@ -148,8 +170,10 @@ impl Sweeper {
         Ok(())
     }
 
-    /// Logs a failed step, unless it failed because the extension was just
-    /// dropped: a DROP EXTENSION racing a round is expected, not an error.
+    /// Logs a failed step as a WARNING: the first time, when the message
+    /// changes, and every REPEAT_WARNING_AFTER while it persists. Not at all
+    /// when the step failed because the extension was just dropped: a DROP
+    /// EXTENSION racing a round is expected, not an error.
     fn report_failure(&mut self, step: &str, failure: Failure) {
         if let Ok(Ok(false)) = transaction::run(
             c"pdoflow sweeper: looking for the extension",
@@ -162,15 +186,30 @@ impl Sweeper {
             self.note_installed(false);
             return;
         }
-        let mut report = ErrorReport::new(
-            failure.code,
-            format!(
-                "pdoflow sweeper: {step} in database \"{}\" failed: {}",
-                self.database, failure.message
-            ),
-            "pdoflow sweeper",
-        )
-        .set_hint("The sweeper tries again every pdoflow.sweep_interval.");
+        let message = format!(
+            "pdoflow sweeper: {step} in database \"{}\" failed: {}",
+            self.database, failure.message
+        );
+        let now = Instant::now();
+        let rounds = self.failing.as_ref().map_or(0, |failing| failing.rounds) + 1;
+        let repeated = self.failing.as_ref().is_some_and(|failing| {
+            failing.message == message && now - failing.logged_at < REPEAT_WARNING_AFTER
+        });
+        if repeated {
+            if let Some(failing) = &mut self.failing {
+                failing.rounds = rounds;
+            }
+            return;
+        }
+        self.failing = Some(Failing {
+            message: message.clone(),
+            logged_at: now,
+            rounds,
+        });
+        let mut report = ErrorReport::new(failure.code, message, "pdoflow sweeper").set_hint(
+            "The sweeper tries again every pdoflow.sweep_interval, and repeats this \
+             warning once a minute while the failure lasts.",
+        );
         if let Some(detail) = failure.detail {
             report = report.set_detail(detail);
         }
@@ -199,22 +238,32 @@ fn step<T>(
 
 /// Applies, for the current transaction only, the pdoflow settings given to
 /// this database with `ALTER DATABASE ... SET`. PostgreSQL applies those once,
-/// when a process connects; read afresh each time, a change (or a RESET)
-/// reaches the sweeper without a restart. Server-level values come from the
-/// configuration files, re-read on SIGHUP.
+/// when a process connects; read afresh here, a change reaches the sweeper
+/// at its next step. A value that was set when the sweeper connected and has
+/// since been RESET falls back to the configuration files' value (or the
+/// built-in default). Server-level values themselves are re-read on SIGHUP.
 fn apply_database_settings() -> SpiResult<()> {
     Spi::connect_mut(|client| {
         client.update(
-            "SELECT pg_catalog.set_config(setting.name, setting.value, true)
-             FROM pg_catalog.pg_db_role_setting AS d
-             CROSS JOIN LATERAL unnest(d.setconfig) AS c(entry)
-             CROSS JOIN LATERAL (SELECT split_part(c.entry, '=', 1) AS name,
-                                        substr(c.entry, strpos(c.entry, '=') + 1) AS value) AS setting
-             WHERE d.setrole = 0
-               AND d.setdatabase = (SELECT oid FROM pg_catalog.pg_database
-                                    WHERE datname = pg_catalog.current_database())
-               AND setting.name IN ('pdoflow.retention', 'pdoflow.worker_timeout',
-                                    'pdoflow.retry_backoff_base', 'pdoflow.retry_backoff_max')",
+            "WITH database_values AS (
+                 SELECT split_part(c.entry, '=', 1) AS name,
+                        substr(c.entry, strpos(c.entry, '=') + 1) AS value
+                 FROM pg_catalog.pg_db_role_setting AS d
+                 CROSS JOIN LATERAL unnest(d.setconfig) AS c(entry)
+                 WHERE d.setrole = 0
+                   AND d.setdatabase = (SELECT oid FROM pg_catalog.pg_database
+                                        WHERE datname = pg_catalog.current_database())
+             )
+             SELECT pg_catalog.set_config(s.name, coalesce(
+                        db.value,
+                        (SELECT f.setting FROM pg_catalog.pg_file_settings AS f
+                         WHERE f.name = s.name AND f.applied ORDER BY f.seqno DESC LIMIT 1),
+                        s.boot_val), true)
+             FROM pg_catalog.pg_settings AS s
+             LEFT JOIN database_values AS db ON db.name = s.name
+             WHERE s.name IN ('pdoflow.retention', 'pdoflow.worker_timeout',
+                              'pdoflow.retry_backoff_base', 'pdoflow.retry_backoff_max')
+               AND (db.value IS NOT NULL OR s.source = 'database')",
             None,
             &[],
         )?;

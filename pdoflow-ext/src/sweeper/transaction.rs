@@ -61,6 +61,9 @@ pub fn run<R>(activity: &CStr, body: impl FnOnce() -> R) -> Result<R, Failure> {
         unsafe {
             pg_sys::PopActiveSnapshot();
             pg_sys::CommitTransactionCommand();
+            // Counts this transaction's changes for autovacuum (at most once
+            // a second; the wait between rounds forces the rest out).
+            pg_sys::pgstat_report_stat(false);
         }
         Ok(value)
     })
