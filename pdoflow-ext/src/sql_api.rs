@@ -35,6 +35,11 @@ extension_sql_file!(
     requires = ["finish", "workers"]
 );
 extension_sql_file!(
+    "../../sql/api/release.sql",
+    name = "release",
+    requires = ["finish"]
+);
+extension_sql_file!(
     "../../sql/api/cancel_retry.sql",
     name = "cancel_retry",
     requires = ["finish"]
