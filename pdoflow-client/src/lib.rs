@@ -1,8 +1,25 @@
 //! Rust client for pdoflow, the job queue inside PostgreSQL.
 //!
-//! A skeleton for now: the typed client, task registry and worker runtime
-//! arrive with the `pdoflow-run` work. Until then, any PostgreSQL client can
-//! use the SQL API directly (see `docs/sql-api.md`).
+//! - [`Client`]: enqueue (typed arguments), cancel, retry, look up jobs and
+//!   queue statistics; the raw claim/finish calls for loops of your own.
+//! - [`Task`] and [`TaskRegistry`]: handlers by task name.
+//! - [`Worker`]: the runtime that runs registered handlers.
+//! - [`cli`]: the `pdoflow-run` command line, reusable in your own binary.
+
+pub mod builtin;
+pub mod cli;
+mod client;
+pub mod config;
+mod error;
+mod job;
+mod task;
+pub mod worker;
+
+pub use client::{ClaimedJob, Client, Finished, Outcome};
+pub use error::{Error, Result};
+pub use job::{Job, JobFilter, NewJob, PriorityCount, QueueCount};
+pub use task::{JobContext, Task, TaskError, TaskRegistry};
+pub use worker::{Worker, WorkerConfig, WorkerReport};
 
 /// The channel pdoflow notifies (with the queue name as payload) when jobs
 /// become available; idle workers `LISTEN` on it.

@@ -80,6 +80,27 @@ impl TestDatabase {
         database
     }
 
+    /// A connection URL for the test database, for programs under test.
+    pub fn url(&self) -> String {
+        let host = match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let user = self.config.get_user().unwrap_or("postgres");
+        format!("postgresql://{user}@{host}:{port}/{}", self.name())
+    }
+
+    /// The cluster's port.
+    pub fn port(&self) -> u16 {
+        self.config.get_ports().first().copied().unwrap_or(5432)
+    }
+
+    /// A new connection, or `None` while the server cannot be reached.
+    pub async fn connect_fallible(&self) -> Option<Client> {
+        config_connect(&self.config).await.ok()
+    }
+
     /// The database's name.
     pub fn name(&self) -> &str {
         self.config.get_dbname().unwrap_or("postgres")

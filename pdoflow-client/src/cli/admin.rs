@@ -1,0 +1,278 @@
+//! The admin commands: enqueue, status, jobs, job show|cancel|retry,
+//! priority-stats.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{connect, output};
+use crate::config::ConnectionSettings;
+use crate::error::{Error, Result};
+use crate::job::{Job, JobFilter, NewJob};
+
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// The task to run.
+    #[arg(long)]
+    pub task: String,
+    /// Arguments, as a JSON value.
+    #[arg(long, default_value = "{}", value_parser = parse_json)]
+    pub args: Value,
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Higher runs first.
+    #[arg(long, allow_negative_numbers = true)]
+    pub priority: Option<i32>,
+    /// Run no sooner than this from now (e.g. 30s, 5m, 2h).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "run_at")]
+    pub delay: Option<Duration>,
+    /// Run no sooner than this time (RFC 3339, e.g. 2026-12-01T09:00:00Z).
+    #[arg(long)]
+    pub run_at: Option<DateTime<Utc>>,
+    #[arg(long)]
+    pub max_attempts: Option<i32>,
+    /// Print the new job as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_json(text: &str) -> std::result::Result<Value, String> {
+    serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))
+}
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// queued, running, succeeded, failed or cancelled.
+    #[arg(long)]
+    pub state: Option<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Jobs per page.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    /// Page number, from 1.
+    #[arg(long, default_value_t = 1)]
+    pub page: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobAction {
+    /// Everything about one job.
+    Show {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued or running job.
+    Cancel { id: Uuid },
+    /// Queue a failed or cancelled job again.
+    Retry { id: Uuid },
+}
+
+pub async fn enqueue(settings: &ConnectionSettings, args: EnqueueArgs) -> Result<()> {
+    let mut job = NewJob::new(args.task, &args.args)?;
+    if let Some(queue) = args.queue {
+        job = job.queue(queue);
+    }
+    if let Some(priority) = args.priority {
+        job = job.priority(priority);
+    }
+    if let Some(delay) = args.delay {
+        job = job.delay(delay);
+    }
+    if let Some(run_at) = args.run_at {
+        job = job.run_at(run_at);
+    }
+    if let Some(max_attempts) = args.max_attempts {
+        job = job.max_attempts(max_attempts);
+    }
+    let client = connect(settings).await?;
+    let id = client.enqueue(&job).await?;
+    if args.json {
+        output::json(&serde_json::json!({ "id": id }))
+    } else {
+        println!("{id}");
+        Ok(())
+    }
+}
+
+pub async fn status(settings: &ConnectionSettings, args: OutputArgs) -> Result<()> {
+    let counts = connect(settings).await?.queue_counts().await?;
+    if args.json {
+        return output::json(&counts);
+    }
+    output::table(
+        &["queue", "state", "jobs"],
+        counts
+            .into_iter()
+            .map(|count| vec![count.queue, count.state, count.jobs.to_string()])
+            .collect(),
+    );
+    Ok(())
+}
+
+pub async fn jobs(settings: &ConnectionSettings, args: JobsArgs) -> Result<()> {
+    if args.page < 1 {
+        return Err(Error::Invalid(format!(
+            "--page must be at least 1, got {}",
+            args.page
+        )));
+    }
+    let filter = JobFilter {
+        state: args.state,
+        queue: args.queue,
+        task: args.task,
+        limit: Some(args.limit),
+        offset: Some((args.page - 1).saturating_mul(args.limit)),
+    };
+    let jobs = connect(settings).await?.jobs(&filter).await?;
+    if args.json {
+        return output::json(&jobs);
+    }
+    output::table(
+        &[
+            "id",
+            "task",
+            "queue",
+            "state",
+            "attempt",
+            "priority",
+            "created",
+            "last error",
+        ],
+        jobs.into_iter()
+            .map(|job| {
+                vec![
+                    job.id.to_string(),
+                    job.task,
+                    job.queue,
+                    job.state,
+                    format!("{}/{}", job.attempt, job.max_attempts),
+                    job.priority.to_string(),
+                    job.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    job.last_error
+                        .map(|error| first_line(&error))
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+pub async fn job(settings: &ConnectionSettings, action: JobAction) -> Result<()> {
+    let client = connect(settings).await?;
+    match action {
+        JobAction::Show { id, json } => {
+            let job = client.job(id).await?.ok_or(Error::NoSuchJob(id))?;
+            if json {
+                output::json(&job)
+            } else {
+                show(&job);
+                Ok(())
+            }
+        }
+        JobAction::Cancel { id } => {
+            let cancelled = client.cancel(id).await?;
+            println!(
+                "{}",
+                if cancelled {
+                    "cancelled"
+                } else {
+                    "not cancelled: the job had already ended"
+                }
+            );
+            Ok(())
+        }
+        JobAction::Retry { id } => {
+            let retried = client.retry(id).await?;
+            println!(
+                "{}",
+                if retried {
+                    "queued again"
+                } else {
+                    "not retried: the job is queued or running"
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+pub async fn priority_stats(settings: &ConnectionSettings, args: OutputArgs) -> Result<()> {
+    let counts = connect(settings).await?.priority_counts().await?;
+    if args.json {
+        return output::json(&counts);
+    }
+    output::table(
+        &["queue", "priority", "queued", "running"],
+        counts
+            .into_iter()
+            .map(|count| {
+                vec![
+                    count.queue,
+                    count.priority.to_string(),
+                    count.queued.to_string(),
+                    count.running.to_string(),
+                ]
+            })
+            .collect(),
+    );
+    Ok(())
+}
+
+fn show(job: &Job) {
+    let time = |at: Option<DateTime<Utc>>| at.map(|at| at.to_rfc3339()).unwrap_or_default();
+    let fields = [
+        ("id", job.id.to_string()),
+        ("task", job.task.clone()),
+        ("queue", job.queue.clone()),
+        ("state", job.state.clone()),
+        (
+            "attempt",
+            format!("{} of {}", job.attempt, job.max_attempts),
+        ),
+        ("priority", job.priority.to_string()),
+        ("args", job.args.to_string()),
+        (
+            "result",
+            job.result
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
+        ),
+        ("last error", job.last_error.clone().unwrap_or_default()),
+        ("worker", job.worker.clone().unwrap_or_default()),
+        ("run at", job.run_at.to_rfc3339()),
+        ("created", job.created_at.to_rfc3339()),
+        ("started", time(job.started_at)),
+        ("finished", time(job.finished_at)),
+        ("lease expires", time(job.lease_expires_at)),
+    ];
+    for (name, value) in fields {
+        println!("{name:>13}: {value}");
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    if line.chars().count() > 60 {
+        format!("{}…", line.chars().take(59).collect::<String>())
+    } else {
+        line.to_owned()
+    }
+}

@@ -1,0 +1,157 @@
+//! The `pdoflow-run` command line, as a library function so that a binary
+//! with handlers of its own is a few lines (see `examples/custom_worker.rs`):
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     let registry = pdoflow_client::TaskRegistry::new(); // register your tasks here
+//!     pdoflow_client::cli::main(registry)
+//! }
+//! ```
+
+mod admin;
+mod output;
+mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, ConnectionSettings};
+use crate::error::Result;
+use crate::task::TaskRegistry;
+
+/// Run pdoflow jobs and manage the queue.
+#[derive(Debug, Parser)]
+#[command(name = "pdoflow-run", version, about)]
+pub struct Cli {
+    /// PostgreSQL connection URL (else PDOFLOW_DATABASE_URL, DATABASE_URL,
+    /// then ~/.config/pdoflow/db.conf).
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// The db.conf file to read instead of ~/.config/pdoflow/db.conf.
+    #[arg(long, global = true, env = "PDOFLOW_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "PDOFLOW_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `pdoflow_client=debug`.
+    #[arg(long, global = true, default_value = "info", env = "PDOFLOW_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work jobs: run registered handlers until stopped (SIGINT/SIGTERM).
+    Worker(worker::WorkerArgs),
+    /// Enqueue one job.
+    Enqueue(admin::EnqueueArgs),
+    /// Job counts by queue and state.
+    Status(admin::OutputArgs),
+    /// List jobs, newest first, with filters.
+    Jobs(admin::JobsArgs),
+    /// Show, cancel or retry one job.
+    Job {
+        #[command(subcommand)]
+        action: admin::JobAction,
+    },
+    /// Queued and running jobs per queue and priority.
+    PriorityStats(admin::OutputArgs),
+}
+
+/// Parses the command line, runs the command and returns the exit code:
+/// 0 on success, 1 on failure (with a one-line error), 2 for usage errors.
+pub fn main(registry: TaskRegistry) -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return usage_error(error),
+    };
+    init_logging(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pdoflow-run: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, registry)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pdoflow-run: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--help` and `--version` print as clap formats them; a usage mistake
+/// becomes one line on stderr and exit code 2.
+fn usage_error(error: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) || matches!(
+        error.kind(),
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = error.print();
+        return if error.use_stderr() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    let rendered = error.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("pdoflow-run: {first} (see --help)");
+    ExitCode::from(2)
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
+    let settings = || config::resolve(cli.database_url.as_deref(), cli.config.as_deref());
+    match cli.command {
+        Command::Worker(args) => worker::run(settings()?, registry, args).await,
+        Command::Enqueue(args) => admin::enqueue(&settings()?, args).await,
+        Command::Status(args) => admin::status(&settings()?, args).await,
+        Command::Jobs(args) => admin::jobs(&settings()?, args).await,
+        Command::Job { action } => admin::job(&settings()?, action).await,
+        Command::PriorityStats(args) => admin::priority_stats(&settings()?, args).await,
+    }
+}
+
+fn init_logging(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Connects for an admin command, naming where the settings came from on failure.
+async fn connect(settings: &ConnectionSettings) -> Result<crate::Client> {
+    crate::Client::connect_with(&settings.config)
+        .await
+        .map_err(|error| {
+            crate::Error::Config(format!(
+                "cannot connect to the database ({}): {error}",
+                settings.source
+            ))
+        })
+}

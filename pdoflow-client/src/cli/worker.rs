@@ -1,0 +1,100 @@
+//! `pdoflow-run worker`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::builtin;
+use crate::config::ConnectionSettings;
+use crate::error::{Error, Result};
+use crate::task::TaskRegistry;
+use crate::worker::{Worker, WorkerConfig};
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Queues to work, comma-separated (default: every queue).
+    #[arg(long, value_delimiter = ',', env = "PDOFLOW_QUEUES")]
+    pub queues: Option<Vec<String>>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 10, env = "PDOFLOW_CONCURRENCY")]
+    pub concurrency: usize,
+    /// Exit once no job is available or running in the queues.
+    #[arg(long)]
+    pub burst: bool,
+    /// Name recorded on claims and in pdoflow.workers (default: host-pid).
+    #[arg(long, env = "PDOFLOW_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Lease of each claim; renewed while the job runs.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "PDOFLOW_LEASE")]
+    pub lease: Duration,
+    /// Longest a job may run ("0s": no limit).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration, env = "PDOFLOW_JOB_TIMEOUT")]
+    pub job_timeout: Duration,
+    /// Poll this often when no announcement arrives.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "PDOFLOW_POLL_INTERVAL")]
+    pub poll_interval: Duration,
+    /// Time running jobs get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "PDOFLOW_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Duration,
+    /// Where the shell task writes job output (default ~/.local/state/pdoflow/logs).
+    #[arg(long, env = "PDOFLOW_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+}
+
+pub async fn run(
+    settings: ConnectionSettings,
+    mut registry: TaskRegistry,
+    args: WorkerArgs,
+) -> Result<()> {
+    builtin::register_builtins(
+        &mut registry,
+        args.log_dir.unwrap_or_else(builtin::default_log_dir),
+    )?;
+    let defaults = WorkerConfig::default();
+    let config = WorkerConfig {
+        name: args.name.unwrap_or(defaults.name),
+        queues: args.queues,
+        concurrency: args.concurrency,
+        lease: args.lease,
+        job_timeout: (!args.job_timeout.is_zero()).then_some(args.job_timeout),
+        poll_interval: args.poll_interval,
+        shutdown_grace: args.shutdown_grace,
+        burst: args.burst,
+    };
+    let source = settings.source.clone();
+    let worker = Worker::new(settings, registry, config)?;
+    let report = worker
+        .run(shutdown_signal())
+        .await
+        .map_err(|error| match error {
+            Error::Postgres(_) => Error::Config(format!(
+                "cannot connect to the database ({source}): {error}"
+            )),
+            other => other,
+        })?;
+    tracing::info!(
+        succeeded = report.succeeded,
+        failed = report.failed,
+        released = report.released,
+        "worker stopped"
+    );
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}

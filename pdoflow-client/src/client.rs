@@ -1,0 +1,314 @@
+//! `Client`: the SQL API of pdoflow as typed Rust calls.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio_postgres::{Config, NoTls};
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::job::{Job, JobFilter, NewJob, PriorityCount, QueueCount, JOB_COLUMNS};
+
+/// A connection to a database where `CREATE EXTENSION pdoflow` has run.
+pub struct Client {
+    db: tokio_postgres::Client,
+}
+
+/// A job handed to a worker by `claim`: run it, then finish the claim
+/// `(id, attempt)`.
+#[derive(Clone, Debug)]
+pub struct ClaimedJob {
+    pub id: Uuid,
+    pub task: String,
+    pub args: Value,
+    pub queue: String,
+    pub priority: i32,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub lease_expires_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+}
+
+/// How one claim ended, for `finish_many`: `Ok(result)` or `Err(message)`.
+pub type Outcome = std::result::Result<Option<Value>, String>;
+
+/// What `finish_many` did with one claim.
+#[derive(Clone, Debug)]
+pub struct Finished {
+    pub id: Uuid,
+    pub attempt: i32,
+    /// The job's state now (`succeeded`, `queued` for a retry, `failed`, ...).
+    pub state: Option<String>,
+    /// Why the claim could not be finished (it was not current).
+    pub rejected: Option<String>,
+}
+
+impl Client {
+    /// Connects with a `postgresql://` URL or a key=value connection string.
+    pub async fn connect(url: &str) -> Result<Client> {
+        let config = url.parse::<Config>().map_err(|error| {
+            Error::Config(format!("not a PostgreSQL connection string: {error}"))
+        })?;
+        Client::connect_with(&config).await
+    }
+
+    /// Connects with tokio-postgres settings (see `config::resolve`).
+    pub async fn connect_with(config: &Config) -> Result<Client> {
+        let (db, connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "database connection ended");
+            }
+        });
+        Ok(Client { db })
+    }
+
+    /// Wraps a connection made elsewhere.
+    pub fn from_postgres(db: tokio_postgres::Client) -> Client {
+        Client { db }
+    }
+
+    /// The underlying tokio-postgres client, for SQL of your own.
+    pub fn postgres(&self) -> &tokio_postgres::Client {
+        &self.db
+    }
+
+    /// True once the connection is gone; make a new `Client`.
+    pub fn is_closed(&self) -> bool {
+        self.db.is_closed()
+    }
+
+    /// Enqueues one job; returns its id.
+    pub async fn enqueue(&self, job: &NewJob) -> Result<Uuid> {
+        let ids = self.enqueue_many(std::slice::from_ref(job)).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| Error::Invalid("enqueue returned no id".into()))
+    }
+
+    /// Enqueues many jobs in one statement (all or none); returns their ids
+    /// in the order given.
+    pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
+        let document = serde_json::to_value(jobs).map_err(|source| Error::Json {
+            context: "job list".into(),
+            source,
+        })?;
+        let rows = self
+            .db
+            .query(
+                "SELECT id FROM pdoflow.enqueue_many($1::jsonb)",
+                &[&document],
+            )
+            .await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Cancels a queued or running job; false if it had already ended.
+    pub async fn cancel(&self, id: Uuid) -> Result<bool> {
+        self.job_call("SELECT pdoflow.cancel($1)", id).await
+    }
+
+    /// Re-queues a failed or cancelled job; false if it is queued or running.
+    pub async fn retry(&self, id: Uuid) -> Result<bool> {
+        self.job_call("SELECT pdoflow.retry($1)", id).await
+    }
+
+    async fn job_call(&self, sql: &str, id: Uuid) -> Result<bool> {
+        match self.db.query_one(sql, &[&id]).await {
+            Ok(row) => Ok(row.get(0)),
+            Err(error) if error.code().map(|code| code.code()) == Some("22023") => {
+                Err(Error::NoSuchJob(id))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// One job, whatever its state.
+    pub async fn job(&self, id: Uuid) -> Result<Option<Job>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM pdoflow.jobs WHERE id = $1");
+        Ok(self
+            .db
+            .query_opt(&sql, &[&id])
+            .await?
+            .as_ref()
+            .map(Job::from_row))
+    }
+
+    /// Jobs matching `filter`, newest first, one page at a time.
+    pub async fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM pdoflow.jobs
+             WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR queue = $2)
+               AND ($3::text IS NULL OR task = $3)
+             ORDER BY id DESC LIMIT $4 OFFSET $5"
+        );
+        let limit = filter.limit.unwrap_or(50);
+        let offset = filter.offset.unwrap_or(0);
+        if limit < 1 || offset < 0 {
+            return Err(Error::Invalid(format!(
+                "page size must be at least 1 and offset at least 0, got {limit} and {offset}"
+            )));
+        }
+        let rows = self
+            .db
+            .query(
+                &sql,
+                &[&filter.state, &filter.queue, &filter.task, &limit, &offset],
+            )
+            .await?;
+        Ok(rows.iter().map(Job::from_row).collect())
+    }
+
+    /// Job counts per queue and state.
+    pub async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT queue, state, count(*) FROM pdoflow.jobs GROUP BY 1, 2 ORDER BY 1, 2",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| QueueCount {
+                queue: row.get(0),
+                state: row.get(1),
+                jobs: row.get(2),
+            })
+            .collect())
+    }
+
+    /// Queued and running jobs per queue and priority, highest first.
+    pub async fn priority_counts(&self) -> Result<Vec<PriorityCount>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT queue, priority, count(*) FILTER (WHERE state = 'queued'),
+                        count(*) FILTER (WHERE state = 'running')
+                 FROM pdoflow.active_jobs GROUP BY 1, 2 ORDER BY 1, 2 DESC",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| PriorityCount {
+                queue: row.get(0),
+                priority: row.get(1),
+                queued: row.get(2),
+                running: row.get(3),
+            })
+            .collect())
+    }
+
+    /// Claims up to `n` due jobs from `queues` (all when `None`) for `worker`.
+    pub async fn claim(
+        &self,
+        n: i32,
+        queues: Option<&[String]>,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, last_error
+                 FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4))",
+                &[&n, &queues, &worker, &lease.as_secs_f64()],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| ClaimedJob {
+                id: row.get(0),
+                task: row.get(1),
+                args: row.get(2),
+                queue: row.get(3),
+                priority: row.get(4),
+                attempt: row.get(5),
+                max_attempts: row.get(6),
+                lease_expires_at: row.get(7),
+                last_error: row.get(8),
+            })
+            .collect())
+    }
+
+    /// Finishes many claims in one statement.
+    pub async fn finish_many(&self, claims: &[(Uuid, i32, Outcome)]) -> Result<Vec<Finished>> {
+        let ids: Vec<Uuid> = claims.iter().map(|claim| claim.0).collect();
+        let attempts: Vec<i32> = claims.iter().map(|claim| claim.1).collect();
+        let errors: Vec<Option<&str>> = claims
+            .iter()
+            .map(|claim| claim.2.as_ref().err().map(String::as_str))
+            .collect();
+        let results: Vec<Option<&Value>> = claims
+            .iter()
+            .map(|claim| claim.2.as_ref().ok().and_then(Option::as_ref))
+            .collect();
+        let rows = self
+            .db
+            .query(
+                "SELECT id, attempt, state, rejected FROM pdoflow.finish_many($1, $2, $3, $4)",
+                &[&ids, &attempts, &errors, &results],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Finished {
+                id: row.get(0),
+                attempt: row.get(1),
+                state: row.get(2),
+                rejected: row.get(3),
+            })
+            .collect())
+    }
+
+    /// Extends the claim's lease by `lease`; returns the new expiry.
+    pub async fn heartbeat(
+        &self,
+        id: Uuid,
+        attempt: i32,
+        lease: Duration,
+    ) -> Result<DateTime<Utc>> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT pdoflow.heartbeat($1, $2, make_interval(secs => $3))",
+                &[&id, &attempt, &lease.as_secs_f64()],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Hands a claimed job back without counting the attempt.
+    pub async fn release(&self, id: Uuid, attempt: i32) -> Result<bool> {
+        let row = self
+            .db
+            .query_one("SELECT pdoflow.release($1, $2)", &[&id, &attempt])
+            .await?;
+        Ok(row.get(0))
+    }
+
+    /// Records the worker as alive in `pdoflow.workers`.
+    pub async fn register_worker(&self, name: &str) -> Result<()> {
+        self.db
+            .execute("SELECT pdoflow.register_worker($1)", &[&name])
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `queues` (all when `None`) have any queued or running job;
+    /// the test `--burst` workers stop on.
+    pub async fn has_pending_jobs(&self, queues: Option<&[String]>) -> Result<bool> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT EXISTS (SELECT FROM pdoflow.active_jobs
+                                WHERE ($1::text[] IS NULL OR queue = ANY ($1))
+                                  AND (state = 'running' OR run_at <= now()))",
+                &[&queues],
+            )
+            .await?;
+        Ok(row.get(0))
+    }
+}

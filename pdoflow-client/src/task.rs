@@ -1,0 +1,186 @@
+//! Tasks: what a worker can run, by name.
+//!
+//! A handler implements [`Task`]: its name, the type its JSON arguments
+//! deserialize into, and an async `run` returning any `Serialize` result or a
+//! [`TaskError`]. A [`TaskRegistry`] maps names to handlers; registering a
+//! name twice is an error.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+
+/// What a running job knows about itself.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    pub id: Uuid,
+    pub task: String,
+    pub queue: String,
+    /// 1 for the first attempt.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    /// Why the previous attempt failed, if it did.
+    pub last_error: Option<String>,
+}
+
+/// A handler's failure: the message becomes the job's `last_error`.
+pub struct TaskError(String);
+
+impl TaskError {
+    pub fn new(message: impl Into<String>) -> TaskError {
+        TaskError(message.into())
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Any error converts, so handlers can use `?`.
+impl<E: std::error::Error> From<E> for TaskError {
+    fn from(error: E) -> TaskError {
+        TaskError(error.to_string())
+    }
+}
+
+impl fmt::Debug for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TaskError({:?})", self.0)
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job handler.
+///
+/// ```no_run
+/// use pdoflow_client::{JobContext, Task, TaskError};
+/// use serde::Deserialize;
+///
+/// struct SendEmail;
+///
+/// #[derive(Deserialize)]
+/// struct Email { to: String }
+///
+/// impl Task for SendEmail {
+///     const NAME: &'static str = "send_email";
+///     type Args = Email;
+///     type Output = serde_json::Value;
+///
+///     async fn run(&self, args: Email, _job: JobContext) -> Result<serde_json::Value, TaskError> {
+///         Ok(serde_json::json!({ "sent_to": args.to }))
+///     }
+/// }
+/// ```
+pub trait Task: Send + Sync + 'static {
+    /// The task name jobs are enqueued with.
+    const NAME: &'static str;
+    /// The job's arguments; a job whose args do not deserialize fails.
+    type Args: DeserializeOwned + Send + 'static;
+    /// Stored as the job's result.
+    type Output: Serialize + Send + 'static;
+
+    fn run(
+        &self,
+        args: Self::Args,
+        job: JobContext,
+    ) -> impl Future<Output = std::result::Result<Self::Output, TaskError>> + Send;
+}
+
+pub(crate) type TaskFuture =
+    Pin<Box<dyn Future<Output = std::result::Result<Value, String>> + Send>>;
+
+/// A handler with its types erased, as the registry stores it.
+trait ErasedTask: Send + Sync {
+    fn call(self: Arc<Self>, args: Value, job: JobContext) -> TaskFuture;
+}
+
+struct Typed<T>(T);
+
+impl<T: Task> ErasedTask for Typed<T> {
+    fn call(self: Arc<Self>, args: Value, job: JobContext) -> TaskFuture {
+        Box::pin(async move {
+            let args: T::Args = serde_json::from_value(args)
+                .map_err(|error| format!("arguments do not fit task {:?}: {error}", T::NAME))?;
+            let output = self.0.run(args, job).await.map_err(|error| error.0)?;
+            serde_json::to_value(output)
+                .map_err(|error| format!("result of task {:?} is not JSON: {error}", T::NAME))
+        })
+    }
+}
+
+/// Task names to handlers.
+#[derive(Clone, Default)]
+pub struct TaskRegistry {
+    tasks: BTreeMap<String, Arc<dyn ErasedTask>>,
+}
+
+impl TaskRegistry {
+    pub fn new() -> TaskRegistry {
+        TaskRegistry::default()
+    }
+
+    /// Adds a handler; a second handler for the same name is an error.
+    pub fn register<T: Task>(&mut self, task: T) -> Result<&mut Self> {
+        if self.tasks.contains_key(T::NAME) {
+            return Err(Error::DuplicateTask(T::NAME.to_owned()));
+        }
+        self.tasks.insert(T::NAME.to_owned(), Arc::new(Typed(task)));
+        Ok(self)
+    }
+
+    /// The registered task names, sorted.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tasks.keys().map(String::as_str)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tasks.contains_key(name)
+    }
+
+    /// Starts the handler of `job.task` on `args`; `None` if there is none.
+    pub(crate) fn start(&self, args: Value, job: JobContext) -> Option<TaskFuture> {
+        let task = self.tasks.get(&job.task)?.clone();
+        Some(task.call(args, job))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Echo;
+    impl Task for Echo {
+        const NAME: &'static str = "echo";
+        type Args = Value;
+        type Output = Value;
+        async fn run(
+            &self,
+            args: Value,
+            _job: JobContext,
+        ) -> std::result::Result<Value, TaskError> {
+            Ok(args)
+        }
+    }
+
+    #[test]
+    fn a_name_registered_twice_is_an_error() {
+        let mut registry = TaskRegistry::new();
+        registry.register(Echo).unwrap();
+        let error = registry.register(Echo).err().unwrap();
+        assert_eq!(error.to_string(), "task \"echo\" is registered twice");
+        assert_eq!(registry.names().collect::<Vec<_>>(), ["echo"]);
+    }
+}

@@ -1,0 +1,87 @@
+//! Running one claimed job: its handler in a task of its own, bounded by the
+//! job timeout, with a panic turned into the job's error.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use crate::client::{ClaimedJob, Outcome};
+use crate::task::{JobContext, TaskRegistry};
+
+/// A job's end, as the worker loop receives it.
+pub struct Done {
+    pub id: Uuid,
+    pub attempt: i32,
+    pub outcome: Outcome,
+}
+
+/// Starts `job` and returns the handle that aborts it. Its outcome arrives on
+/// `done` when it ends, unless it is aborted first.
+pub fn start(
+    job: ClaimedJob,
+    registry: &TaskRegistry,
+    timeout: Option<Duration>,
+    done: UnboundedSender<Done>,
+) -> AbortHandle {
+    let context = JobContext {
+        id: job.id,
+        task: job.task.clone(),
+        queue: job.queue.clone(),
+        attempt: job.attempt,
+        max_attempts: job.max_attempts,
+        last_error: job.last_error.clone(),
+    };
+    let handler = registry.start(job.args, context);
+    let known: Vec<String> = registry.names().map(str::to_owned).collect();
+    let task = job.task;
+    let handler_task = tokio::spawn(async move {
+        let Some(handler) = handler else {
+            return Err(format!(
+                "no handler for task {task:?} in this worker (it runs: {})",
+                known.join(", ")
+            ));
+        };
+        match timeout {
+            None => handler.await,
+            Some(limit) => match tokio::time::timeout(limit, handler).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(format!(
+                    "timed out after {} (the worker's job timeout)",
+                    humantime::format_duration(limit)
+                )),
+            },
+        }
+    });
+    let abort = handler_task.abort_handle();
+    let (id, attempt) = (job.id, job.attempt);
+    tokio::spawn(async move {
+        let outcome = match handler_task.await {
+            Ok(Ok(result)) => Ok(Some(result)),
+            Ok(Err(message)) => Err(message),
+            // Aborted by the worker (shutdown, lost claim): nothing to report.
+            Err(error) if error.is_cancelled() => return,
+            Err(error) => Err(format!(
+                "the handler panicked: {}",
+                panic_message(error.into_panic())
+            )),
+        };
+        let _ = done.send(Done {
+            id,
+            attempt,
+            outcome,
+        });
+    });
+    abort
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "(no message)".to_owned()
+    }
+}

@@ -1,0 +1,63 @@
+//! The worker's LISTEN connection: wakes the worker loop when pdoflow
+//! announces jobs in one of its queues. It reconnects by itself, and wakes
+//! the loop after each reconnection, since announcements may have been missed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tokio_postgres::{AsyncMessage, Config, NoTls};
+
+use crate::NOTIFY_CHANNEL;
+
+/// Runs until the process ends; call it in a task of its own.
+pub async fn listen(config: Config, queues: Option<Vec<String>>, wake: Arc<Notify>) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match listen_once(&config, queues.as_deref(), &wake).await {
+            Ok(()) => tracing::warn!("the LISTEN connection closed; reconnecting"),
+            Err(error) => tracing::warn!(%error, "the LISTEN connection failed; reconnecting"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+async fn listen_once(
+    config: &Config,
+    queues: Option<&[String]>,
+    wake: &Notify,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = config.connect(NoTls).await?;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let statement = format!("LISTEN {NOTIFY_CHANNEL}");
+    {
+        // The connection must be polled for LISTEN to complete.
+        let listening = client.batch_execute(&statement);
+        tokio::pin!(listening);
+        loop {
+            tokio::select! {
+                result = &mut listening => { result?; break; }
+                message = messages.next() => match message {
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => return Err(error),
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+    wake.notify_one();
+    while let Some(message) = messages.next().await {
+        if let AsyncMessage::Notification(notification) = message? {
+            let wanted = queues
+                .is_none_or(|queues| queues.iter().any(|queue| queue == notification.payload()));
+            if wanted {
+                wake.notify_one();
+            }
+        }
+    }
+    // The client lives as long as the connection is listened to.
+    drop(client);
+    Ok(())
+}

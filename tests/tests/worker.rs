@@ -1,0 +1,383 @@
+//! `pdoflow-run worker` end to end: a real worker process (the `test-worker`
+//! binary: pdoflow-run's command line plus tasks that misbehave on purpose)
+//! against the test cluster.
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use pdoflow_tests::{eventually, TestDatabase};
+use tokio::process::{Child, Command};
+use tokio_postgres::Client;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn worker_command(database: &TestDatabase, args: &[&str]) -> Command {
+    let mut command = Command::new(WORKER);
+    command
+        .arg("--database-url")
+        .arg(database.url())
+        .args(args)
+        .env_remove("PDOFLOW_DATABASE_URL")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Runs a worker in burst mode to completion.
+async fn burst(database: &TestDatabase, extra: &[&str]) -> Output {
+    let mut args = vec!["worker", "--burst", "--log-dir"];
+    let log_dir = log_dir(database);
+    args.push(&log_dir);
+    args.extend_from_slice(extra);
+    let output = tokio::time::timeout(PATIENCE, worker_command(database, &args).output())
+        .await
+        .expect("the burst worker finishes")
+        .expect("run the worker");
+    assert!(
+        output.status.success(),
+        "worker failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn log_dir(database: &TestDatabase) -> String {
+    std::env::temp_dir()
+        .join(format!("pdoflow-test-logs-{}", database.name()))
+        .display()
+        .to_string()
+}
+
+async fn states(client: &Client) -> Vec<(String, String, i64)> {
+    client
+        .query(
+            "SELECT task, state, count(*) FROM pdoflow.jobs GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+fn row(task: &str, state: &str, count: i64) -> (String, String, i64) {
+    (task.to_owned(), state.to_owned(), count)
+}
+
+#[tokio::test]
+async fn jobs_enqueued_in_sql_are_worked_and_their_results_stored() {
+    let database = TestDatabase::create("worker_end_to_end").await;
+    let client = database.connect().await;
+    client
+        .batch_execute(
+            r#"SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[300]));
+               SELECT pdoflow.enqueue('echo', '{"n": 42}', queue => 'other');
+               SELECT pdoflow.enqueue('sleep', '{"ms": 200}');
+               SELECT pdoflow.enqueue('shell', '{"command": ["sh", "-c", "echo out; echo err >&2"], "env": {"X": "1"}}');"#,
+        )
+        .await
+        .unwrap();
+    burst(&database, &["--concurrency", "4"]).await;
+
+    assert_eq!(
+        states(&client).await,
+        vec![
+            row("echo", "succeeded", 1),
+            row("noop", "succeeded", 300),
+            row("shell", "succeeded", 1),
+            row("sleep", "succeeded", 1),
+        ]
+    );
+    let echo: serde_json::Value = client
+        .query_one("SELECT result FROM pdoflow.jobs WHERE task = 'echo'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(echo, serde_json::json!({"args": {"n": 42}, "attempt": 1}));
+    let (id, shell): (uuid::Uuid, serde_json::Value) = client
+        .query_one(
+            "SELECT id, result FROM pdoflow.jobs WHERE task = 'shell'",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(shell["exit_code"], 0);
+    let stdout_log = std::path::PathBuf::from(log_dir(&database)).join(format!("{id}.stdout.log"));
+    assert_eq!(shell["stdout_log"], stdout_log.display().to_string());
+    assert_eq!(std::fs::read_to_string(&stdout_log).unwrap(), "out\n");
+    let stderr_log = stdout_log.with_file_name(format!("{id}.stderr.log"));
+    assert_eq!(std::fs::read_to_string(stderr_log).unwrap(), "err\n");
+    let worker: String = client
+        .query_one("SELECT worker FROM pdoflow.jobs WHERE task = 'echo'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let registered: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pdoflow.workers WHERE name = $1",
+            &[&worker],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(registered, 1, "the worker is in the registry");
+}
+
+#[tokio::test]
+async fn each_kind_of_failure_ends_as_the_right_failure_and_the_worker_goes_on() {
+    let database = TestDatabase::create("worker_failures").await;
+    let client = database.connect().await;
+    client
+        .batch_execute(
+            r#"SELECT pdoflow.enqueue('panic', '{"message": "handler exploded"}', max_attempts => 1);
+               SELECT pdoflow.enqueue('fail', '{"message": "upstream said no"}', max_attempts => 1);
+               SELECT pdoflow.enqueue('sleep', '{"ms": 10000}', max_attempts => 1);
+               SELECT pdoflow.enqueue('shell', '{"command": ["sh", "-c", "echo partial; echo bad input >&2; exit 3"]}', max_attempts => 1);
+               SELECT pdoflow.enqueue('unknown_task', max_attempts => 1);
+               SELECT pdoflow.enqueue('sleep', '{"seconds": 1}', max_attempts => 1, queue => 'bad_args');
+               SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[20]));"#,
+        )
+        .await
+        .unwrap();
+    burst(&database, &["--job-timeout", "1s", "--concurrency", "3"]).await;
+
+    let failures: Vec<(String, String, String)> = client
+        .query(
+            "SELECT task, state, last_error FROM pdoflow.jobs WHERE task <> 'noop' ORDER BY task, queue",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    let expect = |task: &str, error: &str| {
+        let found = failures
+            .iter()
+            .find(|(name, _, last_error)| name == task && last_error.contains(error));
+        assert!(
+            matches!(found, Some((_, state, _)) if state == "failed"),
+            "{task}: expected a failure containing {error:?} in {failures:#?}"
+        );
+    };
+    expect("panic", "the handler panicked: handler exploded");
+    expect("fail", "upstream said no");
+    expect("sleep", "timed out after 1s");
+    expect(
+        "shell",
+        "\"sh\" exited with code 3; stderr ends with:\nbad input",
+    );
+    expect(
+        "unknown_task",
+        "no handler for task \"unknown_task\" in this worker",
+    );
+    expect("sleep", "arguments do not fit task \"sleep\"");
+    assert!(
+        states(&client)
+            .await
+            .contains(&row("noop", "succeeded", 20)),
+        "the worker kept going"
+    );
+}
+
+async fn running_count(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pdoflow.jobs WHERE state = 'running'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+fn terminate(child: &Child) {
+    let pid = child.id().expect("the worker is running").to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sigterm_lets_running_jobs_finish_then_exits_zero() {
+    let database = TestDatabase::create("worker_sigterm").await;
+    let client = database.connect().await;
+    client
+        .batch_execute(r#"SELECT count(*) FROM pdoflow.enqueue_many('sleep', array_fill('{"ms": 1500}'::jsonb, ARRAY[3]));"#)
+        .await
+        .unwrap();
+    let child = worker_command(
+        &database,
+        &["worker", "--concurrency", "3", "--poll-interval", "200ms"],
+    )
+    .spawn()
+    .unwrap();
+    eventually("three jobs running", PATIENCE, || async {
+        (running_count(&client).await == 3).then_some(())
+    })
+    .await;
+    client
+        .execute(r#"SELECT pdoflow.enqueue('sleep', '{"ms": 10}')"#, &[])
+        .await
+        .unwrap();
+    terminate(&child);
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("the worker exits")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        states(&client).await,
+        vec![row("sleep", "queued", 1), row("sleep", "succeeded", 3)],
+        "running jobs finished, nothing new was claimed, nothing is left running"
+    );
+}
+
+#[tokio::test]
+async fn jobs_still_running_after_the_grace_period_are_released() {
+    let database = TestDatabase::create("worker_grace").await;
+    let client = database.connect().await;
+    client
+        .execute(
+            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 60000}', max_attempts => 1)"#,
+            &[],
+        )
+        .await
+        .unwrap();
+    let child = worker_command(&database, &["worker", "--shutdown-grace", "1s"])
+        .spawn()
+        .unwrap();
+    eventually("the job running", PATIENCE, || async {
+        (running_count(&client).await == 1).then_some(())
+    })
+    .await;
+    terminate(&child);
+    let output = tokio::time::timeout(PATIENCE, child.wait_with_output())
+        .await
+        .expect("the worker exits after its grace period")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (state, attempt): (String, i32) = client
+        .query_one("SELECT state, attempt FROM pdoflow.jobs", &[])
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt),
+        ("queued", 0),
+        "released, its attempt not counted"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_workers_job_is_worked_again_and_succeeds_once() {
+    let database = TestDatabase::swept("worker").await;
+    let client = database.connect().await;
+    let id: uuid::Uuid = client
+        .query_one(
+            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 1500}', queue => 'killed', max_attempts => 3)"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let victim = worker_command(
+        &database,
+        &["worker", "--queues", "killed", "--lease", "2s"],
+    )
+    .spawn()
+    .unwrap();
+    eventually("the job running", PATIENCE, || async {
+        (running_count(&client).await == 1).then_some(())
+    })
+    .await;
+    let pid = victim.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    let _ = victim.wait_with_output().await;
+
+    // The background sweeper takes the claim back once its lease expires.
+    burst(&database, &["--queues", "killed"]).await;
+    let (state, attempt): (String, i32) = client
+        .query_one(
+            "SELECT state, attempt FROM pdoflow.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!((state.as_str(), attempt), ("succeeded", 2));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_one_line_and_a_non_zero_exit() {
+    let database = TestDatabase::create("worker_bad_config").await;
+    let conf = std::env::temp_dir().join(format!("pdoflow-bad-{}.conf", database.name()));
+    std::fs::write(&conf, "[postgresql]\nusername = app\n").unwrap();
+    let conf = conf.display().to_string();
+    for (args, expected_code, expected) in [
+        (
+            vec![
+                "--database-url",
+                "postgresql://postgres@127.0.0.1:1/none",
+                "worker",
+            ],
+            1,
+            "cannot connect to the database (--database-url)",
+        ),
+        (
+            vec!["--config", &conf, "status"],
+            1,
+            "unknown key \"username\"",
+        ),
+        (
+            vec!["worker", "--bogus"],
+            2,
+            "unexpected argument '--bogus'",
+        ),
+        (
+            vec!["--database-url", "postgresql://h:notaport/d", "status"],
+            1,
+            "--database-url: not a PostgreSQL connection string",
+        ),
+    ] {
+        let output = Command::new(WORKER)
+            .args(&args)
+            .env_remove("PDOFLOW_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .env("HOME", std::env::temp_dir())
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(expected_code),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?}: one line, got {stderr}"
+        );
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
