@@ -30,6 +30,22 @@ pub struct ClaimedJob {
     pub last_error: Option<String>,
 }
 
+impl ClaimedJob {
+    fn from_row(row: &tokio_postgres::Row) -> ClaimedJob {
+        ClaimedJob {
+            id: row.get(0),
+            task: row.get(1),
+            args: row.get(2),
+            queue: row.get(3),
+            priority: row.get(4),
+            attempt: row.get(5),
+            max_attempts: row.get(6),
+            lease_expires_at: row.get(7),
+            last_error: row.get(8),
+        }
+    }
+}
+
 /// How one claim ended, for `finish_many`: `Ok(result)` or `Err(message)`.
 pub type Outcome = std::result::Result<Option<Value>, String>;
 
@@ -201,11 +217,13 @@ impl Client {
             .collect())
     }
 
-    /// Claims up to `n` due jobs from `queues` (all when `None`) for `worker`.
+    /// Claims up to `n` due jobs from `queues` (all when `None`) of `tasks`
+    /// (all when `None`) for `worker`.
     pub async fn claim(
         &self,
         n: i32,
         queues: Option<&[String]>,
+        tasks: Option<&[String]>,
         worker: &str,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>> {
@@ -213,24 +231,30 @@ impl Client {
             .db
             .query(
                 "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, last_error
-                 FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4))",
-                &[&n, &queues, &worker, &lease.as_secs_f64()],
+                 FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4), $5)",
+                &[&n, &queues, &worker, &lease.as_secs_f64(), &tasks],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| ClaimedJob {
-                id: row.get(0),
-                task: row.get(1),
-                args: row.get(2),
-                queue: row.get(3),
-                priority: row.get(4),
-                attempt: row.get(5),
-                max_attempts: row.get(6),
-                lease_expires_at: row.get(7),
-                last_error: row.get(8),
-            })
-            .collect())
+        Ok(rows.iter().map(ClaimedJob::from_row).collect())
+    }
+
+    /// Claims the queued job `id` (even before it is due) for `worker`;
+    /// `None` when it is not queued.
+    pub async fn claim_job(
+        &self,
+        id: Uuid,
+        worker: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>> {
+        let row = self
+            .db
+            .query_opt(
+                "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, last_error
+                 FROM pdoflow.claim_job($1, $2, make_interval(secs => $3))",
+                &[&id, &worker, &lease.as_secs_f64()],
+            )
+            .await?;
+        Ok(row.as_ref().map(ClaimedJob::from_row))
     }
 
     /// Finishes many claims in one statement.

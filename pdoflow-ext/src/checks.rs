@@ -181,6 +181,7 @@ fn check_claim(
     queues: Option<Vec<Option<String>>>,
     worker: Option<&str>,
     lease: Option<Interval>,
+    tasks: Option<Vec<Option<String>>>,
 ) -> Checked {
     let n = present("n", n, None)?;
     at_least("n", n.into(), 1)?;
@@ -202,6 +203,20 @@ fn check_claim(
         for (index, queue) in queues.iter().enumerate() {
             let param = format!("queues[{}]", index + 1);
             name(&param, present(&param, queue.as_deref(), None)?)?;
+        }
+    }
+    if let Some(tasks) = tasks {
+        if tasks.is_empty() {
+            let hint = Some("Pass NULL to claim jobs of every task.");
+            return Err(InputError::EmptyArray {
+                param: "tasks".into(),
+                hint,
+            }
+            .into());
+        }
+        for (index, task) in tasks.iter().enumerate() {
+            let param = format!("tasks[{}]", index + 1);
+            name(&param, present(&param, task.as_deref(), None)?)?;
         }
     }
     if let Some(worker) = worker {

@@ -8,7 +8,8 @@ CREATE FUNCTION pdoflow.claim(
     n      integer  DEFAULT 1,
     queues text[]   DEFAULT NULL,
     worker text     DEFAULT NULL,
-    lease  interval DEFAULT '5 minutes'
+    lease  interval DEFAULT '5 minutes',
+    tasks  text[]   DEFAULT NULL
 ) RETURNS TABLE (
     id               uuid,
     task             text,
@@ -28,7 +29,7 @@ AS $$
 DECLARE
     picked uuid[];
 BEGIN
-    PERFORM pdoflow._check_claim(claim.n, claim.queues, claim.worker, claim.lease);
+    PERFORM pdoflow._check_claim(claim.n, claim.queues, claim.worker, claim.lease, claim.tasks);
     -- Even a claim that finds nothing shows the worker is alive.
     PERFORM pdoflow._record_worker(claim.worker);
 
@@ -38,6 +39,7 @@ BEGIN
             SELECT j.id
             FROM pdoflow.active_jobs AS j
             WHERE j.state = 'queued' AND j.run_at <= now()
+              AND (claim.tasks IS NULL OR j.task = ANY (claim.tasks COLLATE "C"))
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT claim.n
             FOR UPDATE SKIP LOCKED
@@ -54,6 +56,7 @@ BEGIN
                 SELECT j.id, j.priority, j.run_at
                 FROM pdoflow.active_jobs AS j
                 WHERE j.state = 'queued' AND j.queue = wanted.q COLLATE "C" AND j.run_at <= now()
+                  AND (claim.tasks IS NULL OR j.task = ANY (claim.tasks COLLATE "C"))
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT claim.n
                 FOR UPDATE SKIP LOCKED
@@ -84,5 +87,48 @@ BEGIN
 END
 $$;
 
-COMMENT ON FUNCTION pdoflow.claim(integer, text[], text, interval) IS
-    'Takes up to n due jobs (from the given queues, or all when NULL) in priority, due-time, age order, for lease.';
+COMMENT ON FUNCTION pdoflow.claim(integer, text[], text, interval, text[]) IS
+    'Takes up to n due jobs (from the given queues and of the given tasks, or all when NULL) in priority, due-time, age order, for lease.';
+
+-- Claims one particular queued job, due or not: for running a job by hand
+-- (pdoflow-run execute-job). No row when the job is not queued.
+CREATE FUNCTION pdoflow.claim_job(
+    job_id uuid,
+    worker text     DEFAULT NULL,
+    lease  interval DEFAULT '5 minutes'
+) RETURNS TABLE (
+    id               uuid,
+    task             text,
+    args             jsonb,
+    queue            text,
+    priority         integer,
+    attempt          integer,
+    max_attempts     integer,
+    lease_expires_at timestamptz,
+    run_at           timestamptz,
+    created_at       timestamptz,
+    last_error       text
+)
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM pdoflow._check_job_id(claim_job.job_id);
+    PERFORM pdoflow._check_claim(1, NULL, claim_job.worker, claim_job.lease, NULL);
+    PERFORM pdoflow._record_worker(claim_job.worker);
+    RETURN QUERY
+    UPDATE pdoflow.active_jobs AS j
+    SET state = 'running',
+        attempt = j.attempt + 1,
+        worker = claim_job.worker,
+        started_at = now(),
+        heartbeat_at = NULL,
+        lease_expires_at = now() + claim_job.lease
+    WHERE j.id = claim_job.job_id AND j.state = 'queued'
+    RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
+              j.lease_expires_at, j.run_at, j.created_at, j.last_error;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.claim_job(uuid, text, interval) IS
+    'Claims the queued job job_id (even before its run_at) for lease; no row when it is not queued.';

@@ -276,3 +276,69 @@ fn first_line(text: &str) -> String {
         line.to_owned()
     }
 }
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// Queues to wait for, comma-separated (default: every queue).
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Option<Vec<String>>,
+    /// Give up (exit 1) after this long.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Show a progress bar while waiting (on a terminal).
+    #[arg(long)]
+    pub progress: bool,
+}
+
+/// `wait`: returns once the queues hold no queued or running job.
+pub async fn wait(settings: &ConnectionSettings, args: WaitArgs) -> Result<()> {
+    let client = connect(settings).await?;
+    let started = std::time::Instant::now();
+    let remaining = || async {
+        let row = client
+            .postgres()
+            .query_one(
+                "SELECT count(*) FROM pdoflow.active_jobs WHERE $1::text[] IS NULL OR queue = ANY ($1)",
+                &[&args.queues],
+            )
+            .await?;
+        Ok::<i64, Error>(row.get(0))
+    };
+    let first = remaining().await?;
+    let bar = args.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(first.max(1) as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} jobs done {msg}",
+        ) {
+            bar.set_style(style);
+        }
+        bar
+    });
+    let mut total = first;
+    let mut left = first;
+    while left > 0 {
+        if let Some(limit) = args.timeout {
+            if started.elapsed() >= limit {
+                if let Some(bar) = &bar {
+                    bar.abandon();
+                }
+                return Err(Error::Invalid(format!(
+                    "{left} jobs still queued or running after {}",
+                    humantime::format_duration(limit)
+                )));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        left = remaining().await?;
+        // Jobs enqueued meanwhile grow the total rather than move the bar back.
+        total = total.max(left);
+        if let Some(bar) = &bar {
+            bar.set_length(total.max(1) as u64);
+            bar.set_position((total - left) as u64);
+        }
+    }
+    if let Some(bar) = &bar {
+        bar.finish_with_message("(queues empty)");
+    }
+    Ok(())
+}

@@ -10,6 +10,7 @@
 
 mod admin;
 mod output;
+mod pool;
 mod worker;
 
 use std::path::PathBuf;
@@ -52,6 +53,12 @@ pub enum LogFormat {
 pub enum Command {
     /// Work jobs: run registered handlers until stopped (SIGINT/SIGTERM).
     Worker(worker::WorkerArgs),
+    /// Run N worker processes, restarting any that die.
+    Pool(pool::PoolArgs),
+    /// Run one queued job here, in the foreground (for debugging).
+    ExecuteJob(worker::ExecuteJobArgs),
+    /// Wait until the queues have no queued or running job left.
+    Wait(admin::WaitArgs),
     /// Enqueue one job.
     Enqueue(admin::EnqueueArgs),
     /// Job counts by queue and state.
@@ -124,6 +131,9 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
     let settings = || config::resolve(cli.database_url.as_deref(), cli.config.as_deref());
     match cli.command {
         Command::Worker(args) => worker::run(settings()?, registry, args).await,
+        Command::Pool(args) => pool::run(settings()?, args).await,
+        Command::ExecuteJob(args) => worker::execute(settings()?, registry, args).await,
+        Command::Wait(args) => admin::wait(&settings()?, args).await,
         Command::Enqueue(args) => admin::enqueue(&settings()?, args).await,
         Command::Status(args) => admin::status(&settings()?, args).await,
         Command::Jobs(args) => admin::jobs(&settings()?, args).await,

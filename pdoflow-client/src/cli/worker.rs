@@ -16,6 +16,10 @@ pub struct WorkerArgs {
     /// Queues to work, comma-separated (default: every queue).
     #[arg(long, value_delimiter = ',', env = "PDOFLOW_QUEUES")]
     pub queues: Option<Vec<String>>,
+    /// Claim only these tasks, comma-separated (default: every task; jobs of
+    /// tasks without a handler here then fail).
+    #[arg(long, value_delimiter = ',', env = "PDOFLOW_TASKS")]
+    pub tasks: Option<Vec<String>>,
     /// Jobs run at once.
     #[arg(long, default_value_t = 10, env = "PDOFLOW_CONCURRENCY")]
     pub concurrency: usize,
@@ -55,6 +59,7 @@ pub async fn run(
     let config = WorkerConfig {
         name: args.name.unwrap_or(defaults.name),
         queues: args.queues,
+        tasks: args.tasks,
         concurrency: args.concurrency,
         lease: args.lease,
         job_timeout: (!args.job_timeout.is_zero()).then_some(args.job_timeout),
@@ -96,5 +101,51 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ExecuteJobArgs {
+    /// The queued job to run.
+    pub id: uuid::Uuid,
+    /// Lease of the claim; renewed while the job runs.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lease: Duration,
+    /// Longest the job may run ("0s": no limit).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub job_timeout: Duration,
+    /// Where the shell task writes job output.
+    #[arg(long, env = "PDOFLOW_LOG_DIR")]
+    pub log_dir: Option<PathBuf>,
+}
+
+/// `execute-job ID`: runs one queued job here, through the normal claim,
+/// heartbeat and finish path; exit 0 if it succeeded.
+pub async fn execute(
+    settings: ConnectionSettings,
+    mut registry: TaskRegistry,
+    args: ExecuteJobArgs,
+) -> Result<()> {
+    builtin::register_builtins(
+        &mut registry,
+        args.log_dir.unwrap_or_else(builtin::default_log_dir),
+    )?;
+    let client = super::connect(&settings).await?;
+    let worker = format!("execute-job-{}", crate::worker::default_worker_name());
+    let timeout = (!args.job_timeout.is_zero()).then_some(args.job_timeout);
+    let job = crate::worker::execute_job(&client, &registry, args.id, &worker, args.lease, timeout)
+        .await?;
+    match job.error {
+        None => {
+            println!("job {} succeeded (attempt {})", job.id, job.attempt);
+            if let Some(result) = job.result {
+                println!("{result}");
+            }
+            Ok(())
+        }
+        Some(error) => Err(Error::Invalid(format!(
+            "job {} failed (attempt {}, now {}): {error}",
+            job.id, job.attempt, job.state
+        ))),
     }
 }

@@ -11,6 +11,7 @@ use crate::client::{ClaimedJob, Outcome};
 use crate::task::{JobContext, TaskRegistry};
 
 /// A job's end, as the worker loop receives it.
+#[derive(Debug)]
 pub struct Done {
     pub id: Uuid,
     pub attempt: i32,

@@ -14,6 +14,9 @@
 
 mod execution;
 mod listener;
+mod single;
+
+pub use single::{execute_job, ExecutedJob};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -38,6 +41,9 @@ pub struct WorkerConfig {
     pub name: String,
     /// The queues to claim from; `None`: every queue.
     pub queues: Option<Vec<String>>,
+    /// The tasks to claim; `None`: every task (jobs of tasks without a
+    /// handler here then fail). Each must be registered.
+    pub tasks: Option<Vec<String>>,
     /// Jobs run at once (default 10).
     pub concurrency: usize,
     /// Lease of each claim (default 60 s); renewed while the job runs.
@@ -57,6 +63,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             name: default_worker_name(),
             queues: None,
+            tasks: None,
             concurrency: 10,
             lease: Duration::from_secs(60),
             job_timeout: Some(Duration::from_secs(30 * 60)),
@@ -119,6 +126,19 @@ impl Worker {
                 return Err(Error::Invalid(
                     "give at least one queue, or none for every queue".into(),
                 ));
+            }
+        }
+        if let Some(tasks) = &config.tasks {
+            if tasks.is_empty() {
+                return Err(Error::Invalid(
+                    "give at least one task, or none for every task".into(),
+                ));
+            }
+            if let Some(unknown) = tasks.iter().find(|task| !registry.contains(task)) {
+                return Err(Error::Invalid(format!(
+                    "task {unknown:?} has no handler in this worker (it runs: {})",
+                    registry.names().collect::<Vec<_>>().join(", ")
+                )));
             }
         }
         Ok(Worker {
@@ -359,6 +379,7 @@ impl Loop<'_> {
                 .claim(
                     free as i32,
                     config.queues.as_deref(),
+                    config.tasks.as_deref(),
                     &config.name,
                     config.lease,
                 )

@@ -42,7 +42,11 @@ SELECT regress.failure(sql) AS error FROM (VALUES
     ($$SELECT pdoflow.claim(1, ARRAY[NULL]::text[])$$),
     ($$SELECT pdoflow.claim(1, worker => repeat('w', 200))$$),
     ($$SELECT pdoflow.claim(1, lease => '-1 minute')$$),
-    ($$SELECT pdoflow.claim(1, lease => NULL)$$)
+    ($$SELECT pdoflow.claim(1, lease => NULL)$$),
+    ($$SELECT pdoflow.claim(1, tasks => '{}')$$),
+    ($$SELECT pdoflow.claim(1, tasks => ARRAY['ok', ''])$$),
+    ($$SELECT pdoflow.claim_job(NULL)$$),
+    ($$SELECT pdoflow.claim_job('00000000-0000-7000-8000-000000000000', lease => '0 seconds')$$)
 ) AS t(sql);
 
 SELECT regress.failure(sql) AS error FROM (VALUES

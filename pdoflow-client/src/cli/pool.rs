@@ -1,0 +1,197 @@
+//! `pdoflow-run pool --processes N`: N worker processes under one supervisor
+//! (the original pdoflow's ClusterPool). A process that dies is started
+//! again; one that keeps dying soon after its start waits longer each time
+//! (1 s, doubling, at most 60 s). A process that exits 0 (a `--burst` worker
+//! with nothing left to do) is not restarted. SIGINT or SIGTERM is passed on
+//! to every process, and the pool exits once they have all stopped.
+
+use std::ffi::OsString;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use clap::Args;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::process::Command;
+use tokio::time::Instant;
+
+use super::worker::WorkerArgs;
+use crate::config::ConnectionSettings;
+use crate::error::{Error, Result};
+
+/// A process that lived at least this long had not been crash-looping.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Args)]
+pub struct PoolArgs {
+    /// Worker processes to run.
+    #[arg(long, default_value_t = 2, env = "PDOFLOW_PROCESSES")]
+    pub processes: usize,
+    /// Every `worker` option applies to each process.
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
+    if args.processes == 0 {
+        return Err(Error::Invalid("--processes must be at least 1".into()));
+    }
+    let worker_args = worker_command_line(std::env::args_os().skip(1).collect());
+    let program = std::env::current_exe().map_err(|error| {
+        Error::Invalid(format!(
+            "cannot find this program to start workers: {error}"
+        ))
+    })?;
+    let start = |slot: usize| -> Result<(
+        u32,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Exit> + Send>>,
+    )> {
+        let mut child = Command::new(&program)
+            .args(&worker_args)
+            .spawn()
+            .map_err(|error| {
+                Error::Invalid(format!("cannot start worker process {slot}: {error}"))
+            })?;
+        let pid = child.id().unwrap_or(0);
+        let started = Instant::now();
+        tracing::info!(slot, pid, "worker process started");
+        Ok((
+            pid,
+            Box::pin(async move {
+                let status = child.wait().await;
+                Exit {
+                    slot,
+                    started,
+                    status,
+                }
+            }),
+        ))
+    };
+
+    let mut pids = vec![0u32; args.processes];
+    let mut delays = vec![Duration::from_secs(1); args.processes];
+    let mut running = FuturesUnordered::new();
+    for slot in 0..args.processes {
+        let (pid, exit) = start(slot)?;
+        pids[slot] = pid;
+        running.push(exit);
+    }
+    let mut restarts = FuturesUnordered::new();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut stopping = false;
+    loop {
+        if running.is_empty() && (stopping || restarts.is_empty()) {
+            tracing::info!("all worker processes stopped");
+            return Ok(());
+        }
+        tokio::select! {
+            Some(exit) = running.next() => {
+                let Exit { slot, started, status } = exit;
+                pids[slot] = 0;
+                let status = status.map_err(|error| Error::Invalid(format!("waiting for worker process {slot}: {error}")))?;
+                if stopping || status.success() {
+                    tracing::info!(slot, %status, "worker process ended");
+                    continue;
+                }
+                if started.elapsed() >= HEALTHY_RUN {
+                    delays[slot] = Duration::from_secs(1);
+                }
+                let delay = delays[slot];
+                delays[slot] = (delay * 2).min(MAX_RESTART_DELAY);
+                tracing::warn!(slot, %status, restart_in = ?delay, "worker process died");
+                restarts.push(async move {
+                    tokio::time::sleep(delay).await;
+                    slot
+                });
+            }
+            Some(slot) = restarts.next(), if !stopping => {
+                let (pid, exit) = start(slot)?;
+                pids[slot] = pid;
+                running.push(exit);
+            }
+            () = &mut stop, if !stopping => {
+                stopping = true;
+                tracing::info!("stopping every worker process");
+                for pid in pids.iter().filter(|pid| **pid != 0) {
+                    // SAFETY: kill(2) with a pid this process started and still waits for.
+                    unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
+                }
+            }
+        }
+    }
+}
+
+struct Exit {
+    slot: usize,
+    started: Instant,
+    status: std::io::Result<ExitStatus>,
+}
+
+/// This program's own command line with `pool` turned into `worker` and the
+/// pool's own option removed: every other option reaches the workers as given.
+fn worker_command_line(args: Vec<OsString>) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut iter = args.into_iter();
+    let mut replaced = false;
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if !replaced && text == "pool" {
+            out.push(OsString::from("worker"));
+            replaced = true;
+        } else if replaced && text == "--processes" {
+            iter.next();
+        } else if replaced && text.starts_with("--processes=") {
+            continue;
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_command_line;
+
+    #[test]
+    fn the_pool_command_line_becomes_a_worker_command_line() {
+        let args = |list: &[&str]| {
+            list.iter()
+                .map(Into::into)
+                .collect::<Vec<std::ffi::OsString>>()
+        };
+        assert_eq!(
+            worker_command_line(args(&[
+                "--database-url",
+                "u",
+                "pool",
+                "--processes",
+                "3",
+                "--queues",
+                "a,b"
+            ])),
+            args(&["--database-url", "u", "worker", "--queues", "a,b"])
+        );
+        assert_eq!(
+            worker_command_line(args(&["pool", "--processes=4", "--burst"])),
+            args(&["worker", "--burst"])
+        );
+    }
+}

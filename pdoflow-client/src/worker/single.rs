@@ -1,0 +1,85 @@
+//! Running one particular job in the foreground (`pdoflow-run execute-job`):
+//! the normal claim, heartbeat and finish path, for debugging a job.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::execution;
+use crate::client::Client;
+use crate::error::{Error, Result};
+use crate::task::TaskRegistry;
+
+/// How an executed job ended.
+#[derive(Clone, Debug)]
+pub struct ExecutedJob {
+    pub id: Uuid,
+    pub attempt: i32,
+    /// The job's state after the finish: `succeeded`, `failed`, or `queued`
+    /// when a failure will be retried.
+    pub state: String,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// Claims the queued job `id` (due or not), runs its handler here, keeps its
+/// lease alive and finishes it. Fails when the job is not queued.
+pub async fn execute_job(
+    client: &Client,
+    registry: &TaskRegistry,
+    id: Uuid,
+    worker: &str,
+    lease: Duration,
+    timeout: Option<Duration>,
+) -> Result<ExecutedJob> {
+    let Some(job) = client.claim_job(id, worker, lease).await? else {
+        return Err(match client.job(id).await? {
+            None => Error::NoSuchJob(id),
+            Some(job) => Error::Invalid(format!(
+                "job {id} is {}; only a queued job can be executed{}",
+                job.state,
+                if matches!(job.state.as_str(), "failed" | "cancelled") {
+                    " (retry it first: pdoflow-run job retry ID)"
+                } else {
+                    ""
+                }
+            )),
+        });
+    };
+    let attempt = job.attempt;
+    let (sender, mut receiver) = mpsc::unbounded_channel();
+    let _abort = execution::start(job, registry, timeout, sender);
+    let done = loop {
+        tokio::select! {
+            done = receiver.recv() => break done,
+            () = tokio::time::sleep(lease / 3) => {
+                client.heartbeat(id, attempt, lease).await?;
+            }
+        }
+    };
+    let done =
+        done.ok_or_else(|| Error::Invalid(format!("job {id} stopped without an outcome")))?;
+    let finished = client
+        .finish_many(&[(id, attempt, done.outcome.clone())])
+        .await?;
+    let finished = finished
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Invalid("finish returned nothing".into()))?;
+    if let Some(reason) = finished.rejected {
+        return Err(Error::Invalid(format!("the finish was rejected: {reason}")));
+    }
+    let (result, error) = match done.outcome {
+        Ok(result) => (result, None),
+        Err(error) => (None, Some(error)),
+    };
+    Ok(ExecutedJob {
+        id,
+        attempt,
+        state: finished.state.unwrap_or_default(),
+        result,
+        error,
+    })
+}
