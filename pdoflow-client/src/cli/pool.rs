@@ -42,10 +42,7 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
             "cannot find this program to start workers: {error}"
         ))
     })?;
-    let start = |slot: usize| -> Result<(
-        u32,
-        std::pin::Pin<Box<dyn std::future::Future<Output = Exit> + Send>>,
-    )> {
+    let start = |slot: usize| -> Result<(u32, ExitFuture)> {
         let mut child = Command::new(&program)
             .args(&worker_args)
             .spawn()
@@ -55,25 +52,23 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
         let pid = child.id().unwrap_or(0);
         let started = Instant::now();
         tracing::info!(slot, pid, "worker process started");
-        Ok((
-            pid,
-            Box::pin(async move {
-                let status = child.wait().await;
-                Exit {
-                    slot,
-                    started,
-                    status,
-                }
-            }),
-        ))
+        let exit: ExitFuture = Box::pin(async move {
+            let status = child.wait().await;
+            Exit {
+                slot,
+                started,
+                status,
+            }
+        });
+        Ok((pid, exit))
     };
 
     let mut pids = vec![0u32; args.processes];
     let mut delays = vec![Duration::from_secs(1); args.processes];
     let mut running = FuturesUnordered::new();
-    for slot in 0..args.processes {
+    for (slot, slot_pid) in pids.iter_mut().enumerate() {
         let (pid, exit) = start(slot)?;
-        pids[slot] = pid;
+        *slot_pid = pid;
         running.push(exit);
     }
     let mut restarts = FuturesUnordered::new();
@@ -121,6 +116,9 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
         }
     }
 }
+
+/// Completes when a worker process ends.
+type ExitFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Exit> + Send>>;
 
 struct Exit {
     slot: usize,
