@@ -304,3 +304,56 @@ async fn the_pool_restarts_a_dead_worker_and_stops_them_all_on_sigterm() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_config_file_is_used_when_nothing_else_is_given_and_flags_win() {
+    let database = TestDatabase::create("cli_config_file").await;
+    let home = std::env::temp_dir().join(format!("pdoflow-home-{}", database.name()));
+    let conf_dir = home.join(".config").join("pdoflow");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    std::fs::write(
+        conf_dir.join("db.conf"),
+        format!(
+            "[postgresql]\nuser = postgres\nhost = 127.0.0.1\nport = {}\ndatabase = {}\n",
+            database.port(),
+            database.name()
+        ),
+    )
+    .unwrap();
+    let status = |extra: Vec<String>, env_url: Option<&str>| {
+        let mut command = Command::new(WORKER);
+        command
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("PDOFLOW_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .args(extra)
+            .args(["status", "--json"]);
+        if let Some(url) = env_url {
+            command.env("DATABASE_URL", url);
+        }
+        command.output()
+    };
+    let unreachable = "postgresql://postgres@127.0.0.1:1/none";
+    let from_file = status(vec![], None).await.unwrap();
+    assert!(
+        from_file.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_file.stderr)
+    );
+    // The environment beats the file, the flag beats the environment.
+    let from_env = status(vec![], Some(unreachable)).await.unwrap();
+    assert_eq!(
+        from_env.status.code(),
+        Some(1),
+        "DATABASE_URL is used first"
+    );
+    assert!(String::from_utf8_lossy(&from_env.stderr).contains("(DATABASE_URL)"));
+    let flag = vec!["--database-url".to_owned(), database.url()];
+    let from_flag = status(flag, Some(unreachable)).await.unwrap();
+    assert!(
+        from_flag.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_flag.stderr)
+    );
+}

@@ -302,8 +302,14 @@ async fn a_killed_workers_job_is_worked_again_and_succeeds_once() {
     )
     .spawn()
     .unwrap();
+    // This database is shared with other tests: watch this job only.
     eventually("the job running", PATIENCE, || async {
-        (running_count(&client).await == 1).then_some(())
+        let state: String = client
+            .query_one("SELECT state FROM pdoflow.jobs WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        (state == "running").then_some(())
     })
     .await;
     let pid = victim.id().unwrap().to_string();
@@ -379,5 +385,58 @@ async fn bad_configuration_is_one_line_and_a_non_zero_exit() {
         );
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_long_job_beyond_its_first_lease() {
+    let database = TestDatabase::swept("worker").await;
+    let client = database.connect().await;
+    let id: uuid::Uuid = client
+        .query_one(
+            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 3500}', queue => 'long')"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // A 1-second lease, three and a half seconds of work, a sweeper every
+    // 100 ms: only heartbeats keep the claim current.
+    burst(&database, &["--queues", "long", "--lease", "1s"]).await;
+    let (state, attempt): (String, i32) = client
+        .query_one(
+            "SELECT state, attempt FROM pdoflow.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!((state.as_str(), attempt), ("succeeded", 1));
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let database = TestDatabase::create("worker_json_logs").await;
+    database
+        .connect()
+        .await
+        .execute("SELECT pdoflow.enqueue('noop')", &[])
+        .await
+        .unwrap();
+    let output = worker_command(&database, &["--log-format", "json", "worker", "--burst"])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    for line in lines {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+        assert!(
+            entry["level"].is_string() && entry["fields"].is_object(),
+            "{line}"
+        );
     }
 }
