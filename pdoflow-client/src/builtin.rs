@@ -78,21 +78,28 @@ impl Task for Shell {
             .stdin(Stdio::null())
             .stdout(open(&stdout_log)?)
             .stderr(open(&stderr_log)?)
-            // A job that times out, or a worker that stops, must not leave
-            // the program running.
+            // Its own process group, so that everything it starts can be
+            // stopped with it.
+            .process_group(0)
             .kill_on_drop(true);
         if let Some(cwd) = &args.cwd {
             command.current_dir(cwd);
         }
-        let status = command
-            .status()
-            .await
+        let mut child = command
+            .spawn()
             .map_err(|error| TaskError::new(format!("cannot run {program:?}: {error}")))?;
+        // A job that times out, or a worker that stops, drops this future:
+        // the guard then kills the whole process group, not just the program.
+        let _group = child.id().map(ProcessGroupGuard);
+        let status = child
+            .wait()
+            .await
+            .map_err(|error| TaskError::new(format!("waiting for {program:?}: {error}")))?;
         if status.success() {
             return Ok(json!({
                 "exit_code": 0,
-                "stdout_log": stdout_log,
-                "stderr_log": stderr_log,
+                "stdout_log": stdout_log.to_string_lossy(),
+                "stderr_log": stderr_log.to_string_lossy(),
             }));
         }
         let how = match status.code() {
@@ -111,13 +118,31 @@ impl Task for Shell {
     }
 }
 
-/// The last few lines of a log file, at most STDERR_TAIL_BYTES.
+/// Kills a process group when dropped (SIGKILL; no-op once it is gone).
+struct ProcessGroupGuard(u32);
+
+impl Drop for ProcessGroupGuard {
+    fn drop(&mut self) {
+        if let Ok(group) = libc::pid_t::try_from(self.0) {
+            // SAFETY: kill(2) on the process group this task created.
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+    }
+}
+
+/// The end of a log file: at most STDERR_TAIL_BYTES, read from the end.
 fn stderr_tail(path: &PathBuf) -> String {
-    let bytes = std::fs::read(path).unwrap_or_default();
-    let start = bytes.len().saturating_sub(STDERR_TAIL_BYTES);
-    String::from_utf8_lossy(&bytes[start..])
-        .trim_end()
-        .to_owned()
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
+    let start = length.saturating_sub(STDERR_TAIL_BYTES as u64);
+    let mut bytes = Vec::with_capacity(STDERR_TAIL_BYTES);
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    String::from_utf8_lossy(&bytes).trim_end().to_owned()
 }
 
 /// `noop`: succeeds at once (for benchmarks and demos).

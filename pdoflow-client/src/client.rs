@@ -202,7 +202,8 @@ impl Client {
             .query(
                 "SELECT queue, priority, count(*) FILTER (WHERE state = 'queued'),
                         count(*) FILTER (WHERE state = 'running')
-                 FROM pdoflow.active_jobs GROUP BY 1, 2 ORDER BY 1, 2 DESC",
+                 FROM pdoflow.jobs WHERE state IN ('queued', 'running')
+                 GROUP BY 1, 2 ORDER BY 1, 2 DESC",
                 &[],
             )
             .await?;
@@ -321,16 +322,22 @@ impl Client {
         Ok(())
     }
 
-    /// Whether `queues` (all when `None`) have any queued or running job;
-    /// the test `--burst` workers stop on.
-    pub async fn has_pending_jobs(&self, queues: Option<&[String]>) -> Result<bool> {
+    /// Whether `queues` (all when `None`) have a job of `tasks` (all when
+    /// `None`) that is running or due: the test `--burst` workers stop on.
+    pub async fn has_pending_jobs(
+        &self,
+        queues: Option<&[String]>,
+        tasks: Option<&[String]>,
+    ) -> Result<bool> {
         let row = self
             .db
             .query_one(
-                "SELECT EXISTS (SELECT FROM pdoflow.active_jobs
-                                WHERE ($1::text[] IS NULL OR queue = ANY ($1))
+                "SELECT EXISTS (SELECT FROM pdoflow.jobs
+                                WHERE state IN ('queued', 'running')
+                                  AND ($1::text[] IS NULL OR queue = ANY ($1))
+                                  AND ($2::text[] IS NULL OR task = ANY ($2))
                                   AND (state = 'running' OR run_at <= now()))",
-                &[&queues],
+                &[&queues, &tasks],
             )
             .await?;
         Ok(row.get(0))

@@ -1,8 +1,9 @@
 //! Where the database connection comes from, highest priority first:
 //!
 //! 1. an explicit URL (`--database-url` on the command line);
-//! 2. the environment: `PDOFLOW_DATABASE_URL`, then `DATABASE_URL`;
-//! 3. the config file `~/.config/pdoflow/db.conf` (or `$XDG_CONFIG_HOME/...`),
+//! 2. an explicitly named config file (`--config`, `PDOFLOW_CONFIG`);
+//! 3. the environment: `PDOFLOW_DATABASE_URL`, then `DATABASE_URL`;
+//! 4. the config file `~/.config/pdoflow/db.conf` (or `$XDG_CONFIG_HOME/...`),
 //!    in the INI format of the original pdoflow:
 //!
 //! ```ini
@@ -37,6 +38,19 @@ pub struct ConnectionSettings {
 pub fn resolve(url: Option<&str>, config_file: Option<&Path>) -> Result<ConnectionSettings> {
     if let Some(url) = url {
         return parse_url(url, "--database-url");
+    }
+    // A config file named explicitly outranks the environment's URLs.
+    if let Some(path) = config_file {
+        if !path.exists() {
+            return Err(Error::ConfigFile {
+                path: path.to_owned(),
+                message: "no such file".into(),
+            });
+        }
+        return Ok(ConnectionSettings {
+            config: read_config_file(path)?,
+            source: path.display().to_string(),
+        });
     }
     for variable in URL_VARIABLES {
         if let Ok(url) = std::env::var(variable) {

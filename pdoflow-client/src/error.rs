@@ -45,16 +45,18 @@ impl Error {
     /// True when the connection itself failed (not a refused statement):
     /// the worker reconnects instead of giving up.
     pub fn is_connection_lost(&self) -> bool {
-        match self {
-            Error::Postgres(error) => {
-                error.is_closed()
-                    || error.as_db_error().is_none_or(|db| {
-                        // admin_shutdown, crash_shutdown, cannot_connect_now
-                        matches!(db.code().code(), "57P01" | "57P02" | "57P03")
-                    })
-            }
-            _ => false,
+        let Error::Postgres(error) = self else {
+            return false;
+        };
+        if error.is_closed() {
+            return true;
         }
+        if let Some(db) = error.as_db_error() {
+            // admin_shutdown, crash_shutdown, cannot_connect_now
+            return matches!(db.code().code(), "57P01" | "57P02" | "57P03");
+        }
+        // An I/O error under the connection (reset, timed out).
+        std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
     }
 }
 

@@ -65,8 +65,13 @@ impl NewJob {
 
     /// Not before `delay` from now.
     pub fn delay(self, delay: Duration) -> Self {
-        let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-        self.run_at(Utc::now() + delay)
+        // A delay beyond the calendar becomes the latest time there is,
+        // which PostgreSQL then refuses by name.
+        let run_at = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|delay| Utc::now().checked_add_signed(delay))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.run_at(run_at)
     }
 
     pub fn max_attempts(mut self, max_attempts: i32) -> Self {

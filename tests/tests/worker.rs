@@ -139,6 +139,7 @@ async fn each_kind_of_failure_ends_as_the_right_failure_and_the_worker_goes_on()
                SELECT pdoflow.enqueue('sleep', '{"ms": 10000}', max_attempts => 1);
                SELECT pdoflow.enqueue('shell', '{"command": ["sh", "-c", "echo partial; echo bad input >&2; exit 3"]}', max_attempts => 1);
                SELECT pdoflow.enqueue('unknown_task', max_attempts => 1);
+               SELECT pdoflow.enqueue('shell', '{"command": ["sh", "-c", "printf \"nul:\\\\000:\" >&2; exit 1"]}', max_attempts => 1, queue => 'nul');
                SELECT pdoflow.enqueue('sleep', '{"seconds": 1}', max_attempts => 1, queue => 'bad_args');
                SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[20]));"#,
         )
@@ -177,6 +178,8 @@ async fn each_kind_of_failure_ends_as_the_right_failure_and_the_worker_goes_on()
         "no handler for task \"unknown_task\" in this worker",
     );
     expect("sleep", "arguments do not fit task \"sleep\"");
+    // PostgreSQL text cannot hold NUL: it is stored visibly escaped.
+    expect("shell", "stderr ends with:\nnul:\\0:");
     assert!(
         states(&client)
             .await
@@ -357,6 +360,22 @@ async fn bad_configuration_is_one_line_and_a_non_zero_exit() {
             vec!["worker", "--bogus"],
             2,
             "unexpected argument '--bogus'",
+        ),
+        (
+            vec!["--log-level", "no=such=level", "status"],
+            2,
+            "--log-level",
+        ),
+        (
+            vec![
+                "--database-url",
+                "postgresql://postgres@127.0.0.1:1/none",
+                "worker",
+                "--poll-interval",
+                "0s",
+            ],
+            1,
+            "the poll interval must be from 10ms to 7 days",
         ),
         (
             vec!["--database-url", "postgresql://h:notaport/d", "status"],

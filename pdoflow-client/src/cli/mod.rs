@@ -81,7 +81,13 @@ pub fn main(registry: TaskRegistry) -> ExitCode {
         Ok(cli) => cli,
         Err(error) => return usage_error(error),
     };
-    init_logging(cli.log_format, &cli.log_level);
+    if let Err(error) = init_logging(cli.log_format, &cli.log_level) {
+        eprintln!(
+            "pdoflow-run: --log-level {:?}: {error} (see --help)",
+            cli.log_level
+        );
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,7 +101,14 @@ pub fn main(registry: TaskRegistry) -> ExitCode {
     match runtime.block_on(run(cli, registry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pdoflow-run: {error}");
+            // One line, whatever the error carries (a command's stderr, say).
+            let text = error.to_string();
+            let one_line: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect();
+            eprintln!("pdoflow-run: {}", one_line.join(" | "));
             ExitCode::FAILURE
         }
     }
@@ -142,9 +155,9 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
     }
 }
 
-fn init_logging(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+fn init_logging(format: LogFormat, filter: &str) -> std::result::Result<(), String> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|error| error.to_string())?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -152,6 +165,24 @@ fn init_logging(format: LogFormat, filter: &str) {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    Ok(())
+}
+
+/// Watches SIGINT and SIGTERM from now on (so that a signal during start-up
+/// is not lost) and returns a future that completes on the first of them.
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watch = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|error| crate::Error::Invalid(format!("cannot watch {name}: {error}")))
+    };
+    let mut interrupt = watch(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = watch(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    })
 }
 
 /// Connects for an admin command, naming where the settings came from on failure.

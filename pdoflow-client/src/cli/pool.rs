@@ -1,8 +1,8 @@
 //! `pdoflow-run pool --processes N`: N worker processes under one supervisor
 //! (the original pdoflow's ClusterPool). A process that dies is started
 //! again; one that keeps dying soon after its start waits longer each time
-//! (1 s, doubling, at most 60 s). A process that exits 0 (a `--burst` worker
-//! with nothing left to do) is not restarted. SIGINT or SIGTERM is passed on
+//! (1 s, doubling, at most 60 s). With `--burst`, a process that exits 0
+//! (nothing left to do) is not restarted; without it, every exit is. SIGINT or SIGTERM is passed on
 //! to every process, and the pool exits once they have all stopped.
 
 use std::ffi::OsString;
@@ -33,22 +33,24 @@ pub struct PoolArgs {
 }
 
 pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
-    if args.processes == 0 {
-        return Err(Error::Invalid("--processes must be at least 1".into()));
+    if args.processes == 0 || args.processes > 1_000 {
+        return Err(Error::Invalid(format!(
+            "--processes must be from 1 to 1000, got {}",
+            args.processes
+        )));
     }
+    // Watch signals before the first process starts.
+    let stop = super::shutdown_signal()?;
+    tokio::pin!(stop);
+    let burst = args.worker.burst;
     let worker_args = worker_command_line(std::env::args_os().skip(1).collect());
     let program = std::env::current_exe().map_err(|error| {
         Error::Invalid(format!(
             "cannot find this program to start workers: {error}"
         ))
     })?;
-    let start = |slot: usize| -> Result<(u32, ExitFuture)> {
-        let mut child = Command::new(&program)
-            .args(&worker_args)
-            .spawn()
-            .map_err(|error| {
-                Error::Invalid(format!("cannot start worker process {slot}: {error}"))
-            })?;
+    let start = |slot: usize| -> std::io::Result<(u32, ExitFuture)> {
+        let mut child = Command::new(&program).args(&worker_args).spawn()?;
         let pid = child.id().unwrap_or(0);
         let started = Instant::now();
         tracing::info!(slot, pid, "worker process started");
@@ -66,14 +68,14 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
     let mut pids = vec![0u32; args.processes];
     let mut delays = vec![Duration::from_secs(1); args.processes];
     let mut running = FuturesUnordered::new();
-    for (slot, slot_pid) in pids.iter_mut().enumerate() {
-        let (pid, exit) = start(slot)?;
-        *slot_pid = pid;
-        running.push(exit);
-    }
     let mut restarts = FuturesUnordered::new();
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
+    let restart_later = |slot: usize, delay: Duration| async move {
+        tokio::time::sleep(delay).await;
+        slot
+    };
+    for slot in 0..args.processes {
+        restarts.push(restart_later(slot, Duration::ZERO));
+    }
     let mut stopping = false;
     loop {
         if running.is_empty() && (stopping || restarts.is_empty()) {
@@ -84,9 +86,9 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
             Some(exit) = running.next() => {
                 let Exit { slot, started, status } = exit;
                 pids[slot] = 0;
-                let status = status.map_err(|error| Error::Invalid(format!("waiting for worker process {slot}: {error}")))?;
-                if stopping || status.success() {
-                    tracing::info!(slot, %status, "worker process ended");
+                let finished = matches!(&status, Ok(status) if status.success());
+                if stopping || (burst && finished) {
+                    tracing::info!(slot, "worker process ended");
                     continue;
                 }
                 if started.elapsed() >= HEALTHY_RUN {
@@ -94,23 +96,34 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
                 }
                 let delay = delays[slot];
                 delays[slot] = (delay * 2).min(MAX_RESTART_DELAY);
-                tracing::warn!(slot, %status, restart_in = ?delay, "worker process died");
-                restarts.push(async move {
-                    tokio::time::sleep(delay).await;
-                    slot
-                });
+                match status {
+                    Ok(status) => tracing::warn!(slot, %status, restart_in = ?delay, "worker process died"),
+                    Err(error) => tracing::warn!(slot, %error, restart_in = ?delay, "worker process lost"),
+                }
+                restarts.push(restart_later(slot, delay));
             }
             Some(slot) = restarts.next(), if !stopping => {
-                let (pid, exit) = start(slot)?;
-                pids[slot] = pid;
-                running.push(exit);
+                match start(slot) {
+                    Ok((pid, exit)) => {
+                        pids[slot] = pid;
+                        running.push(exit);
+                    }
+                    Err(error) => {
+                        let delay = delays[slot];
+                        delays[slot] = (delay * 2).min(MAX_RESTART_DELAY);
+                        tracing::warn!(slot, %error, retry_in = ?delay, "cannot start a worker process");
+                        restarts.push(restart_later(slot, delay));
+                    }
+                }
             }
             () = &mut stop, if !stopping => {
                 stopping = true;
                 tracing::info!("stopping every worker process");
                 for pid in pids.iter().filter(|pid| **pid != 0) {
-                    // SAFETY: kill(2) with a pid this process started and still waits for.
-                    unsafe { libc::kill(*pid as libc::pid_t, libc::SIGTERM) };
+                    if let Ok(pid) = libc::pid_t::try_from(*pid) {
+                        // SAFETY: kill(2) on a process this one started and still waits for.
+                        unsafe { libc::kill(pid, libc::SIGTERM) };
+                    }
                 }
             }
         }
@@ -146,22 +159,6 @@ fn worker_command_line(args: Vec<OsString>) -> Vec<OsString> {
         }
     }
     out
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub async fn run(
     mut registry: TaskRegistry,
     args: WorkerArgs,
 ) -> Result<()> {
+    // Watch signals before anything is claimed.
+    let stop = super::shutdown_signal()?;
     builtin::register_builtins(
         &mut registry,
         args.log_dir.unwrap_or_else(builtin::default_log_dir),
@@ -69,15 +71,12 @@ pub async fn run(
     };
     let source = settings.source.clone();
     let worker = Worker::new(settings, registry, config)?;
-    let report = worker
-        .run(shutdown_signal())
-        .await
-        .map_err(|error| match error {
-            Error::Postgres(_) => Error::Config(format!(
-                "cannot connect to the database ({source}): {error}"
-            )),
-            other => other,
-        })?;
+    let report = worker.run(stop).await.map_err(|error| match error {
+        Error::Postgres(_) => Error::Config(format!(
+            "cannot connect to the database ({source}): {error}"
+        )),
+        other => other,
+    })?;
     tracing::info!(
         succeeded = report.succeeded,
         failed = report.failed,
@@ -85,23 +84,6 @@ pub async fn run(
         "worker stopped"
     );
     Ok(())
-}
-
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch SIGTERM; stopping on SIGINT only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-    }
 }
 
 #[derive(Debug, Args)]

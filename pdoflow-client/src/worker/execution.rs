@@ -59,14 +59,14 @@ pub fn start(
     let (id, attempt) = (job.id, job.attempt);
     tokio::spawn(async move {
         let outcome = match handler_task.await {
-            Ok(Ok(result)) => Ok(Some(result)),
-            Ok(Err(message)) => Err(message),
+            Ok(Ok(result)) => Ok(Some(without_nul_value(result))),
+            Ok(Err(message)) => Err(without_nul(&message)),
             // Aborted by the worker (shutdown, lost claim): nothing to report.
             Err(error) if error.is_cancelled() => return,
-            Err(error) => Err(format!(
+            Err(error) => Err(without_nul(&format!(
                 "the handler panicked: {}",
                 panic_message(error.into_panic())
-            )),
+            ))),
         };
         let _ = done.send(Done {
             id,
@@ -75,6 +75,27 @@ pub fn start(
         });
     });
     abort
+}
+
+/// PostgreSQL text and jsonb cannot hold NUL characters: show them as `\0`
+/// rather than have the database refuse the job's outcome.
+fn without_nul(text: &str) -> String {
+    text.replace('\0', "\\0")
+}
+
+fn without_nul_value(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) if text.contains('\0') => Value::String(without_nul(&text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_nul_value).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (without_nul(&key), without_nul_value(value)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {

@@ -15,9 +15,14 @@ use crate::NOTIFY_CHANNEL;
 pub async fn listen(config: Config, queues: Option<Vec<String>>, wake: Arc<Notify>) {
     let mut delay = Duration::from_millis(250);
     loop {
+        let started = tokio::time::Instant::now();
         match listen_once(&config, queues.as_deref(), &wake).await {
             Ok(()) => tracing::warn!("the LISTEN connection closed; reconnecting"),
             Err(error) => tracing::warn!(%error, "the LISTEN connection failed; reconnecting"),
+        }
+        // A connection that lasted a while was healthy: start backing off anew.
+        if started.elapsed() > Duration::from_secs(30) {
+            delay = Duration::from_millis(250);
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(10));

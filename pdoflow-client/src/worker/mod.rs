@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::client::{ClaimedJob, Client, Outcome};
+use crate::client::{ClaimedJob, Client, Finished, Outcome};
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::task::TaskRegistry;
@@ -94,6 +94,14 @@ pub struct WorkerReport {
     pub released: u64,
 }
 
+/// Longest a single claim asks for (the extension's default
+/// `pdoflow.max_claim`; a lower server setting is read at connection).
+const CLAIM_BATCH_MAX: i32 = 1_000;
+/// Bounds on the durations a worker accepts, so that time arithmetic cannot
+/// overflow and a zero poll cannot spin.
+const SHORTEST_POLL: Duration = Duration::from_millis(10);
+const LONGEST_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// A job being run.
 struct Running {
     attempt: i32,
@@ -111,15 +119,31 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        settings: ConnectionSettings,
+        mut settings: ConnectionSettings,
         registry: TaskRegistry,
         config: WorkerConfig,
     ) -> Result<Worker> {
-        if config.concurrency == 0 {
-            return Err(Error::Invalid("concurrency must be at least 1".into()));
+        if config.concurrency == 0 || config.concurrency > 100_000 {
+            return Err(Error::Invalid(format!(
+                "concurrency must be from 1 to 100000, got {}",
+                config.concurrency
+            )));
         }
-        if config.lease < Duration::from_secs(1) {
-            return Err(Error::Invalid("the lease must be at least 1 second".into()));
+        let within = |name: &str, value: Duration, min: Duration| {
+            if value < min || value > LONGEST_DURATION {
+                return Err(Error::Invalid(format!(
+                    "{name} must be from {} to 7 days, got {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(value)
+                )));
+            }
+            Ok(())
+        };
+        within("the lease", config.lease, Duration::from_secs(1))?;
+        within("the poll interval", config.poll_interval, SHORTEST_POLL)?;
+        within("the shutdown grace", config.shutdown_grace, Duration::ZERO)?;
+        if let Some(timeout) = config.job_timeout {
+            within("the job timeout", timeout, Duration::from_millis(1))?;
         }
         if let Some(queues) = &config.queues {
             if queues.is_empty() {
@@ -141,6 +165,15 @@ impl Worker {
                 )));
             }
         }
+        // A half-open connection (a vanished server, a cut network) must
+        // fail within seconds, not after the kernel's two-hour keepalive.
+        settings
+            .config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30));
         Ok(Worker {
             settings,
             registry: Arc::new(registry),
@@ -149,11 +182,18 @@ impl Worker {
     }
 
     /// Runs until `shutdown` completes (then stops gracefully), or, in burst
-    /// mode, until the queues are empty. Fails only if the first connection
-    /// cannot be made: later connection losses are retried.
+    /// mode, until the queues are empty. Fails if the first connection cannot
+    /// be made or pdoflow is not installed; later failures are retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerReport> {
         let first = Client::connect_with(&self.settings.config).await?;
-        first.register_worker(&self.config.name).await?;
+        first
+            .register_worker(&self.config.name)
+            .await
+            .map_err(|error| match is_fatal(&error) {
+                true => Error::Invalid(format!("pdoflow is not usable in this database: {error}")),
+                false => error,
+            })?;
+        let claim_batch = max_claim(&first).await;
         tracing::info!(
             worker = %self.config.name,
             queues = %self.config.queues.as_ref().map_or("(all)".to_owned(), |queues| queues.join(",")),
@@ -171,6 +211,7 @@ impl Worker {
         let mut state = Loop {
             worker: &self,
             db: Some(first),
+            claim_batch,
             running: HashMap::new(),
             finished: Vec::new(),
             report: WorkerReport::default(),
@@ -184,10 +225,29 @@ impl Worker {
     }
 }
 
+/// The server's `pdoflow.max_claim`, capped at CLAIM_BATCH_MAX.
+async fn max_claim(client: &Client) -> i32 {
+    let setting = client
+        .postgres()
+        .query_one("SELECT current_setting('pdoflow.max_claim', true)", &[])
+        .await
+        .ok()
+        .and_then(|row| row.get::<_, Option<String>>(0))
+        .and_then(|value| value.parse::<i32>().ok());
+    setting.unwrap_or(CLAIM_BATCH_MAX).clamp(1, CLAIM_BATCH_MAX)
+}
+
+/// Errors that no retry can fix: pdoflow is missing from the database.
+fn is_fatal(error: &Error) -> bool {
+    // undefined_function, invalid_schema_name, undefined_table
+    matches!(error.sqlstate(), Some("42883" | "3F000" | "42P01"))
+}
+
 /// The worker loop's state.
 struct Loop<'a> {
     worker: &'a Worker,
     db: Option<Client>,
+    claim_batch: i32,
     running: HashMap<Uuid, Running>,
     /// Jobs that ended and still need their finish.
     finished: Vec<(Uuid, i32, Outcome)>,
@@ -202,42 +262,56 @@ impl Loop<'_> {
         let config = &self.worker.config;
         tokio::pin!(shutdown);
         let mut shutdown_seen = false;
-        let mut reconnect_delay = Duration::from_millis(250);
+        let mut retry_delay = Duration::from_millis(250);
         loop {
+            if self.stopping_since.is_some() && self.grace_over() && self.db.is_none() {
+                // No database to hand claims back to: their leases will expire.
+                self.abort_all();
+                tracing::warn!(
+                    unfinished = self.finished.len(),
+                    "stopping without the database; unfinished claims will be taken back when their leases expire"
+                );
+                return Ok(self.report.clone());
+            }
             if self.db.as_ref().is_none_or(Client::is_closed) {
                 self.db = None;
                 match Client::connect_with(&self.worker.settings.config).await {
                     Ok(client) => {
                         tracing::info!("reconnected to the database");
                         self.db = Some(client);
-                        reconnect_delay = Duration::from_millis(250);
+                        retry_delay = Duration::from_millis(250);
                     }
                     Err(error) => {
-                        tracing::warn!(%error, retry_in = ?reconnect_delay, "cannot reach the database");
-                        let retry_at = Instant::now() + reconnect_delay;
-                        reconnect_delay = (reconnect_delay * 2).min(Duration::from_secs(30));
-                        if self.stopping_since.is_some() && self.running.is_empty() {
-                            // Nothing left to do but finish; keep trying until the grace ends.
-                            if self.grace_over() {
-                                tracing::warn!(
-                                    unfinished = self.finished.len(),
-                                    "stopping without the database"
-                                );
-                                return Ok(self.report.clone());
-                            }
-                        }
+                        tracing::warn!(%error, retry_in = ?retry_delay, "cannot reach the database");
+                        let retry_at = self.capped(Instant::now() + retry_delay);
+                        retry_delay = (retry_delay * 2).min(Duration::from_secs(30));
                         self.wait(retry_at, &mut shutdown, &mut shutdown_seen).await;
                         continue;
                     }
                 }
             }
-            if let Err(error) = self.turn().await {
-                if error.is_connection_lost() {
+            match self.turn().await {
+                Ok(()) => retry_delay = Duration::from_millis(250),
+                Err(error) if is_fatal(&error) => {
+                    self.abort_all();
+                    return Err(Error::Invalid(format!(
+                        "pdoflow is not usable in this database: {error}"
+                    )));
+                }
+                Err(error) if error.is_connection_lost() => {
                     tracing::warn!(%error, "lost the database connection");
                     self.db = None;
                     continue;
                 }
-                return Err(error);
+                Err(error) => {
+                    // A statement timeout, a deadlock, a refused value: log,
+                    // back off, and try again rather than abandon the jobs.
+                    tracing::warn!(%error, retry_in = ?retry_delay, "a worker step failed");
+                    let retry_at = self.capped(Instant::now() + retry_delay);
+                    retry_delay = (retry_delay * 2).min(Duration::from_secs(30));
+                    self.wait(retry_at, &mut shutdown, &mut shutdown_seen).await;
+                    continue;
+                }
             }
             if self.stopping_since.is_some() {
                 if self.running.is_empty() && self.finished.is_empty() {
@@ -245,9 +319,7 @@ impl Loop<'_> {
                 }
                 if self.grace_over() {
                     self.release_all().await;
-                    if self.finished.is_empty() {
-                        return Ok(self.report.clone());
-                    }
+                    return Ok(self.report.clone());
                 }
             }
             if config.burst
@@ -255,21 +327,22 @@ impl Loop<'_> {
                 && self.running.is_empty()
                 && self.finished.is_empty()
             {
-                let db = self
-                    .db
-                    .as_ref()
-                    .ok_or_else(|| Error::Invalid("no connection".into()))?;
-                match db.has_pending_jobs(config.queues.as_deref()).await {
-                    Ok(false) => {
-                        tracing::info!("no jobs left in the queues (--burst): stopping");
-                        return Ok(self.report.clone());
+                if let Some(db) = self.db.as_ref() {
+                    match db
+                        .has_pending_jobs(config.queues.as_deref(), config.tasks.as_deref())
+                        .await
+                    {
+                        Ok(false) => {
+                            tracing::info!("no jobs left in the queues (--burst): stopping");
+                            return Ok(self.report.clone());
+                        }
+                        Ok(true) => {}
+                        Err(error) if error.is_connection_lost() => {
+                            self.db = None;
+                            continue;
+                        }
+                        Err(error) => tracing::warn!(%error, "cannot check for pending jobs"),
                     }
-                    Ok(true) => {}
-                    Err(error) if error.is_connection_lost() => {
-                        self.db = None;
-                        continue;
-                    }
-                    Err(error) => return Err(error),
                 }
             }
             let next_heartbeat = self.running.values().map(|job| job.renew_at).min();
@@ -277,9 +350,7 @@ impl Loop<'_> {
             if let Some(at) = next_heartbeat {
                 until = until.min(at);
             }
-            if let Some(since) = self.stopping_since {
-                until = until.min(since + config.shutdown_grace);
-            }
+            let until = self.capped(until);
             self.wait(until, &mut shutdown, &mut shutdown_seen).await;
         }
     }
@@ -287,6 +358,14 @@ impl Loop<'_> {
     fn grace_over(&self) -> bool {
         self.stopping_since
             .is_some_and(|since| since.elapsed() >= self.worker.config.shutdown_grace)
+    }
+
+    /// `until`, or the end of the shutdown grace if that comes first.
+    fn capped(&self, until: Instant) -> Instant {
+        match self.stopping_since {
+            Some(since) => until.min(since + self.worker.config.shutdown_grace),
+            None => until,
+        }
     }
 
     /// Sleeps until `until`, a job ends, work is announced or shutdown is asked.
@@ -308,44 +387,126 @@ impl Loop<'_> {
             }
         }
         // Collect everything else that ended meanwhile, to finish in one batch.
+        self.collect_ended();
+    }
+
+    fn collect_ended(&mut self) {
         while let Ok(done) = self.done.1.try_recv() {
             self.record(done);
         }
     }
 
+    /// Takes a job's outcome, if it belongs to the claim still running here
+    /// (an outcome of an older attempt of the same job is stale).
     fn record(&mut self, done: Done) {
-        if self.running.remove(&done.id).is_some() {
+        let current = self
+            .running
+            .get(&done.id)
+            .is_some_and(|job| job.attempt == done.attempt);
+        if current {
+            self.running.remove(&done.id);
             self.finished.push((done.id, done.attempt, done.outcome));
         }
     }
 
     /// One turn: finish, heartbeat, claim.
     async fn turn(&mut self) -> Result<()> {
-        let config = &self.worker.config;
+        self.finish_ended().await?;
+        self.heartbeat_due().await?;
+        if self.stopping_since.is_none() {
+            self.claim_free_slots().await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes the jobs that ended, in one statement. If the batch is refused
+    /// (not for a lost connection), finishes them one by one, so that one
+    /// outcome the database cannot store does not hold back the others.
+    async fn finish_ended(&mut self) -> Result<()> {
         let Some(db) = self.db.as_ref() else {
             return Ok(());
         };
-        if !self.finished.is_empty() {
-            let results = db.finish_many(&self.finished).await?;
-            for (finished, (_, _, outcome)) in results.iter().zip(&self.finished) {
-                match (&finished.rejected, outcome) {
-                    (Some(reason), _) => {
-                        tracing::warn!(job = %finished.id, %reason, "finish rejected")
-                    }
-                    (None, Ok(_)) => {
-                        self.report.succeeded += 1;
-                        tracing::debug!(job = %finished.id, "succeeded");
-                    }
-                    (None, Err(error)) => {
-                        self.report.failed += 1;
-                        tracing::warn!(job = %finished.id, attempt = finished.attempt,
-                                       state = finished.state.as_deref().unwrap_or("?"), %error, "job failed");
-                    }
-                }
-            }
-            self.finished.clear();
+        if self.finished.is_empty() {
+            return Ok(());
         }
+        let batch = std::mem::take(&mut self.finished);
+        match db.finish_many(&batch).await {
+            Ok(results) => {
+                for (finished, (_, _, outcome)) in results.iter().zip(&batch) {
+                    self.report_finish(finished, outcome);
+                }
+                Ok(())
+            }
+            Err(error) if error.is_connection_lost() || is_fatal(&error) => {
+                self.finished = batch;
+                Err(error)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "finishing a batch failed; finishing one by one");
+                for claim in batch {
+                    self.finish_alone(claim).await?;
+                }
+                Ok(())
+            }
+        }
+    }
 
+    async fn finish_alone(&mut self, claim: (Uuid, i32, Outcome)) -> Result<()> {
+        let Some(db) = self.db.as_ref() else {
+            self.finished.push(claim);
+            return Ok(());
+        };
+        match db.finish_many(std::slice::from_ref(&claim)).await {
+            Ok(results) => {
+                if let Some(finished) = results.first() {
+                    self.report_finish(finished, &claim.2);
+                }
+                Ok(())
+            }
+            Err(error) if error.is_connection_lost() || is_fatal(&error) => {
+                self.finished.push(claim);
+                Err(error)
+            }
+            Err(error) => {
+                // Store the failure to store instead: the job still ends.
+                let (id, attempt, _) = claim;
+                let replacement = (
+                    id,
+                    attempt,
+                    Err(format!("the job's outcome could not be stored: {error}")),
+                );
+                let results = db.finish_many(std::slice::from_ref(&replacement)).await?;
+                if let Some(finished) = results.first() {
+                    self.report_finish(finished, &replacement.2);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn report_finish(&mut self, finished: &Finished, outcome: &Outcome) {
+        match (&finished.rejected, outcome) {
+            (Some(reason), _) => tracing::warn!(job = %finished.id, %reason, "finish rejected"),
+            (None, Ok(_)) => {
+                self.report.succeeded += 1;
+                tracing::debug!(job = %finished.id, "succeeded");
+            }
+            (None, Err(error)) => {
+                self.report.failed += 1;
+                tracing::warn!(job = %finished.id, attempt = finished.attempt,
+                               state = finished.state.as_deref().unwrap_or("?"), %error, "job failed");
+            }
+        }
+    }
+
+    /// Renews the leases that are a third gone. A claim that is no longer
+    /// current (cancelled, or taken back) stops its job: its result would be
+    /// rejected anyway.
+    async fn heartbeat_due(&mut self) -> Result<()> {
+        let Some(db) = self.db.as_ref() else {
+            return Ok(());
+        };
+        let lease = self.worker.config.lease;
         let now = Instant::now();
         let due: Vec<(Uuid, i32)> = self
             .running
@@ -354,16 +515,13 @@ impl Loop<'_> {
             .map(|(id, job)| (*id, job.attempt))
             .collect();
         for (id, attempt) in due {
-            match db.heartbeat(id, attempt, config.lease).await {
+            match db.heartbeat(id, attempt, lease).await {
                 Ok(_) => {
                     if let Some(job) = self.running.get_mut(&id) {
-                        job.renew_at = Instant::now() + config.lease / 3;
+                        job.renew_at = Instant::now() + lease / 3;
                     }
                 }
-                Err(error)
-                    if error.sqlstate() == Some("55000") || error.sqlstate() == Some("22023") =>
-                {
-                    // Cancelled, or taken back: its result would be rejected.
+                Err(error) if matches!(error.sqlstate(), Some("55000" | "22023")) => {
                     tracing::warn!(job = %id, %error, "claim lost; stopping the job");
                     if let Some(job) = self.running.remove(&id) {
                         job.abort.abort();
@@ -372,21 +530,32 @@ impl Loop<'_> {
                 Err(error) => return Err(error),
             }
         }
+        Ok(())
+    }
 
+    async fn claim_free_slots(&mut self) -> Result<()> {
+        let Some(db) = self.db.as_ref() else {
+            return Ok(());
+        };
+        let config = &self.worker.config;
         let free = config.concurrency.saturating_sub(self.running.len());
-        if self.stopping_since.is_none() && free > 0 {
-            let claimed = db
-                .claim(
-                    free as i32,
-                    config.queues.as_deref(),
-                    config.tasks.as_deref(),
-                    &config.name,
-                    config.lease,
-                )
-                .await?;
-            for job in claimed {
-                self.start(job);
-            }
+        if free == 0 {
+            return Ok(());
+        }
+        let n = i32::try_from(free)
+            .unwrap_or(i32::MAX)
+            .min(self.claim_batch);
+        let claimed = db
+            .claim(
+                n,
+                config.queues.as_deref(),
+                config.tasks.as_deref(),
+                &config.name,
+                config.lease,
+            )
+            .await?;
+        for job in claimed {
+            self.start(job);
         }
         Ok(())
     }
@@ -411,14 +580,29 @@ impl Loop<'_> {
         );
     }
 
-    /// Grace is over: abort what still runs and hand the claims back.
+    /// Aborts every job still running.
+    fn abort_all(&mut self) {
+        for job in self.running.values() {
+            job.abort.abort();
+        }
+    }
+
+    /// Grace is over: abort what still runs, finish what ended meanwhile, and
+    /// hand the other claims back.
     async fn release_all(&mut self) {
+        self.abort_all();
+        // An aborted job reports nothing; one that completed just before the
+        // abort still reports, and is finished rather than released.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.collect_ended();
+        if let Err(error) = self.finish_ended().await {
+            tracing::warn!(%error, "could not finish the last jobs; their leases will expire");
+        }
         let running: Vec<(Uuid, Running)> = self.running.drain().collect();
         for (id, job) in running {
-            job.abort.abort();
             let released = match self.db.as_ref() {
                 Some(db) => db.release(id, job.attempt).await,
-                None => Err(Error::Invalid("no connection".into())),
+                None => Err(Error::Invalid("no database connection".into())),
             };
             match released {
                 Ok(true) => {
@@ -431,17 +615,5 @@ impl Loop<'_> {
                 }
             }
         }
-        // Anything that ended meanwhile still gets finished.
-        while let Ok(done) = self.done.1.try_recv() {
-            self.finished.push((done.id, done.attempt, done.outcome));
-        }
-        if let Some(db) = self.db.as_ref() {
-            if !self.finished.is_empty() {
-                if let Err(error) = db.finish_many(&self.finished).await {
-                    tracing::warn!(%error, "could not finish the last jobs; their leases will expire");
-                }
-            }
-        }
-        self.finished.clear();
     }
 }
