@@ -156,6 +156,21 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> std::result::Result<(), String> {
+    // A panicking handler fails its job; its report goes to the log like
+    // everything else (and stays one JSON object per line in JSON mode).
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|location| format!("{}:{}", location.file(), location.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, "panic: {message}");
+    }));
     let filter =
         tracing_subscriber::EnvFilter::try_new(filter).map_err(|error| error.to_string())?;
     let builder = tracing_subscriber::fmt()
