@@ -18,6 +18,11 @@ ensure_pg_root
 pgxs_test="$("${PG_CONFIG}" --pkglibdir)/pgxs/src/test"
 
 say "Rust unit tests and #[pg_test] suites"
+# cargo pgrx test installs its build with a plain `cp`, which overwrites the
+# installed library in place: any running cluster that has it loaded (a demo
+# cluster's background sweeper, say) would crash on its next call into it.
+# Unlinking first makes the copy a new file and leaves running servers alone.
+rm -f "$("${PG_CONFIG}" --pkglibdir)/pdoflow.so"
 (cd "${REPO_ROOT}/pdoflow-ext" && cargo pgrx test "pg${PG_MAJOR}" --runas postgres --pgdata "${PG_ROOT}/pgrx-test")
 (cd "${REPO_ROOT}" && cargo test --quiet -p pdoflow-client)
 

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio_postgres::{Config, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Config, NoTls, Statement};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -13,6 +14,29 @@ use crate::job::{Job, JobFilter, NewJob, PriorityCount, QueueCount, JOB_COLUMNS}
 /// A connection to a database where `CREATE EXTENSION pdoflow` has run.
 pub struct Client {
     db: tokio_postgres::Client,
+    /// Statements the worker loop pipelines (see `finish_and_claim`).
+    prepared: tokio::sync::OnceCell<LoopStatements>,
+}
+
+struct LoopStatements {
+    finish: Statement,
+    claim: Statement,
+}
+
+const FINISH_SQL: &str =
+    "SELECT id, attempt, state, rejected FROM pdoflow.finish_many($1, $2, $3, $4)";
+const CLAIM_SQL: &str =
+    "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, last_error
+     FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4), $5)";
+
+/// What to claim: `n` jobs of `queues` and `tasks` (all when `None`) for `worker`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClaimRequest<'a> {
+    pub n: i32,
+    pub queues: Option<&'a [String]>,
+    pub tasks: Option<&'a [String]>,
+    pub worker: &'a str,
+    pub lease: Duration,
 }
 
 /// A job handed to a worker by `claim`: run it, then finish the claim
@@ -28,6 +52,46 @@ pub struct ClaimedJob {
     pub max_attempts: i32,
     pub lease_expires_at: DateTime<Utc>,
     pub last_error: Option<String>,
+}
+
+/// `finish_many`'s array parameters, built from a list of claims.
+struct FinishArrays<'a> {
+    ids: Vec<Uuid>,
+    attempts: Vec<i32>,
+    errors: Vec<Option<&'a str>>,
+    results: Vec<Option<&'a Value>>,
+}
+
+impl<'a> FinishArrays<'a> {
+    fn new(claims: &'a [(Uuid, i32, Outcome)]) -> Self {
+        FinishArrays {
+            ids: claims.iter().map(|claim| claim.0).collect(),
+            attempts: claims.iter().map(|claim| claim.1).collect(),
+            errors: claims
+                .iter()
+                .map(|claim| claim.2.as_ref().err().map(String::as_str))
+                .collect(),
+            results: claims
+                .iter()
+                .map(|claim| claim.2.as_ref().ok().and_then(Option::as_ref))
+                .collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.ids, &self.attempts, &self.errors, &self.results]
+    }
+}
+
+impl Finished {
+    fn from_row(row: &tokio_postgres::Row) -> Finished {
+        Finished {
+            id: row.get(0),
+            attempt: row.get(1),
+            state: row.get(2),
+            rejected: row.get(3),
+        }
+    }
 }
 
 impl ClaimedJob {
@@ -77,12 +141,15 @@ impl Client {
                 tracing::debug!(%error, "database connection ended");
             }
         });
-        Ok(Client { db })
+        Ok(Client::from_postgres(db))
     }
 
     /// Wraps a connection made elsewhere.
     pub fn from_postgres(db: tokio_postgres::Client) -> Client {
-        Client { db }
+        Client {
+            db,
+            prepared: tokio::sync::OnceCell::new(),
+        }
     }
 
     /// The underlying tokio-postgres client, for SQL of your own.
@@ -231,8 +298,7 @@ impl Client {
         let rows = self
             .db
             .query(
-                "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, last_error
-                 FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4), $5)",
+                CLAIM_SQL,
                 &[&n, &queues, &worker, &lease.as_secs_f64(), &tasks],
             )
             .await?;
@@ -260,32 +326,55 @@ impl Client {
 
     /// Finishes many claims in one statement.
     pub async fn finish_many(&self, claims: &[(Uuid, i32, Outcome)]) -> Result<Vec<Finished>> {
-        let ids: Vec<Uuid> = claims.iter().map(|claim| claim.0).collect();
-        let attempts: Vec<i32> = claims.iter().map(|claim| claim.1).collect();
-        let errors: Vec<Option<&str>> = claims
-            .iter()
-            .map(|claim| claim.2.as_ref().err().map(String::as_str))
-            .collect();
-        let results: Vec<Option<&Value>> = claims
-            .iter()
-            .map(|claim| claim.2.as_ref().ok().and_then(Option::as_ref))
-            .collect();
-        let rows = self
-            .db
-            .query(
-                "SELECT id, attempt, state, rejected FROM pdoflow.finish_many($1, $2, $3, $4)",
-                &[&ids, &attempts, &errors, &results],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Finished {
-                id: row.get(0),
-                attempt: row.get(1),
-                state: row.get(2),
-                rejected: row.get(3),
+        let arrays = FinishArrays::new(claims);
+        let rows = self.db.query(FINISH_SQL, &arrays.params()).await?;
+        Ok(rows.iter().map(Finished::from_row).collect())
+    }
+
+    /// Finishes `claims` and claims new jobs in one transaction and one round
+    /// trip: the worker loop's turn, paying one commit instead of two. If
+    /// either statement fails, both are rolled back and the error returned.
+    pub async fn finish_and_claim(
+        &self,
+        claims: &[(Uuid, i32, Outcome)],
+        request: ClaimRequest<'_>,
+    ) -> Result<(Vec<Finished>, Vec<ClaimedJob>)> {
+        let prepared = self
+            .prepared
+            .get_or_try_init(|| async {
+                Ok::<_, tokio_postgres::Error>(LoopStatements {
+                    finish: self.db.prepare(FINISH_SQL).await?,
+                    claim: self.db.prepare(CLAIM_SQL).await?,
+                })
             })
-            .collect())
+            .await?;
+        let arrays = FinishArrays::new(claims);
+        let finish_params = arrays.params();
+        let seconds = request.lease.as_secs_f64();
+        let claim_params: [&(dyn ToSql + Sync); 5] = [
+            &request.n,
+            &request.queues,
+            &request.worker,
+            &seconds,
+            &request.tasks,
+        ];
+        // tokio-postgres sends each request when its future is first polled,
+        // and join! polls in order: BEGIN, finish, claim, COMMIT go out
+        // together. A failed statement makes the COMMIT a rollback.
+        let (begun, finished, claimed, committed) = tokio::join!(
+            self.db.batch_execute("BEGIN"),
+            self.db.query(&prepared.finish, &finish_params),
+            self.db.query(&prepared.claim, &claim_params),
+            self.db.batch_execute("COMMIT"),
+        );
+        begun?;
+        let finished = finished?;
+        let claimed = claimed?;
+        committed?;
+        Ok((
+            finished.iter().map(Finished::from_row).collect(),
+            claimed.iter().map(ClaimedJob::from_row).collect(),
+        ))
     }
 
     /// Extends the claim's lease by `lease`; returns the new expiry.

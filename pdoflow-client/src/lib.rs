@@ -15,7 +15,7 @@ mod job;
 mod task;
 pub mod worker;
 
-pub use client::{ClaimedJob, Client, Finished, Outcome};
+pub use client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome};
 pub use error::{Error, Result};
 pub use job::{Job, JobFilter, NewJob, PriorityCount, QueueCount};
 pub use task::{JobContext, Task, TaskError, TaskRegistry};

@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::client::{ClaimedJob, Client, Finished, Outcome};
+use crate::client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome};
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::task::TaskRegistry;
@@ -409,14 +409,69 @@ impl Loop<'_> {
         }
     }
 
-    /// One turn: finish, heartbeat, claim.
+    /// One turn: heartbeat, finish, claim. Finishing and claiming share one
+    /// transaction when both are due (one commit instead of two); if that
+    /// fails they are done apart, so that one refused outcome is isolated.
     async fn turn(&mut self) -> Result<()> {
-        self.finish_ended().await?;
         self.heartbeat_due().await?;
-        if self.stopping_since.is_none() {
+        let claiming = self.stopping_since.is_none() && self.free_slots() > 0;
+        if claiming && !self.finished.is_empty() && self.finish_and_claim().await? {
+            return Ok(());
+        }
+        self.finish_ended().await?;
+        if claiming {
             self.claim_free_slots().await?;
         }
         Ok(())
+    }
+
+    fn free_slots(&self) -> usize {
+        self.worker
+            .config
+            .concurrency
+            .saturating_sub(self.running.len())
+    }
+
+    /// The job count of the next claim: the free slots, within the
+    /// server's claim limit.
+    fn claim_size(&self) -> i32 {
+        i32::try_from(self.free_slots())
+            .unwrap_or(i32::MAX)
+            .min(self.claim_batch)
+    }
+
+    /// Finishes the ended jobs and claims new ones in one transaction; false
+    /// (with nothing changed) if the database refused it for a reason other
+    /// than a lost connection.
+    async fn finish_and_claim(&mut self) -> Result<bool> {
+        let Some(db) = self.db.as_ref() else {
+            return Ok(false);
+        };
+        let config = &self.worker.config;
+        let request = ClaimRequest {
+            n: self.claim_size(),
+            queues: config.queues.as_deref(),
+            tasks: config.tasks.as_deref(),
+            worker: &config.name,
+            lease: config.lease,
+        };
+        match db.finish_and_claim(&self.finished, request).await {
+            Ok((results, claimed)) => {
+                let batch = std::mem::take(&mut self.finished);
+                for (finished, (_, _, outcome)) in results.iter().zip(&batch) {
+                    self.report_finish(finished, outcome);
+                }
+                for job in claimed {
+                    self.start(job);
+                }
+                Ok(true)
+            }
+            Err(error) if error.is_connection_lost() || is_fatal(&error) => Err(error),
+            Err(error) => {
+                tracing::debug!(%error, "finish and claim together failed; doing them apart");
+                Ok(false)
+            }
+        }
     }
 
     /// Finishes the jobs that ended, in one statement. If the batch is refused
@@ -538,13 +593,10 @@ impl Loop<'_> {
             return Ok(());
         };
         let config = &self.worker.config;
-        let free = config.concurrency.saturating_sub(self.running.len());
-        if free == 0 {
+        if self.free_slots() == 0 {
             return Ok(());
         }
-        let n = i32::try_from(free)
-            .unwrap_or(i32::MAX)
-            .min(self.claim_batch);
+        let n = self.claim_size();
         let claimed = db
             .claim(
                 n,
