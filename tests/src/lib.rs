@@ -263,3 +263,61 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
         .map(|code| code.code())
         .unwrap_or("(not a server error)")
 }
+
+/// A job's state, attempt and last error, as `pdoflow.jobs` shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobState {
+    pub state: String,
+    pub attempt: i32,
+    pub last_error: Option<String>,
+}
+
+/// The state of job `id`.
+pub async fn job_state(client: &Client, id: uuid::Uuid) -> JobState {
+    let row = client
+        .query_one(
+            "SELECT state, attempt, last_error FROM pdoflow.jobs WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("reading job {id}: {}", describe(&error)));
+    JobState {
+        state: row.get(0),
+        attempt: row.get(1),
+        last_error: row.get(2),
+    }
+}
+
+/// Waits until job `id` is in `state`, for up to `patience`.
+pub async fn wait_for_state(
+    client: &Client,
+    id: uuid::Uuid,
+    state: &str,
+    patience: Duration,
+) -> JobState {
+    let what = format!("job {id} {state}");
+    eventually(&what, patience, || async {
+        let current = job_state(client, id).await;
+        (current.state == state).then_some(current)
+    })
+    .await
+}
+
+/// Job counts by task and state, sorted: `(task, state, count)`.
+pub async fn job_counts(client: &Client) -> Vec<(String, String, i64)> {
+    client
+        .query(
+            "SELECT task, state, count(*) FROM pdoflow.jobs GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("counting jobs: {}", describe(&error)))
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect()
+}
+
+/// One expected row of `job_counts`.
+pub fn counted(task: &str, state: &str, count: i64) -> (String, String, i64) {
+    (task.to_owned(), state.to_owned(), count)
+}

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use pdoflow_tests::{drain, eventually, sqlstate, TestDatabase};
+use pdoflow_tests::{
+    counted, drain, eventually, job_counts, job_state, sqlstate, wait_for_state, TestDatabase,
+};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -42,31 +44,15 @@ async fn claimed_job(
     row.get(0)
 }
 
-async fn job_state(client: &Client, id: Uuid) -> (String, i32, Option<String>) {
-    let row = client
-        .query_one(
-            "SELECT state, attempt, last_error FROM pdoflow.jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .unwrap();
-    (row.get(0), row.get(1), row.get(2))
-}
-
 #[tokio::test]
 async fn an_abandoned_claim_is_queued_again_and_its_late_finish_rejected() {
     let database = TestDatabase::swept("leases").await;
     let client = database.connect().await;
     let id = claimed_job(&client, "requeue", 3, "crashed-worker", "1 second").await;
 
-    let (_, attempt, last_error) =
-        eventually("the expired claim queued again", PATIENCE, || async {
-            let state = job_state(&client, id).await;
-            (state.0 == "queued").then_some(state)
-        })
-        .await;
-    assert_eq!(attempt, 1, "the lost attempt counts");
-    let last_error = last_error.unwrap_or_default();
+    let requeued = wait_for_state(&client, id, "queued", PATIENCE).await;
+    assert_eq!(requeued.attempt, 1, "the lost attempt counts");
+    let last_error = requeued.last_error.unwrap_or_default();
     assert!(
         last_error.starts_with("lease of attempt 1 expired at ")
             && last_error.ends_with(" on worker \"crashed-worker\""),
@@ -109,12 +95,10 @@ async fn an_abandoned_claim_without_attempts_left_fails() {
     let client = database.connect().await;
     let id = claimed_job(&client, "exhaust", 1, "lost-worker", "1 second").await;
 
-    let last_error = eventually("the expired claim failed", PATIENCE, || async {
-        let (state, _, last_error) = job_state(&client, id).await;
-        (state == "failed").then_some(last_error)
-    })
-    .await
-    .unwrap_or_default();
+    let last_error = wait_for_state(&client, id, "failed", PATIENCE)
+        .await
+        .last_error
+        .unwrap_or_default();
     assert!(
         last_error.contains("on worker \"lost-worker\""),
         "{last_error}"
@@ -139,7 +123,7 @@ async fn a_live_lease_is_left_alone() {
             .await
             .expect("heartbeat of a live claim");
     }
-    assert_eq!(job_state(&client, id).await.0, "running");
+    assert_eq!(job_state(&client, id).await.state, "running");
     assert_eq!(
         client
             .query_one("SELECT pdoflow.finish($1, 1)", &[&id])
@@ -254,21 +238,11 @@ async fn retention_deletes_old_finished_jobs_and_nothing_else() {
         remaining, 10,
         "the jobs finished within pdoflow.retention stay"
     );
-    let survivors: Vec<(String, String, i64)> = client
-        .query(
-            "SELECT task, state, count(*) FROM pdoflow.jobs GROUP BY 1, 2 ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect();
     assert_eq!(
-        survivors,
+        job_counts(&client).await,
         vec![
-            ("done".to_owned(), "succeeded".to_owned(), 10),
-            ("waiting".to_owned(), "queued".to_owned(), 5),
+            counted("done", "succeeded", 10),
+            counted("waiting", "queued", 5)
         ]
     );
 }

@@ -9,7 +9,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use pdoflow_tests::{connect_patiently, describe, eventually, ServerLog, TestDatabase};
+use pdoflow_tests::{
+    connect_patiently, describe, eventually, job_state, wait_for_state, ServerLog, TestDatabase,
+};
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
 
@@ -33,19 +35,7 @@ async fn sweeper_pid(client: &Client, database: &str) -> Option<i32> {
 /// taken it back: proof that a sweeper is at work in the database.
 async fn assert_sweeping(client: &Client) {
     let id = claim_with_short_lease(client, "probe").await;
-    eventually(
-        "the sweeper taking back an expired claim",
-        PATIENCE,
-        || async {
-            let state: String = client
-                .query_one("SELECT state FROM pdoflow.jobs WHERE id = $1", &[&id])
-                .await
-                .unwrap()
-                .get(0);
-            (state == "failed").then_some(())
-        },
-    )
-    .await;
+    wait_for_state(client, id, "failed", PATIENCE).await;
 }
 
 /// Enqueues a job with one attempt in `queue` (a queue with no other jobs
@@ -205,30 +195,15 @@ async fn reloading_the_configuration_changes_the_interval() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let id = claim_with_short_lease(&client, "slow").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let state: String = client
-        .query_one("SELECT state FROM pdoflow.jobs WHERE id = $1", &[&id])
-        .await
-        .unwrap()
-        .get(0);
+    let state = job_state(&client, id).await.state;
 
     set_sweep_interval(&client, None).await;
     assert_eq!(
         state, "running",
         "no round ran during the hour-long interval"
     );
-    eventually(
-        "a round soon after the interval is short again",
-        PATIENCE,
-        || async {
-            let state: String = client
-                .query_one("SELECT state FROM pdoflow.jobs WHERE id = $1", &[&id])
-                .await
-                .unwrap()
-                .get(0);
-            (state == "failed").then_some(())
-        },
-    )
-    .await;
+    // A round soon after the interval is short again.
+    wait_for_state(&client, id, "failed", PATIENCE).await;
 }
 
 /// Finishes a fresh job in the lifecycle database and backdates it; returns its id.

@@ -5,7 +5,7 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use pdoflow_tests::{eventually, TestDatabase};
+use pdoflow_tests::{counted, eventually, job_counts, job_state, wait_for_state, TestDatabase};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
@@ -51,23 +51,6 @@ fn log_dir(database: &TestDatabase) -> String {
         .to_string()
 }
 
-async fn states(client: &Client) -> Vec<(String, String, i64)> {
-    client
-        .query(
-            "SELECT task, state, count(*) FROM pdoflow.jobs GROUP BY 1, 2 ORDER BY 1, 2",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| (row.get(0), row.get(1), row.get(2)))
-        .collect()
-}
-
-fn row(task: &str, state: &str, count: i64) -> (String, String, i64) {
-    (task.to_owned(), state.to_owned(), count)
-}
-
 #[tokio::test]
 async fn jobs_enqueued_in_sql_are_worked_and_their_results_stored() {
     let database = TestDatabase::create("worker_end_to_end").await;
@@ -84,12 +67,12 @@ async fn jobs_enqueued_in_sql_are_worked_and_their_results_stored() {
     burst(&database, &["--concurrency", "4"]).await;
 
     assert_eq!(
-        states(&client).await,
+        job_counts(&client).await,
         vec![
-            row("echo", "succeeded", 1),
-            row("noop", "succeeded", 300),
-            row("shell", "succeeded", 1),
-            row("sleep", "succeeded", 1),
+            counted("echo", "succeeded", 1),
+            counted("noop", "succeeded", 300),
+            counted("shell", "succeeded", 1),
+            counted("sleep", "succeeded", 1),
         ]
     );
     let echo: serde_json::Value = client
@@ -181,9 +164,9 @@ async fn each_kind_of_failure_ends_as_the_right_failure_and_the_worker_goes_on()
     // PostgreSQL text cannot hold NUL: it is stored visibly escaped.
     expect("shell", "stderr ends with:\nnul:\\0:");
     assert!(
-        states(&client)
+        job_counts(&client)
             .await
-            .contains(&row("noop", "succeeded", 20)),
+            .contains(&counted("noop", "succeeded", 20)),
         "the worker kept going"
     );
 }
@@ -241,8 +224,11 @@ async fn sigterm_lets_running_jobs_finish_then_exits_zero() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(
-        states(&client).await,
-        vec![row("sleep", "queued", 1), row("sleep", "succeeded", 3)],
+        job_counts(&client).await,
+        vec![
+            counted("sleep", "queued", 1),
+            counted("sleep", "succeeded", 3)
+        ],
         "running jobs finished, nothing new was claimed, nothing is left running"
     );
 }
@@ -306,15 +292,7 @@ async fn a_killed_workers_job_is_worked_again_and_succeeds_once() {
     .spawn()
     .unwrap();
     // This database is shared with other tests: watch this job only.
-    eventually("the job running", PATIENCE, || async {
-        let state: String = client
-            .query_one("SELECT state FROM pdoflow.jobs WHERE id = $1", &[&id])
-            .await
-            .unwrap()
-            .get(0);
-        (state == "running").then_some(())
-    })
-    .await;
+    wait_for_state(&client, id, "running", PATIENCE).await;
     let pid = victim.id().unwrap().to_string();
     std::process::Command::new("kill")
         .args(["-KILL", &pid])
@@ -324,15 +302,8 @@ async fn a_killed_workers_job_is_worked_again_and_succeeds_once() {
 
     // The background sweeper takes the claim back once its lease expires.
     burst(&database, &["--queues", "killed"]).await;
-    let (state, attempt): (String, i32) = client
-        .query_one(
-            "SELECT state, attempt FROM pdoflow.jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .map(|row| (row.get(0), row.get(1)))
-        .unwrap();
-    assert_eq!((state.as_str(), attempt), ("succeeded", 2));
+    let job = job_state(&client, id).await;
+    assert_eq!((job.state.as_str(), job.attempt), ("succeeded", 2));
 }
 
 #[tokio::test]
@@ -422,15 +393,8 @@ async fn heartbeats_keep_a_long_job_beyond_its_first_lease() {
     // A 1-second lease, three and a half seconds of work, a sweeper every
     // 100 ms: only heartbeats keep the claim current.
     burst(&database, &["--queues", "long", "--lease", "1s"]).await;
-    let (state, attempt): (String, i32) = client
-        .query_one(
-            "SELECT state, attempt FROM pdoflow.jobs WHERE id = $1",
-            &[&id],
-        )
-        .await
-        .map(|row| (row.get(0), row.get(1)))
-        .unwrap();
-    assert_eq!((state.as_str(), attempt), ("succeeded", 1));
+    let job = job_state(&client, id).await;
+    assert_eq!((job.state.as_str(), job.attempt), ("succeeded", 1));
 }
 
 #[tokio::test]
