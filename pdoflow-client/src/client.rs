@@ -84,29 +84,29 @@ impl<'a> FinishArrays<'a> {
 }
 
 impl Finished {
-    fn from_row(row: &tokio_postgres::Row) -> Finished {
-        Finished {
-            id: row.get(0),
-            attempt: row.get(1),
-            state: row.get(2),
-            rejected: row.get(3),
-        }
+    fn from_row(row: &tokio_postgres::Row) -> Result<Finished, tokio_postgres::Error> {
+        Ok(Finished {
+            id: row.try_get(0)?,
+            attempt: row.try_get(1)?,
+            state: row.try_get(2)?,
+            rejected: row.try_get(3)?,
+        })
     }
 }
 
 impl ClaimedJob {
-    fn from_row(row: &tokio_postgres::Row) -> ClaimedJob {
-        ClaimedJob {
-            id: row.get(0),
-            task: row.get(1),
-            args: row.get(2),
-            queue: row.get(3),
-            priority: row.get(4),
-            attempt: row.get(5),
-            max_attempts: row.get(6),
-            lease_expires_at: row.get(7),
-            last_error: row.get(8),
-        }
+    fn from_row(row: &tokio_postgres::Row) -> Result<ClaimedJob, tokio_postgres::Error> {
+        Ok(ClaimedJob {
+            id: row.try_get(0)?,
+            task: row.try_get(1)?,
+            args: row.try_get(2)?,
+            queue: row.try_get(3)?,
+            priority: row.try_get(4)?,
+            attempt: row.try_get(5)?,
+            max_attempts: row.try_get(6)?,
+            lease_expires_at: row.try_get(7)?,
+            last_error: row.try_get(8)?,
+        })
     }
 }
 
@@ -184,7 +184,10 @@ impl Client {
                 &[&document],
             )
             .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Cancels a queued or running job; false if it had already ended.
@@ -199,7 +202,7 @@ impl Client {
 
     async fn job_call(&self, sql: &str, id: Uuid) -> Result<bool> {
         match self.db.query_one(sql, &[&id]).await {
-            Ok(row) => Ok(row.get(0)),
+            Ok(row) => Ok(row.try_get(0)?),
             Err(error) if error.code().map(|code| code.code()) == Some("22023") => {
                 Err(Error::NoSuchJob(id))
             }
@@ -215,7 +218,8 @@ impl Client {
             .query_opt(&sql, &[&id])
             .await?
             .as_ref()
-            .map(Job::from_row))
+            .map(Job::from_row)
+            .transpose()?)
     }
 
     /// Jobs matching `filter`, newest first, one page at a time.
@@ -240,7 +244,7 @@ impl Client {
                 &[&filter.state, &filter.queue, &filter.task, &limit, &offset],
             )
             .await?;
-        Ok(rows.iter().map(Job::from_row).collect())
+        Ok(rows.iter().map(Job::from_row).collect::<Result<_, _>>()?)
     }
 
     /// Job counts per queue and state.
@@ -254,12 +258,14 @@ impl Client {
             .await?;
         Ok(rows
             .iter()
-            .map(|row| QueueCount {
-                queue: row.get(0),
-                state: row.get(1),
-                jobs: row.get(2),
+            .map(|row| {
+                Ok(QueueCount {
+                    queue: row.try_get(0)?,
+                    state: row.try_get(1)?,
+                    jobs: row.try_get(2)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
     /// Queued and running jobs per queue and priority, highest first.
@@ -276,13 +282,15 @@ impl Client {
             .await?;
         Ok(rows
             .iter()
-            .map(|row| PriorityCount {
-                queue: row.get(0),
-                priority: row.get(1),
-                queued: row.get(2),
-                running: row.get(3),
+            .map(|row| {
+                Ok(PriorityCount {
+                    queue: row.try_get(0)?,
+                    priority: row.try_get(1)?,
+                    queued: row.try_get(2)?,
+                    running: row.try_get(3)?,
+                })
             })
-            .collect())
+            .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
     /// Claims up to `n` due jobs from `queues` (all when `None`) of `tasks`
@@ -302,7 +310,10 @@ impl Client {
                 &[&n, &queues, &worker, &lease.as_secs_f64(), &tasks],
             )
             .await?;
-        Ok(rows.iter().map(ClaimedJob::from_row).collect())
+        Ok(rows
+            .iter()
+            .map(ClaimedJob::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Claims the queued job `id` (even before it is due) for `worker`;
@@ -321,14 +332,17 @@ impl Client {
                 &[&id, &worker, &lease.as_secs_f64()],
             )
             .await?;
-        Ok(row.as_ref().map(ClaimedJob::from_row))
+        Ok(row.as_ref().map(ClaimedJob::from_row).transpose()?)
     }
 
     /// Finishes many claims in one statement.
     pub async fn finish_many(&self, claims: &[(Uuid, i32, Outcome)]) -> Result<Vec<Finished>> {
         let arrays = FinishArrays::new(claims);
         let rows = self.db.query(FINISH_SQL, &arrays.params()).await?;
-        Ok(rows.iter().map(Finished::from_row).collect())
+        Ok(rows
+            .iter()
+            .map(Finished::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// Finishes `claims` and claims new jobs in one transaction and one round
@@ -372,8 +386,14 @@ impl Client {
         let claimed = claimed?;
         committed?;
         Ok((
-            finished.iter().map(Finished::from_row).collect(),
-            claimed.iter().map(ClaimedJob::from_row).collect(),
+            finished
+                .iter()
+                .map(Finished::from_row)
+                .collect::<Result<_, _>>()?,
+            claimed
+                .iter()
+                .map(ClaimedJob::from_row)
+                .collect::<Result<_, _>>()?,
         ))
     }
 
@@ -391,7 +411,7 @@ impl Client {
                 &[&id, &attempt, &lease.as_secs_f64()],
             )
             .await?;
-        Ok(row.get(0))
+        Ok(row.try_get(0)?)
     }
 
     /// Hands a claimed job back without counting the attempt.
@@ -400,7 +420,7 @@ impl Client {
             .db
             .query_one("SELECT pdoflow.release($1, $2)", &[&id, &attempt])
             .await?;
-        Ok(row.get(0))
+        Ok(row.try_get(0)?)
     }
 
     /// Records the worker as alive in `pdoflow.workers`.
@@ -429,6 +449,6 @@ impl Client {
                 &[&queues, &tasks],
             )
             .await?;
-        Ok(row.get(0))
+        Ok(row.try_get(0)?)
     }
 }

@@ -111,25 +111,25 @@ pub(crate) const JOB_COLUMNS: &str =
      last_error, run_at, created_at, started_at, finished_at, lease_expires_at, worker";
 
 impl Job {
-    pub(crate) fn from_row(row: &Row) -> Job {
-        Job {
-            id: row.get(0),
-            task: row.get(1),
-            queue: row.get(2),
-            priority: row.get(3),
-            state: row.get(4),
-            attempt: row.get(5),
-            max_attempts: row.get(6),
-            args: row.get(7),
-            result: row.get(8),
-            last_error: row.get(9),
-            run_at: row.get(10),
-            created_at: row.get(11),
-            started_at: row.get(12),
-            finished_at: row.get(13),
-            lease_expires_at: row.get(14),
-            worker: row.get(15),
-        }
+    pub(crate) fn from_row(row: &Row) -> Result<Job, tokio_postgres::Error> {
+        Ok(Job {
+            id: row.try_get(0)?,
+            task: row.try_get(1)?,
+            queue: row.try_get(2)?,
+            priority: row.try_get(3)?,
+            state: row.try_get(4)?,
+            attempt: row.try_get(5)?,
+            max_attempts: row.try_get(6)?,
+            args: row.try_get(7)?,
+            result: row.try_get(8)?,
+            last_error: row.try_get(9)?,
+            run_at: row.try_get(10)?,
+            created_at: row.try_get(11)?,
+            started_at: row.try_get(12)?,
+            finished_at: row.try_get(13)?,
+            lease_expires_at: row.try_get(14)?,
+            worker: row.try_get(15)?,
+        })
     }
 }
 

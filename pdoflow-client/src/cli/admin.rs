@@ -302,7 +302,7 @@ pub async fn wait(settings: &ConnectionSettings, args: WaitArgs) -> Result<()> {
                 &[&args.queues],
             )
             .await?;
-        Ok::<i64, Error>(row.get(0))
+        Ok::<i64, Error>(row.try_get(0)?)
     };
     let first = remaining().await?;
     let bar = args.progress.then(|| {
