@@ -110,6 +110,16 @@ impl ClaimedJob {
     }
 }
 
+/// What one `pdoflow.sweep()` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired_requeued: i64,
+    pub expired_failed: i64,
+    pub queues_notified: i64,
+    pub finished_deleted: i64,
+    pub workers_gone: i64,
+}
+
 /// How one claim ended, for `finish_many`: `Ok(result)` or `Err(message)`.
 pub type Outcome = std::result::Result<Option<Value>, String>;
 
@@ -429,6 +439,39 @@ impl Client {
             .execute("SELECT pdoflow.register_worker($1)", &[&name])
             .await?;
         Ok(())
+    }
+
+    /// Runs one round of the sweeper's work (`pdoflow.sweep()`): for
+    /// databases that no background sweeper covers.
+    pub async fn sweep(&self) -> Result<SweepReport> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT expired_requeued, expired_failed, queues_notified, finished_deleted, workers_gone
+                 FROM pdoflow.sweep()",
+                &[],
+            )
+            .await?;
+        Ok(SweepReport {
+            expired_requeued: row.try_get(0)?,
+            expired_failed: row.try_get(1)?,
+            queues_notified: row.try_get(2)?,
+            finished_deleted: row.try_get(3)?,
+            workers_gone: row.try_get(4)?,
+        })
+    }
+
+    /// Why no background sweeper works in this database, or `None` when one
+    /// does (pdoflow preloaded and the database in `pdoflow.database`).
+    pub async fn background_sweeper_missing(&self) -> Result<Option<String>> {
+        let row = self
+            .db
+            .query_one(
+                "SELECT pdoflow._background_sweeper_missing(current_database())",
+                &[],
+            )
+            .await?;
+        Ok(row.try_get(0)?)
     }
 
     /// Whether `queues` (all when `None`) have a job of `tasks` (all when

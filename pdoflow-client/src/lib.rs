@@ -15,11 +15,11 @@ mod job;
 mod task;
 pub mod worker;
 
-pub use client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome};
+pub use client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome, SweepReport};
 pub use error::{Error, Result};
 pub use job::{Job, JobFilter, NewJob, PriorityCount, QueueCount};
 pub use task::{JobContext, Task, TaskError, TaskRegistry};
-pub use worker::{Worker, WorkerConfig, WorkerReport};
+pub use worker::{SweepMode, Worker, WorkerConfig, WorkerReport};
 
 /// The channel pdoflow notifies (with the queue name as payload) when jobs
 /// become available; idle workers `LISTEN` on it.

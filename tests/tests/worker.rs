@@ -423,3 +423,37 @@ async fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn without_a_background_sweeper_workers_sweep_and_rescue_a_killed_workers_job() {
+    // A database no background sweeper covers: the workers sweep themselves.
+    let database = TestDatabase::create("worker_self_sweep").await;
+    let client = database.connect().await;
+    let id: uuid::Uuid = client
+        .query_one(
+            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 1500}', max_attempts => 3)"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let victim = worker_command(&database, &["worker", "--lease", "2s"])
+        .spawn()
+        .unwrap();
+    wait_for_state(&client, id, "running", PATIENCE).await;
+    let pid = victim.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap();
+    let _ = victim.wait_with_output().await;
+
+    let rescuer = worker_command(&database, &["worker"]).spawn().unwrap();
+    let job = wait_for_state(&client, id, "succeeded", PATIENCE).await;
+    assert_eq!(job.attempt, 2, "worked again after its lease expired");
+    terminate(&rescuer);
+    let output = rescuer.wait_with_output().await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("this worker sweeps"), "{stderr}");
+}

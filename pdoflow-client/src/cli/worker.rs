@@ -9,7 +9,7 @@ use crate::builtin;
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::task::TaskRegistry;
-use crate::worker::{Worker, WorkerConfig};
+use crate::worker::{SweepMode, Worker, WorkerConfig};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -41,6 +41,13 @@ pub struct WorkerArgs {
     /// Time running jobs get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "PDOFLOW_SHUTDOWN_GRACE")]
     pub shutdown_grace: Duration,
+    /// Run pdoflow.sweep() from this worker: auto (when no background
+    /// sweeper covers the database), always or never.
+    #[arg(long, value_enum, default_value_t = SweepMode::Auto, env = "PDOFLOW_SWEEP")]
+    pub sweep: SweepMode,
+    /// How often this worker sweeps, when it does.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, env = "PDOFLOW_SWEEP_INTERVAL")]
+    pub sweep_interval: Duration,
     /// Where the shell task writes job output (default ~/.local/state/pdoflow/logs).
     #[arg(long, env = "PDOFLOW_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
@@ -68,6 +75,8 @@ pub async fn run(
         poll_interval: args.poll_interval,
         shutdown_grace: args.shutdown_grace,
         burst: args.burst,
+        sweep: args.sweep,
+        sweep_interval: args.sweep_interval,
     };
     let source = settings.source.clone();
     let worker = Worker::new(settings, registry, config)?;

@@ -28,7 +28,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome};
+use crate::client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome, SweepReport};
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::task::TaskRegistry;
@@ -56,6 +56,26 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Stop once no job is available or running in the queues.
     pub burst: bool,
+    /// Whether this worker runs `pdoflow.sweep()` itself (default: when no
+    /// background sweeper covers the database).
+    pub sweep: SweepMode,
+    /// How often it sweeps when it does (default 1 s).
+    pub sweep_interval: Duration,
+}
+
+/// When a worker sweeps (takes back expired claims, announces due jobs,
+/// prunes history) itself, as River's leader does, rather than rely on the
+/// extension's background sweeper.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SweepMode {
+    /// Only where no background sweeper works (not preloaded, or the
+    /// database is not in `pdoflow.database`).
+    #[default]
+    Auto,
+    /// Always, next to any background sweeper (harmless, just redundant).
+    Always,
+    /// Never.
+    Never,
 }
 
 impl Default for WorkerConfig {
@@ -70,6 +90,8 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             burst: false,
+            sweep: SweepMode::Auto,
+            sweep_interval: Duration::from_secs(1),
         }
     }
 }
@@ -142,6 +164,7 @@ impl Worker {
         within("the lease", config.lease, Duration::from_secs(1))?;
         within("the poll interval", config.poll_interval, SHORTEST_POLL)?;
         within("the shutdown grace", config.shutdown_grace, Duration::ZERO)?;
+        within("the sweep interval", config.sweep_interval, SHORTEST_POLL)?;
         if let Some(timeout) = config.job_timeout {
             within("the job timeout", timeout, Duration::from_millis(1))?;
         }
@@ -194,6 +217,22 @@ impl Worker {
                 false => error,
             })?;
         let claim_batch = max_claim(&first).await;
+        let sweeps = match self.config.sweep {
+            SweepMode::Always => true,
+            SweepMode::Never => false,
+            SweepMode::Auto => match first.background_sweeper_missing().await {
+                Ok(Some(reason)) => {
+                    tracing::info!(%reason, interval = ?self.config.sweep_interval,
+                                   "no background sweeper in this database: this worker sweeps");
+                    true
+                }
+                Ok(None) => false,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot tell whether a background sweeper runs; this worker sweeps");
+                    true
+                }
+            },
+        };
         tracing::info!(
             worker = %self.config.name,
             queues = %self.config.queues.as_ref().map_or("(all)".to_owned(), |queues| queues.join(",")),
@@ -218,6 +257,7 @@ impl Worker {
             done: mpsc::unbounded_channel(),
             wake,
             stopping_since: None,
+            next_sweep: sweeps.then(Instant::now),
         };
         let outcome = state.run(shutdown).await;
         listener.abort();
@@ -255,6 +295,8 @@ struct Loop<'a> {
     done: (mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>),
     wake: Arc<Notify>,
     stopping_since: Option<Instant>,
+    /// When this worker sweeps next; `None` if it does not sweep.
+    next_sweep: Option<Instant>,
 }
 
 impl Loop<'_> {
@@ -347,7 +389,7 @@ impl Loop<'_> {
             }
             let next_heartbeat = self.running.values().map(|job| job.renew_at).min();
             let mut until = Instant::now() + config.poll_interval;
-            if let Some(at) = next_heartbeat {
+            for at in [next_heartbeat, self.next_sweep].into_iter().flatten() {
                 until = until.min(at);
             }
             let until = self.capped(until);
@@ -414,6 +456,7 @@ impl Loop<'_> {
     /// fails they are done apart, so that one refused outcome is isolated.
     async fn turn(&mut self) -> Result<()> {
         self.heartbeat_due().await?;
+        self.sweep_if_due().await?;
         let claiming = self.stopping_since.is_none() && self.free_slots() > 0;
         if claiming && !self.finished.is_empty() && self.finish_and_claim().await? {
             return Ok(());
@@ -421,6 +464,39 @@ impl Loop<'_> {
         self.finish_ended().await?;
         if claiming {
             self.claim_free_slots().await?;
+        }
+        Ok(())
+    }
+
+    /// Runs `pdoflow.sweep()` when this worker sweeps and it is time.
+    async fn sweep_if_due(&mut self) -> Result<()> {
+        let (Some(db), Some(due)) = (self.db.as_ref(), self.next_sweep) else {
+            return Ok(());
+        };
+        if due > Instant::now() {
+            return Ok(());
+        }
+        self.next_sweep = Some(Instant::now() + self.worker.config.sweep_interval);
+        let report = match db.sweep().await {
+            Ok(report) => report,
+            Err(error) if error.is_connection_lost() || is_fatal(&error) => return Err(error),
+            Err(error) => {
+                // Sweeping is a service to the queue, not this worker's job:
+                // a failure (no permission, say) must not stop its work.
+                tracing::warn!(%error, retry_in = "1m", "sweeping failed");
+                self.next_sweep = Some(Instant::now() + Duration::from_secs(60));
+                return Ok(());
+            }
+        };
+        if report != SweepReport::default() {
+            tracing::info!(
+                expired_requeued = report.expired_requeued,
+                expired_failed = report.expired_failed,
+                queues_notified = report.queues_notified,
+                finished_deleted = report.finished_deleted,
+                workers_gone = report.workers_gone,
+                "swept"
+            );
         }
         Ok(())
     }
