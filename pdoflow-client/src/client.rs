@@ -54,6 +54,19 @@ pub struct ClaimedJob {
     pub last_error: Option<String>,
 }
 
+impl<'a> ClaimRequest<'a> {
+    /// `CLAIM_SQL`'s parameters; `lease_seconds` is `lease` in seconds.
+    fn params(&'a self, lease_seconds: &'a f64) -> [&'a (dyn ToSql + Sync); 5] {
+        [
+            &self.n,
+            &self.queues,
+            &self.worker,
+            lease_seconds,
+            &self.tasks,
+        ]
+    }
+}
+
 /// `finish_many`'s array parameters, built from a list of claims.
 struct FinishArrays<'a> {
     ids: Vec<Uuid>,
@@ -303,23 +316,10 @@ impl Client {
             .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
-    /// Claims up to `n` due jobs from `queues` (all when `None`) of `tasks`
-    /// (all when `None`) for `worker`.
-    pub async fn claim(
-        &self,
-        n: i32,
-        queues: Option<&[String]>,
-        tasks: Option<&[String]>,
-        worker: &str,
-        lease: Duration,
-    ) -> Result<Vec<ClaimedJob>> {
-        let rows = self
-            .db
-            .query(
-                CLAIM_SQL,
-                &[&n, &queues, &worker, &lease.as_secs_f64(), &tasks],
-            )
-            .await?;
+    /// Claims due jobs as `request` describes.
+    pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedJob>> {
+        let seconds = request.lease.as_secs_f64();
+        let rows = self.db.query(CLAIM_SQL, &request.params(&seconds)).await?;
         Ok(rows
             .iter()
             .map(ClaimedJob::from_row)
@@ -375,13 +375,7 @@ impl Client {
         let arrays = FinishArrays::new(claims);
         let finish_params = arrays.params();
         let seconds = request.lease.as_secs_f64();
-        let claim_params: [&(dyn ToSql + Sync); 5] = [
-            &request.n,
-            &request.queues,
-            &request.worker,
-            &seconds,
-            &request.tasks,
-        ];
+        let claim_params = request.params(&seconds);
         // tokio-postgres sends each request when its future is first polled,
         // and join! polls in order: BEGIN, finish, claim, COMMIT go out
         // together. A failed statement makes the COMMIT a rollback.

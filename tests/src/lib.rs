@@ -321,3 +321,21 @@ pub async fn job_counts(client: &Client) -> Vec<(String, String, i64)> {
 pub fn counted(task: &str, state: &str, count: i64) -> (String, String, i64) {
     (task.to_owned(), state.to_owned(), count)
 }
+
+/// Sends `signal` (`-TERM`, `-KILL`, ...) to process `pid` with kill(1);
+/// as the postgres user when this user may not (a server process, when the
+/// tests do not run as root).
+pub fn send_signal(signal: &str, pid: impl std::fmt::Display) {
+    let pid = pid.to_string();
+    let direct = std::process::Command::new("kill")
+        .args([signal, &pid])
+        .status();
+    if matches!(direct, Ok(status) if status.success()) {
+        return;
+    }
+    let status = std::process::Command::new("sudo")
+        .args(["-n", "-u", "postgres", "kill", signal, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}

@@ -5,7 +5,7 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use pdoflow_tests::{eventually, TestDatabase};
+use pdoflow_tests::{eventually, send_signal, TestDatabase};
 use serde_json::Value;
 use tokio::process::Command;
 
@@ -270,10 +270,7 @@ async fn the_pool_restarts_a_dead_worker_and_stops_them_all_on_sigterm() {
     .await;
     // Worker names end with their process id.
     let victim = first[0].rsplit('-').next().unwrap().to_owned();
-    std::process::Command::new("kill")
-        .args(["-KILL", &victim])
-        .status()
-        .unwrap();
+    send_signal("-KILL", &victim);
     eventually("a replacement worker registered", PATIENCE, || async {
         let names = workers().await;
         (names.len() == 3).then_some(())
@@ -283,11 +280,7 @@ async fn the_pool_restarts_a_dead_worker_and_stops_them_all_on_sigterm() {
     ok(&database, &["enqueue", "--task", "noop"]).await;
     ok(&database, &["wait", "--timeout", "20s"]).await;
 
-    let pid = pool.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    send_signal("-TERM", pool.id().unwrap());
     let output = tokio::time::timeout(PATIENCE, pool.wait_with_output())
         .await
         .expect("the pool exits")

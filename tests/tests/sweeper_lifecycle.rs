@@ -6,11 +6,11 @@
 //! restarts every backend: they run one at a time, and this program runs
 //! alone (cargo runs test programs one after another).
 
-use std::process::Command;
 use std::time::Duration;
 
 use pdoflow_tests::{
-    connect_patiently, describe, eventually, job_state, wait_for_state, ServerLog, TestDatabase,
+    connect_patiently, describe, eventually, job_state, send_signal, wait_for_state, ServerLog,
+    TestDatabase,
 };
 use tokio::sync::Mutex;
 use tokio_postgres::Client;
@@ -20,6 +20,8 @@ const PATIENCE: Duration = Duration::from_secs(30);
 /// Held by each test for its whole run.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
+/// The pid of the sweeper of `database`; `None` while there is none, or
+/// while the server cannot answer (during a crash restart).
 async fn sweeper_pid(client: &Client, database: &str) -> Option<i32> {
     client
         .query_opt(
@@ -27,8 +29,19 @@ async fn sweeper_pid(client: &Client, database: &str) -> Option<i32> {
             &[&database],
         )
         .await
-        .unwrap()
+        .ok()
+        .flatten()
         .map(|row| row.get(0))
+}
+
+/// Waits for a sweeper of `database` other than the process `old`.
+async fn sweeper_restarted(client: &Client, database: &str, old: i32, what: &str) {
+    eventually(what, PATIENCE, || async {
+        sweeper_pid(client, database)
+            .await
+            .filter(|new| *new != old)
+    })
+    .await;
 }
 
 /// Claims a fresh job with a 1-second lease and waits until the sweeper has
@@ -72,20 +85,6 @@ async fn set_sweep_interval(client: &Client, interval: Option<&str>) {
             .await
             .unwrap_or_else(|error| panic!("{statement}: {}", describe(&error)));
     }
-}
-
-fn send_signal(signal: &str, pid: i32) {
-    let pid = pid.to_string();
-    let direct = Command::new("kill").args([signal, &pid]).status();
-    if matches!(direct, Ok(status) if status.success()) {
-        return;
-    }
-    // Not root and not postgres: signal as postgres (the server's owner).
-    let status = Command::new("sudo")
-        .args(["-n", "-u", "postgres", "kill", signal, &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
 }
 
 #[tokio::test]
@@ -142,13 +141,7 @@ async fn sigterm_ends_it_promptly_and_it_is_started_again() {
         .unwrap()
         .get(0);
     assert!(terminated, "the sweeper exits within 5 s of SIGTERM");
-    let restarted = eventually("the sweeper started again", PATIENCE, || async {
-        sweeper_pid(&client, database.name())
-            .await
-            .filter(|new| *new != pid)
-    })
-    .await;
-    assert_ne!(restarted, pid);
+    sweeper_restarted(&client, database.name(), pid, "the sweeper started again").await;
     assert_sweeping(&client).await;
 }
 
@@ -168,20 +161,13 @@ async fn sigkill_is_survived_and_sweeping_goes_on() {
     drop(client);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let client = connect_patiently(&database, PATIENCE).await;
-    let restarted = eventually("the sweeper back after the crash", PATIENCE, || async {
-        match client
-            .query_opt(
-                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pdoflow sweeper' AND datname = $1",
-                &[&database.name()],
-            )
-            .await
-        {
-            Ok(row) => row.map(|row| row.get::<_, i32>(0)).filter(|new| *new != pid),
-            Err(_) => None,
-        }
-    })
+    sweeper_restarted(
+        &client,
+        database.name(),
+        pid,
+        "the sweeper back after the crash",
+    )
     .await;
-    assert_ne!(restarted, pid);
     assert_sweeping(&client).await;
 }
 
@@ -256,10 +242,7 @@ async fn database_settings_apply_without_a_restart() {
         .execute("SELECT pg_terminate_backend($1, 5000)", &[&pid])
         .await
         .unwrap();
-    eventually("the sweeper started again", PATIENCE, || async {
-        sweeper_pid(&client, &name).await.filter(|new| *new != pid)
-    })
-    .await;
+    sweeper_restarted(&client, &name, pid, "the sweeper started again").await;
     let two_hours_old = finished_hours_ago(&client, 2).await;
     eventually(
         "a job past the database's retention deleted",

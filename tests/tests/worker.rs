@@ -5,7 +5,9 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use pdoflow_tests::{counted, eventually, job_counts, job_state, wait_for_state, TestDatabase};
+use pdoflow_tests::{
+    counted, eventually, job_counts, job_state, send_signal, wait_for_state, TestDatabase,
+};
 use tokio::process::{Child, Command};
 use tokio_postgres::Client;
 
@@ -183,12 +185,34 @@ async fn running_count(client: &Client) -> i64 {
 }
 
 fn terminate(child: &Child) {
-    let pid = child.id().expect("the worker is running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal("-TERM", child.id().expect("the worker is running"));
+}
+
+/// Enqueues a 1.5-second job with 3 attempts in `queue`, starts a worker with
+/// `worker_args` and a 2-second lease, and kills it (SIGKILL) while it runs
+/// the job; returns the job's id.
+async fn kill_a_worker_mid_job(
+    database: &TestDatabase,
+    client: &Client,
+    queue: &str,
+    worker_args: &[&str],
+) -> uuid::Uuid {
+    let id: uuid::Uuid = client
+        .query_one(
+            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 1500}', queue => $1, max_attempts => 3)"#,
+            &[&queue],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut args = vec!["worker", "--lease", "2s"];
+    args.extend_from_slice(worker_args);
+    let victim = worker_command(database, &args).spawn().unwrap();
+    // The database may be shared with other tests: watch this job only.
+    wait_for_state(client, id, "running", PATIENCE).await;
+    send_signal("-KILL", victim.id().expect("the worker is running"));
+    let _ = victim.wait_with_output().await;
+    id
 }
 
 #[tokio::test]
@@ -277,28 +301,7 @@ async fn jobs_still_running_after_the_grace_period_are_released() {
 async fn a_killed_workers_job_is_worked_again_and_succeeds_once() {
     let database = TestDatabase::swept("worker").await;
     let client = database.connect().await;
-    let id: uuid::Uuid = client
-        .query_one(
-            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 1500}', queue => 'killed', max_attempts => 3)"#,
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let victim = worker_command(
-        &database,
-        &["worker", "--queues", "killed", "--lease", "2s"],
-    )
-    .spawn()
-    .unwrap();
-    // This database is shared with other tests: watch this job only.
-    wait_for_state(&client, id, "running", PATIENCE).await;
-    let pid = victim.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
-    let _ = victim.wait_with_output().await;
+    let id = kill_a_worker_mid_job(&database, &client, "killed", &["--queues", "killed"]).await;
 
     // The background sweeper takes the claim back once its lease expires.
     burst(&database, &["--queues", "killed"]).await;
@@ -429,24 +432,7 @@ async fn without_a_background_sweeper_workers_sweep_and_rescue_a_killed_workers_
     // A database no background sweeper covers: the workers sweep themselves.
     let database = TestDatabase::create("worker_self_sweep").await;
     let client = database.connect().await;
-    let id: uuid::Uuid = client
-        .query_one(
-            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 1500}', max_attempts => 3)"#,
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let victim = worker_command(&database, &["worker", "--lease", "2s"])
-        .spawn()
-        .unwrap();
-    wait_for_state(&client, id, "running", PATIENCE).await;
-    let pid = victim.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap();
-    let _ = victim.wait_with_output().await;
+    let id = kill_a_worker_mid_job(&database, &client, "default", &[]).await;
 
     let rescuer = worker_command(&database, &["worker"]).spawn().unwrap();
     let job = wait_for_state(&client, id, "succeeded", PATIENCE).await;

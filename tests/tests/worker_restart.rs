@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use pdoflow_tests::{connect_patiently, eventually, TestDatabase};
+use pdoflow_tests::{connect_patiently, eventually, send_signal, TestDatabase};
 use tokio::process::Command;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
@@ -72,11 +72,7 @@ async fn the_worker_reconnects_after_a_restart_and_finishes_the_queue() {
         .get(0);
     assert_eq!(retried, 0, "every job ran once");
 
-    let pid = worker.id().unwrap().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    send_signal("-TERM", worker.id().unwrap());
     let output = tokio::time::timeout(PATIENCE, worker.wait_with_output())
         .await
         .expect("the worker exits")

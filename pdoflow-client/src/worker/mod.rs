@@ -508,12 +508,19 @@ impl Loop<'_> {
             .saturating_sub(self.running.len())
     }
 
-    /// The job count of the next claim: the free slots, within the
+    /// The next claim: as many jobs as there are free slots, within the
     /// server's claim limit.
-    fn claim_size(&self) -> i32 {
-        i32::try_from(self.free_slots())
-            .unwrap_or(i32::MAX)
-            .min(self.claim_batch)
+    fn claim_request(&self) -> ClaimRequest<'_> {
+        let config = &self.worker.config;
+        ClaimRequest {
+            n: i32::try_from(self.free_slots())
+                .unwrap_or(i32::MAX)
+                .min(self.claim_batch),
+            queues: config.queues.as_deref(),
+            tasks: config.tasks.as_deref(),
+            worker: &config.name,
+            lease: config.lease,
+        }
     }
 
     /// Finishes the ended jobs and claims new ones in one transaction; false
@@ -523,15 +530,10 @@ impl Loop<'_> {
         let Some(db) = self.db.as_ref() else {
             return Ok(false);
         };
-        let config = &self.worker.config;
-        let request = ClaimRequest {
-            n: self.claim_size(),
-            queues: config.queues.as_deref(),
-            tasks: config.tasks.as_deref(),
-            worker: &config.name,
-            lease: config.lease,
-        };
-        match db.finish_and_claim(&self.finished, request).await {
+        match db
+            .finish_and_claim(&self.finished, self.claim_request())
+            .await
+        {
             Ok((results, claimed)) => {
                 let batch = std::mem::take(&mut self.finished);
                 for (finished, (_, _, outcome)) in results.iter().zip(&batch) {
@@ -668,20 +670,7 @@ impl Loop<'_> {
         let Some(db) = self.db.as_ref() else {
             return Ok(());
         };
-        let config = &self.worker.config;
-        if self.free_slots() == 0 {
-            return Ok(());
-        }
-        let n = self.claim_size();
-        let claimed = db
-            .claim(
-                n,
-                config.queues.as_deref(),
-                config.tasks.as_deref(),
-                &config.name,
-                config.lease,
-            )
-            .await?;
+        let claimed = db.claim(self.claim_request()).await?;
         for job in claimed {
             self.start(job);
         }
