@@ -6,6 +6,7 @@
 //! - [`Worker`]: the runtime that runs registered handlers.
 //! - [`cli`]: the `pdoflow-run` command line, reusable in your own binary.
 
+mod backoff;
 pub mod builtin;
 pub mod cli;
 mod client;

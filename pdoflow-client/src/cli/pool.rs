@@ -15,6 +15,7 @@ use tokio::process::Command;
 use tokio::time::Instant;
 
 use super::worker::WorkerArgs;
+use crate::backoff::Backoff;
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 
@@ -66,7 +67,8 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
     };
 
     let mut pids = vec![0u32; args.processes];
-    let mut delays = vec![Duration::from_secs(1); args.processes];
+    let mut backoffs =
+        vec![Backoff::new(Duration::from_secs(1), MAX_RESTART_DELAY); args.processes];
     let mut running = FuturesUnordered::new();
     let mut restarts = FuturesUnordered::new();
     let restart_later = |slot: usize, delay: Duration| async move {
@@ -92,10 +94,9 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
                     continue;
                 }
                 if started.elapsed() >= HEALTHY_RUN {
-                    delays[slot] = Duration::from_secs(1);
+                    backoffs[slot].reset();
                 }
-                let delay = delays[slot];
-                delays[slot] = (delay * 2).min(MAX_RESTART_DELAY);
+                let delay = backoffs[slot].next_delay();
                 match status {
                     Ok(status) => tracing::warn!(slot, %status, restart_in = ?delay, "worker process died"),
                     Err(error) => tracing::warn!(slot, %error, restart_in = ?delay, "worker process lost"),
@@ -109,8 +110,7 @@ pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
                         running.push(exit);
                     }
                     Err(error) => {
-                        let delay = delays[slot];
-                        delays[slot] = (delay * 2).min(MAX_RESTART_DELAY);
+                        let delay = backoffs[slot].next_delay();
                         tracing::warn!(slot, %error, retry_in = ?delay, "cannot start a worker process");
                         restarts.push(restart_later(slot, delay));
                     }

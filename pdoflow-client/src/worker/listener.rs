@@ -9,11 +9,12 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_postgres::{AsyncMessage, Config, NoTls};
 
+use crate::backoff::Backoff;
 use crate::NOTIFY_CHANNEL;
 
 /// Runs until the process ends; call it in a task of its own.
 pub async fn listen(config: Config, queues: Option<Vec<String>>, wake: Arc<Notify>) {
-    let mut delay = Duration::from_millis(250);
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         let started = tokio::time::Instant::now();
         match listen_once(&config, queues.as_deref(), &wake).await {
@@ -22,10 +23,9 @@ pub async fn listen(config: Config, queues: Option<Vec<String>>, wake: Arc<Notif
         }
         // A connection that lasted a while was healthy: start backing off anew.
         if started.elapsed() > Duration::from_secs(30) {
-            delay = Duration::from_millis(250);
+            backoff.reset();
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

@@ -28,6 +28,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
+use crate::backoff::Backoff;
 use crate::client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome, SweepReport};
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
@@ -304,7 +305,7 @@ impl Loop<'_> {
         let config = &self.worker.config;
         tokio::pin!(shutdown);
         let mut shutdown_seen = false;
-        let mut retry_delay = Duration::from_millis(250);
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         loop {
             if self.stopping_since.is_some() && self.grace_over() && self.db.is_none() {
                 // No database to hand claims back to: their leases will expire.
@@ -321,19 +322,19 @@ impl Loop<'_> {
                     Ok(client) => {
                         tracing::info!("reconnected to the database");
                         self.db = Some(client);
-                        retry_delay = Duration::from_millis(250);
+                        backoff.reset();
                     }
                     Err(error) => {
-                        tracing::warn!(%error, retry_in = ?retry_delay, "cannot reach the database");
-                        let retry_at = self.capped(Instant::now() + retry_delay);
-                        retry_delay = (retry_delay * 2).min(Duration::from_secs(30));
+                        let delay = backoff.next_delay();
+                        tracing::warn!(%error, retry_in = ?delay, "cannot reach the database");
+                        let retry_at = self.capped(Instant::now() + delay);
                         self.wait(retry_at, &mut shutdown, &mut shutdown_seen).await;
                         continue;
                     }
                 }
             }
             match self.turn().await {
-                Ok(()) => retry_delay = Duration::from_millis(250),
+                Ok(()) => backoff.reset(),
                 Err(error) if is_fatal(&error) => {
                     self.abort_all();
                     return Err(Error::Invalid(format!(
@@ -348,9 +349,9 @@ impl Loop<'_> {
                 Err(error) => {
                     // A statement timeout, a deadlock, a refused value: log,
                     // back off, and try again rather than abandon the jobs.
-                    tracing::warn!(%error, retry_in = ?retry_delay, "a worker step failed");
-                    let retry_at = self.capped(Instant::now() + retry_delay);
-                    retry_delay = (retry_delay * 2).min(Duration::from_secs(30));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, retry_in = ?delay, "a worker step failed");
+                    let retry_at = self.capped(Instant::now() + delay);
                     self.wait(retry_at, &mut shutdown, &mut shutdown_seen).await;
                     continue;
                 }

@@ -53,7 +53,8 @@ impl Sweeper {
 
     /// Runs one round. Errors are logged; the next round tries again.
     pub fn run_round(&mut self) {
-        let installed = step(
+        // No settings needed to look: an idle database costs one query a round.
+        let installed = in_transaction(
             "looking for the extension",
             c"pdoflow sweeper: looking for the extension",
             extension_installed,
@@ -217,18 +218,26 @@ impl Sweeper {
     }
 }
 
-/// Runs one step in its own transaction, under the database's current
-/// `ALTER DATABASE ... SET pdoflow.*` values; a failure comes back tagged
-/// with the step's name.
+/// Runs one step of the sweep in its own transaction, under the database's
+/// current `ALTER DATABASE ... SET pdoflow.*` values.
 fn step<T>(
     name: &'static str,
     activity: &'static CStr,
     body: impl FnOnce() -> SpiResult<T>,
 ) -> Result<T, (&'static str, Failure)> {
-    let body = || {
+    in_transaction(name, activity, || {
         apply_database_settings()?;
         body()
-    };
+    })
+}
+
+/// Runs `body` in its own transaction; a failure comes back tagged with
+/// `name`.
+fn in_transaction<T>(
+    name: &'static str,
+    activity: &'static CStr,
+    body: impl FnOnce() -> SpiResult<T>,
+) -> Result<T, (&'static str, Failure)> {
     match transaction::run(activity, body) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err((name, error.into())),
