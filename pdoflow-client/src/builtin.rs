@@ -25,13 +25,10 @@ pub fn register_builtins(registry: &mut TaskRegistry, log_dir: PathBuf) -> Resul
 /// The default log directory: `$XDG_STATE_HOME/pdoflow/logs`, else
 /// `~/.local/state/pdoflow/logs`.
 pub fn default_log_dir() -> PathBuf {
-    let base = match std::env::var_os("XDG_STATE_HOME").filter(|dir| !dir.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
-            .join(".local")
-            .join("state"),
-    };
-    base.join("pdoflow").join("logs")
+    crate::config::xdg_dir("XDG_STATE_HOME", ".local/state")
+        .unwrap_or_else(|| PathBuf::from(".local/state"))
+        .join("pdoflow")
+        .join("logs")
 }
 
 /// `shell`: runs a program (no shell in between) and keeps its output.

@@ -100,11 +100,20 @@ fn parse_url(url: &str, source: &str) -> Result<ConnectionSettings> {
 
 /// `$XDG_CONFIG_HOME/pdoflow/db.conf`, else `~/.config/pdoflow/db.conf`.
 pub fn default_config_file() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_CONFIG_HOME").filter(|dir| !dir.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME")?).join(".config"),
-    };
-    Some(base.join("pdoflow").join("db.conf"))
+    Some(
+        xdg_dir("XDG_CONFIG_HOME", ".config")?
+            .join("pdoflow")
+            .join("db.conf"),
+    )
+}
+
+/// An XDG base directory: `$variable` when set and not empty, else
+/// `~/<fallback>`; `None` without a home directory.
+pub(crate) fn xdg_dir(variable: &str, fallback: &str) -> Option<PathBuf> {
+    match std::env::var_os(variable).filter(|dir| !dir.is_empty()) {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(PathBuf::from(std::env::var_os("HOME")?).join(fallback)),
+    }
 }
 
 /// Reads a `db.conf` file: section `[postgresql]` with the keys user,
