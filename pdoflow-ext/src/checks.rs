@@ -174,6 +174,26 @@ fn is_data_exception(code: PgSqlErrorCode) -> bool {
     (code & 0x3F) == 2 && ((code >> 6) & 0x3F) == 2
 }
 
+/// A non-empty array of names (claim's `queues` and `tasks`); `empty_hint`
+/// says what to pass instead of an empty array.
+fn name_list(
+    param: &str,
+    names: &[Option<String>],
+    empty_hint: &'static str,
+) -> Result<(), InputError> {
+    if names.is_empty() {
+        return Err(InputError::EmptyArray {
+            param: param.into(),
+            hint: Some(empty_hint),
+        });
+    }
+    for (index, value) in names.iter().enumerate() {
+        let element = format!("{param}[{}]", index + 1);
+        name(&element, present(&element, value.as_deref(), None)?)?;
+    }
+    Ok(())
+}
+
 /// Arguments of `pdoflow.claim`.
 #[pg_extern(stable, parallel_safe, name = "_check_claim")]
 fn check_claim(
@@ -192,32 +212,10 @@ fn check_claim(
         Some("pdoflow.max_claim"),
     )?;
     if let Some(queues) = queues {
-        if queues.is_empty() {
-            let hint = Some("Pass NULL to claim from every queue.");
-            return Err(InputError::EmptyArray {
-                param: "queues".into(),
-                hint,
-            }
-            .into());
-        }
-        for (index, queue) in queues.iter().enumerate() {
-            let param = format!("queues[{}]", index + 1);
-            name(&param, present(&param, queue.as_deref(), None)?)?;
-        }
+        name_list("queues", &queues, "Pass NULL to claim from every queue.")?;
     }
     if let Some(tasks) = tasks {
-        if tasks.is_empty() {
-            let hint = Some("Pass NULL to claim jobs of every task.");
-            return Err(InputError::EmptyArray {
-                param: "tasks".into(),
-                hint,
-            }
-            .into());
-        }
-        for (index, task) in tasks.iter().enumerate() {
-            let param = format!("tasks[{}]", index + 1);
-            name(&param, present(&param, task.as_deref(), None)?)?;
-        }
+        name_list("tasks", &tasks, "Pass NULL to claim jobs of every task.")?;
     }
     if let Some(worker) = worker {
         name("worker", worker)?;
