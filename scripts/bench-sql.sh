@@ -4,8 +4,11 @@
 #
 #   scripts/bench-sql.sh [SECONDS]        (default 10 s per pgbench run)
 #
-# Last, the sweeper's SQL: pdoflow.sweep() taking back 100,000 expired
+# Then the sweeper's SQL: pdoflow.sweep() taking back 100,000 expired
 # claims and deleting 100,000 old finished jobs, 1,000 per transaction.
+# Last, pdoflow.submit_dag of 1000-node DAGs (a binary tree, and a fan-out
+# and fan-in through 998 middle nodes) and their release: every parent's
+# finish settling its children.
 #
 # Uses a fresh throwaway cluster (.pg/bench, port 54349) with default
 # durability: fsync and synchronous_commit stay on.
@@ -96,3 +99,44 @@ VACUUM ANALYZE pdoflow.finished_jobs;
 SQL
 printf '  old finished jobs deleted:  %s jobs/s\n' "$(timed_sweeps finished_deleted)"
 [ "$(sq -c "SELECT count(*) FROM pdoflow.finished_jobs")" = 0 ] || die "finished jobs left"
+
+echo
+echo "DAGs: pdoflow.submit_dag of 1000 nodes in one call (psql round trip included), 3 runs each:"
+dag_doc() {
+    # $1: tree (node i after node (i-1)/2) or fan (one root, 998 middle nodes, one sink)
+    if [ "$1" = tree ]; then
+        q -c "SELECT jsonb_build_object('nodes', jsonb_agg(
+                  jsonb_build_object('name', 'n' || i, 'task', 'noop')
+                  || CASE WHEN i > 0 THEN jsonb_build_object('after', jsonb_build_array('n' || (i - 1) / 2)) ELSE '{}' END
+                  ORDER BY i))
+              FROM generate_series(0, 999) AS i"
+    else
+        q -c "SELECT jsonb_build_object('nodes',
+                  jsonb_build_array(jsonb_build_object('name', 'root', 'task', 'noop'))
+                  || jsonb_agg(jsonb_build_object('name', 'm' || i, 'task', 'noop', 'after', jsonb_build_array('root')) ORDER BY i)
+                  || jsonb_build_array(jsonb_build_object('name', 'sink', 'task', 'noop',
+                                                          'after', jsonb_agg('m' || i ORDER BY i))))
+              FROM generate_series(0, 997) AS i"
+    fi
+}
+for shape in tree fan; do
+    dag_doc "${shape}" > "${PG_ROOT}/dag-${shape}.json"
+    times=()
+    for run in 1 2 3; do
+        times+=("$(q -c '\timing on' -c "SELECT count(*) FROM pdoflow.submit_dag(\$\$$(cat "${PG_ROOT}/dag-${shape}.json")\$\$)" \
+            | grep -oE 'Time: [0-9.]+' | cut -d' ' -f2)")
+    done
+    printf '  %-4s  %s ms\n' "${shape}" "${times[*]}"
+done
+# Working one fan DAG through claim and finish_many: 1000 jobs, each finish
+# settling its children (the sink's 998 parents count down one by one).
+q -c "TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs" \
+  -c "SELECT count(*) FROM pdoflow.submit_dag(\$\$$(cat "${PG_ROOT}/dag-fan.json")\$\$)" >/dev/null
+start="$(date +%s.%N)"
+for _ in $(seq 1 200); do
+    echo "SELECT count(*) FROM (SELECT array_agg(id) AS ids, array_agg(attempt) AS attempts FROM pdoflow.claim(10)) AS b, pdoflow.finish_many(b.ids, b.attempts) WHERE b.ids IS NOT NULL;"
+done | q >/dev/null
+end="$(date +%s.%N)"
+[ "$(q -c "SELECT count(*) FROM pdoflow.finished_jobs WHERE state = 'succeeded'")" = 1000 ] || die "the fan DAG did not finish"
+printf '  fan DAG worked by claim(10) + finish_many, one client: %s jobs/s\n' \
+    "$(awk -v s="${start}" -v e="${end}" 'BEGIN {printf "%.0f", 1000 / (e - s)}')"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The quick-start demo: starts a throwaway cluster with pdoflow preloaded,
-# enqueues a small mixed workload through SQL, works it with a pdoflow-run
-# worker (its built-in shell, sleep and noop tasks) while a progress bar
-# waits, prints what happened, and leaves the cluster running.
+# enqueues a small mixed workload through SQL and a posting holding a small
+# DAG (scripts/demo-dag.json), works it with a pdoflow-run worker (its
+# built-in shell, sleep and noop tasks) while a progress bar waits, prints
+# what happened, and leaves the cluster running.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -55,7 +56,12 @@ SELECT count(*) FROM pdoflow.claim(1, ARRAY['exports'], worker => 'crashed-worke
 SELECT count(*)
 FROM pdoflow.enqueue_many('noop', (SELECT array_agg(jsonb_build_object('n', i)) FROM generate_series(1, 1000) AS i));
 SQL
-psql_demo -c "SELECT queue, task, count(*) AS jobs FROM pdoflow.jobs GROUP BY 1, 2 ORDER BY 1, 2"
+
+# A posting holding a small DAG (scripts/demo-dag.json): one job fans out to
+# three, which fan in to a job that adds up what its parents printed.
+posting=$("${run}" --database-url "${url}" posting create "demo workflow" --description "fan-out, fan-in")
+"${run}" --database-url "${url}" dag submit "${REPO_ROOT}/scripts/demo-dag.json" --posting "${posting}" >/dev/null
+psql_demo -c "SELECT queue, task, state, count(*) AS jobs FROM pdoflow.jobs GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
 
 say "Working the queue with pdoflow-run"
 logs="${PG_ROOT}/demo-logs"
@@ -79,6 +85,9 @@ FROM pdoflow.jobs GROUP BY 1, 2, 3 ORDER BY 2, 1, 3;
 SELECT name AS worker, state, last_seen_at FROM pdoflow.workers ORDER BY name;
 SELECT pid, backend_type, datname FROM pg_stat_activity WHERE backend_type = 'pdoflow sweeper';
 SQL
+"${run}" --database-url "${url}" postings list
+psql_demo -c "SELECT node, state, started_at::time(0) AS started, trim(result->>'stdout_tail', E'\\n') AS printed
+              FROM pdoflow.jobs WHERE posting = '${posting}' ORDER BY started_at, node"
 
 say "The demo cluster is still running"
 echo "  connect:  psql '${url}'"

@@ -19,9 +19,29 @@ BEGIN
 END
 $$;
 
+-- Postings: named batches of jobs with a status. Jobs point at their posting;
+-- a posting's queue and priority apply to jobs enqueued into it that leave
+-- enqueue's queue and priority at their defaults.
+CREATE TABLE pdoflow.postings (
+    id                uuid        NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    status_changed_at timestamptz NOT NULL DEFAULT now(),
+    priority          integer,
+    status            text        COLLATE "C" NOT NULL DEFAULT 'active',
+    queue             text        COLLATE "C",
+    name              text        NOT NULL,
+    description       text,
+    CONSTRAINT postings_pkey PRIMARY KEY (id),
+    CONSTRAINT postings_status_check CHECK (status IN ('active', 'paused', 'cancelled'))
+);
+
+COMMENT ON TABLE pdoflow.postings IS
+    'Postings (batches of jobs). Read pdoflow.posting_status; change them only through the pdoflow functions.';
+
 CREATE TABLE pdoflow.active_jobs (
     -- Fixed-width columns first, so rows pack without alignment padding.
     id               uuid        NOT NULL,
+    posting          uuid,
     run_at           timestamptz NOT NULL,
     created_at       timestamptz NOT NULL,
     started_at       timestamptz,
@@ -30,16 +50,27 @@ CREATE TABLE pdoflow.active_jobs (
     priority         integer     NOT NULL,
     attempt          integer     NOT NULL DEFAULT 0,
     max_attempts     integer     NOT NULL,
+    -- Blocked jobs: how many parents have not ended yet.
+    parents_pending  integer,
     -- Names compare bytewise (COLLATE "C"): they are identifiers, and a
     -- locale-aware collation would make every index comparison call strcoll.
+    -- 'paused' is 'queued' in a paused posting: out of the claim indexes,
+    -- shown as queued by the views.
     state            text        COLLATE "C" NOT NULL DEFAULT 'queued',
     queue            text        COLLATE "C" NOT NULL,
     task             text        COLLATE "C" NOT NULL,
     worker           text        COLLATE "C",
+    dependency_mode  text        COLLATE "C",
+    -- The job's name in the DAG it was submitted with (sub-DAG paths joined by '/').
+    node             text,
     last_error       text,
+    depends_on       uuid[],
     args             jsonb       NOT NULL,
     CONSTRAINT active_jobs_pkey PRIMARY KEY (id),
-    CONSTRAINT active_jobs_state_check CHECK (state IN ('queued', 'running')),
+    CONSTRAINT active_jobs_state_check CHECK (state IN ('queued', 'running', 'blocked', 'paused')),
+    CONSTRAINT active_jobs_dependency_check CHECK (
+        (depends_on IS NULL) = (dependency_mode IS NULL) AND dependency_mode IN ('all', 'any')
+        AND (state <> 'blocked' OR parents_pending > 0)),
     CONSTRAINT active_jobs_lease_check CHECK ((state = 'running') = (lease_expires_at IS NOT NULL)),
     CONSTRAINT active_jobs_attempt_check CHECK (attempt >= 0 AND attempt <= max_attempts AND max_attempts >= 1)
 ) WITH (
@@ -78,8 +109,19 @@ CREATE INDEX active_jobs_delayed_idx
     ON pdoflow.active_jobs (run_at)
     WHERE state = 'queued' AND run_at > created_at;
 
+-- A parent that ends finds its blocked children; jobs without parents, and
+-- children once released, are not in it.
+CREATE INDEX active_jobs_blocked_idx
+    ON pdoflow.active_jobs USING gin (depends_on)
+    WHERE state = 'blocked';
+-- Posting status counts and set_posting_status find a posting's jobs.
+CREATE INDEX active_jobs_posting_idx
+    ON pdoflow.active_jobs (posting)
+    WHERE posting IS NOT NULL;
+
 CREATE TABLE pdoflow.finished_jobs (
     id           uuid        NOT NULL,
+    posting      uuid,
     run_at       timestamptz NOT NULL,
     created_at   timestamptz NOT NULL,
     started_at   timestamptz,
@@ -91,7 +133,10 @@ CREATE TABLE pdoflow.finished_jobs (
     queue        text        COLLATE "C" NOT NULL,
     task         text        COLLATE "C" NOT NULL,
     worker       text        COLLATE "C",
+    dependency_mode text     COLLATE "C",
+    node         text,
     last_error   text,
+    depends_on   uuid[],
     args         jsonb       NOT NULL,
     result       jsonb,
     CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
@@ -103,20 +148,27 @@ COMMENT ON TABLE pdoflow.finished_jobs IS
 
 -- Retention deletes the oldest finished jobs first.
 CREATE INDEX finished_jobs_finished_at_idx ON pdoflow.finished_jobs (finished_at);
+CREATE INDEX finished_jobs_posting_idx
+    ON pdoflow.finished_jobs (posting)
+    WHERE posting IS NOT NULL;
 
 CREATE VIEW pdoflow.jobs AS
-SELECT id, task, queue, priority, state, attempt, max_attempts, args,
+SELECT id, task, queue, priority,
+       CASE state WHEN 'paused' THEN 'queued' ELSE state END AS state,
+       attempt, max_attempts, args,
        NULL::jsonb AS result, last_error, run_at, created_at, started_at,
-       NULL::timestamptz AS finished_at, lease_expires_at, worker, heartbeat_at
+       NULL::timestamptz AS finished_at, lease_expires_at, worker, heartbeat_at,
+       posting, depends_on, dependency_mode, node
 FROM pdoflow.active_jobs
 UNION ALL
 SELECT id, task, queue, priority, state, attempt, max_attempts, args,
        result, last_error, run_at, created_at, started_at,
-       finished_at, NULL::timestamptz AS lease_expires_at, worker, NULL::timestamptz AS heartbeat_at
+       finished_at, NULL::timestamptz AS lease_expires_at, worker, NULL::timestamptz AS heartbeat_at,
+       posting, depends_on, dependency_mode, node
 FROM pdoflow.finished_jobs;
 
 COMMENT ON VIEW pdoflow.jobs IS
-    'Every job, whatever its state: queued, running, succeeded, failed or cancelled.';
+    'Every job, whatever its state: blocked, queued, running, succeeded, failed or cancelled.';
 
 -- The workers that claimed jobs or sent heartbeats, by the name they gave.
 -- claim, heartbeat and register_worker mark a worker active; the sweeper marks
@@ -154,3 +206,4 @@ COMMENT ON TABLE pdoflow.sweep_state IS
 -- pg_dump must keep the jobs themselves, not only the table definitions.
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.active_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.finished_jobs', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.postings', '');

@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use crate::error::Result;
 use crate::task::{JobContext, Task, TaskError, TaskRegistry};
 
-/// How much of a failed command's stderr goes into the job's error.
-const STDERR_TAIL_BYTES: usize = 2_000;
+/// How much of a log goes into a job's result (stdout) or error (stderr).
+const LOG_TAIL_BYTES: usize = 2_000;
 
 /// Registers the built-in tasks; `log_dir` is where `shell` writes output.
 pub fn register_builtins(registry: &mut TaskRegistry, log_dir: PathBuf) -> Result<()> {
@@ -71,6 +71,14 @@ impl Task for Shell {
         let mut command = tokio::process::Command::new(program);
         command
             .args(arguments)
+            // What the job knows about itself, for scripts; in a DAG, what
+            // its parents produced (a JSON object, see JobContext).
+            .env("PDOFLOW_JOB_ID", job.id.to_string())
+            .env("PDOFLOW_ATTEMPT", job.attempt.to_string())
+            .env(
+                "PDOFLOW_PARENT_RESULTS",
+                Value::Object(job.parent_results().clone()).to_string(),
+            )
             .envs(&args.env)
             .stdin(Stdio::null())
             .stdout(open(&stdout_log)?)
@@ -93,8 +101,11 @@ impl Task for Shell {
             .await
             .map_err(|error| TaskError::new(format!("waiting for {program:?}: {error}")))?;
         if status.success() {
+            // The end of stdout goes into the result, so that the job's
+            // children can use what it printed.
             return Ok(json!({
                 "exit_code": 0,
+                "stdout_tail": log_tail(&stdout_log),
                 "stdout_log": stdout_log.to_string_lossy(),
                 "stderr_log": stderr_log.to_string_lossy(),
             }));
@@ -103,7 +114,7 @@ impl Task for Shell {
             Some(code) => format!("exited with code {code}"),
             None => "was killed by a signal".to_owned(),
         };
-        let tail = stderr_tail(&stderr_log);
+        let tail = log_tail(&stderr_log);
         Err(TaskError::new(if tail.is_empty() {
             format!(
                 "{program:?} {how}; stderr is empty (log: {})",
@@ -127,15 +138,15 @@ impl Drop for ProcessGroupGuard {
     }
 }
 
-/// The end of a log file: at most STDERR_TAIL_BYTES, read from the end.
-fn stderr_tail(path: &PathBuf) -> String {
+/// The end of a log file: at most LOG_TAIL_BYTES, read from the end.
+fn log_tail(path: &PathBuf) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(path) else {
         return String::new();
     };
     let length = file.metadata().map(|meta| meta.len()).unwrap_or(0);
-    let start = length.saturating_sub(STDERR_TAIL_BYTES as u64);
-    let mut bytes = Vec::with_capacity(STDERR_TAIL_BYTES);
+    let start = length.saturating_sub(LOG_TAIL_BYTES as u64);
+    let mut bytes = Vec::with_capacity(LOG_TAIL_BYTES);
     if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
         return String::new();
     }

@@ -25,9 +25,22 @@ struct LoopStatements {
 
 const FINISH_SQL: &str =
     "SELECT id, attempt, state, rejected FROM pdoflow.finish_many($1, $2, $3, $4)";
-const CLAIM_SQL: &str =
-    "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, last_error
-     FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4), $5)";
+/// `SELECT` and the columns `ClaimedJob::from_row` reads, in order: one list
+/// for both claim paths.
+macro_rules! select_claimed {
+    () => {
+        "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, \
+         last_error, posting, parent_results"
+    };
+}
+const CLAIM_SQL: &str = concat!(
+    select_claimed!(),
+    " FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4), $5)"
+);
+const CLAIM_JOB_SQL: &str = concat!(
+    select_claimed!(),
+    " FROM pdoflow.claim_job($1, $2, make_interval(secs => $3))"
+);
 
 /// What to claim: `n` jobs of `queues` and `tasks` (all when `None`) for `worker`.
 #[derive(Clone, Copy, Debug)]
@@ -52,6 +65,10 @@ pub struct ClaimedJob {
     pub max_attempts: i32,
     pub lease_expires_at: DateTime<Utc>,
     pub last_error: Option<String>,
+    pub posting: Option<Uuid>,
+    /// The results of the job's succeeded parents, keyed by DAG node name
+    /// (or by job id for parents outside a DAG); `None` without parents.
+    pub parent_results: Option<Value>,
 }
 
 impl<'a> ClaimRequest<'a> {
@@ -119,6 +136,8 @@ impl ClaimedJob {
             max_attempts: row.try_get(6)?,
             lease_expires_at: row.try_get(7)?,
             last_error: row.try_get(8)?,
+            posting: row.try_get(9)?,
+            parent_results: row.try_get(10)?,
         })
     }
 }
@@ -250,7 +269,7 @@ impl Client {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM pdoflow.jobs
              WHERE ($1::text IS NULL OR state = $1) AND ($2::text IS NULL OR queue = $2)
-               AND ($3::text IS NULL OR task = $3)
+               AND ($3::text IS NULL OR task = $3) AND ($6::uuid IS NULL OR posting = $6)
              ORDER BY id DESC LIMIT $4 OFFSET $5"
         );
         let limit = filter.limit.unwrap_or(50);
@@ -264,7 +283,14 @@ impl Client {
             .db
             .query(
                 &sql,
-                &[&filter.state, &filter.queue, &filter.task, &limit, &offset],
+                &[
+                    &filter.state,
+                    &filter.queue,
+                    &filter.task,
+                    &limit,
+                    &offset,
+                    &filter.posting,
+                ],
             )
             .await?;
         Ok(rows.iter().map(Job::from_row).collect::<Result<_, _>>()?)
@@ -291,15 +317,14 @@ impl Client {
             .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
-    /// Queued and running jobs per queue and priority, highest first.
+    /// Waiting and running jobs per queue and priority (`pdoflow.priority_stats`),
+    /// by queue, highest priority first.
     pub async fn priority_counts(&self) -> Result<Vec<PriorityCount>> {
         let rows = self
             .db
             .query(
-                "SELECT queue, priority, count(*) FILTER (WHERE state = 'queued'),
-                        count(*) FILTER (WHERE state = 'running')
-                 FROM pdoflow.jobs WHERE state IN ('queued', 'running')
-                 GROUP BY 1, 2 ORDER BY 1, 2 DESC",
+                "SELECT queue, priority, waiting, due, paused, blocked, running
+                 FROM pdoflow.priority_stats ORDER BY queue, priority DESC",
                 &[],
             )
             .await?;
@@ -309,8 +334,11 @@ impl Client {
                 Ok(PriorityCount {
                     queue: row.try_get(0)?,
                     priority: row.try_get(1)?,
-                    queued: row.try_get(2)?,
-                    running: row.try_get(3)?,
+                    waiting: row.try_get(2)?,
+                    due: row.try_get(3)?,
+                    paused: row.try_get(4)?,
+                    blocked: row.try_get(5)?,
+                    running: row.try_get(6)?,
                 })
             })
             .collect::<Result<_, tokio_postgres::Error>>()?)
@@ -336,11 +364,7 @@ impl Client {
     ) -> Result<Option<ClaimedJob>> {
         let row = self
             .db
-            .query_opt(
-                "SELECT id, task, args, queue, priority, attempt, max_attempts, lease_expires_at, last_error
-                 FROM pdoflow.claim_job($1, $2, make_interval(secs => $3))",
-                &[&id, &worker, &lease.as_secs_f64()],
-            )
+            .query_opt(CLAIM_JOB_SQL, &[&id, &worker, &lease.as_secs_f64()])
             .await?;
         Ok(row.as_ref().map(ClaimedJob::from_row).transpose()?)
     }

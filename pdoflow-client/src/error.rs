@@ -26,6 +26,9 @@ pub enum Error {
     /// A job id that names no job.
     #[error("job {0} does not exist")]
     NoSuchJob(uuid::Uuid),
+    /// A posting id that names no posting.
+    #[error("posting {0} does not exist")]
+    NoSuchPosting(uuid::Uuid),
     /// Anything else a caller asked for that cannot be done.
     #[error("{0}")]
     Invalid(String),

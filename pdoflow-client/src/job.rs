@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -13,19 +13,43 @@ use crate::error::{Error, Result};
 
 /// A job to enqueue: a task name, JSON arguments and `pdoflow.enqueue`'s
 /// options. Options left unset take the SQL function's defaults (queue
-/// `default`, priority 0, due now, 5 attempts).
-#[derive(Clone, Debug, Serialize)]
+/// `default`, priority 0, due now, 5 attempts, no posting, no parents).
+///
+/// It serializes as one object of `pdoflow.enqueue_many(jsonb)`'s document,
+/// with only the options that are set.
+#[derive(Clone, Debug)]
 pub struct NewJob {
     task: String,
     args: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
     queue: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     priority: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     run_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     max_attempts: Option<i32>,
+    // `Dag` reads these, and sets the last two in place.
+    pub(crate) posting: Option<Uuid>,
+    pub(crate) depends_on: Vec<Uuid>,
+    pub(crate) dependency_mode: Option<DependencyMode>,
+}
+
+/// Which of a job's parents must succeed before it runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DependencyMode {
+    /// Every parent (the default).
+    #[default]
+    All,
+    /// Any one parent.
+    Any,
+}
+
+impl DependencyMode {
+    /// The name the SQL API takes: `all` or `any`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependencyMode::All => "all",
+            DependencyMode::Any => "any",
+        }
+    }
 }
 
 impl NewJob {
@@ -43,6 +67,9 @@ impl NewJob {
             priority: None,
             run_at: None,
             max_attempts: None,
+            posting: None,
+            depends_on: Vec::new(),
+            dependency_mode: None,
         })
     }
 
@@ -79,8 +106,69 @@ impl NewJob {
         self
     }
 
+    /// Into this posting (which then supplies queue and priority when they
+    /// are left unset here).
+    pub fn posting(mut self, posting: Uuid) -> Self {
+        self.posting = Some(posting);
+        self
+    }
+
+    /// Adds parents: the job stays `blocked` until they succeed (all of
+    /// them, or one with `DependencyMode::Any`).
+    pub fn depends_on(mut self, parents: impl IntoIterator<Item = Uuid>) -> Self {
+        self.depends_on.extend(parents);
+        self
+    }
+
+    pub fn dependency_mode(mut self, mode: DependencyMode) -> Self {
+        self.dependency_mode = Some(mode);
+        self
+    }
+
     pub fn task(&self) -> &str {
         &self.task
+    }
+
+    /// The job as a document object: the keys of `enqueue_many(jsonb)`, only
+    /// those set. Built by hand so that it cannot fail; `Dag` reuses it.
+    pub(crate) fn fields(&self) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert("task".into(), Value::String(self.task.clone()));
+        fields.insert("args".into(), self.args.clone());
+        if let Some(queue) = &self.queue {
+            fields.insert("queue".into(), Value::String(queue.clone()));
+        }
+        if let Some(priority) = self.priority {
+            fields.insert("priority".into(), priority.into());
+        }
+        if let Some(run_at) = self.run_at {
+            // The same form as chrono's serde: RFC 3339, UTC as `Z`.
+            let text = run_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+            fields.insert("run_at".into(), Value::String(text));
+        }
+        if let Some(max_attempts) = self.max_attempts {
+            fields.insert("max_attempts".into(), max_attempts.into());
+        }
+        if let Some(posting) = self.posting {
+            fields.insert("posting".into(), Value::String(posting.to_string()));
+        }
+        if !self.depends_on.is_empty() {
+            let parents = self
+                .depends_on
+                .iter()
+                .map(|id| Value::String(id.to_string()));
+            fields.insert("depends_on".into(), Value::Array(parents.collect()));
+        }
+        if let Some(mode) = self.dependency_mode {
+            fields.insert("dependency_mode".into(), mode.as_str().into());
+        }
+        fields
+    }
+}
+
+impl Serialize for NewJob {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.fields().serialize(serializer)
     }
 }
 
@@ -103,12 +191,20 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     pub lease_expires_at: Option<DateTime<Utc>>,
     pub worker: Option<String>,
+    pub posting: Option<Uuid>,
+    /// The parents' ids; empty when the job has none.
+    pub depends_on: Vec<Uuid>,
+    /// `all` or `any` (of the parents).
+    pub dependency_mode: Option<String>,
+    /// The DAG node's full name (`sub/inner`) for a job from `submit_dag`.
+    pub node: Option<String>,
 }
 
 /// The columns `Job::from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str =
     "id, task, queue, priority, state, attempt, max_attempts, args, result, \
-     last_error, run_at, created_at, started_at, finished_at, lease_expires_at, worker";
+     last_error, run_at, created_at, started_at, finished_at, lease_expires_at, worker, \
+     posting, depends_on, dependency_mode, node";
 
 impl Job {
     pub(crate) fn from_row(row: &Row) -> Result<Job, tokio_postgres::Error> {
@@ -129,6 +225,10 @@ impl Job {
             finished_at: row.try_get(13)?,
             lease_expires_at: row.try_get(14)?,
             worker: row.try_get(15)?,
+            posting: row.try_get(16)?,
+            depends_on: row.try_get::<_, Option<Vec<Uuid>>>(17)?.unwrap_or_default(),
+            dependency_mode: row.try_get(18)?,
+            node: row.try_get(19)?,
         })
     }
 }
@@ -139,6 +239,7 @@ pub struct JobFilter {
     pub state: Option<String>,
     pub queue: Option<String>,
     pub task: Option<String>,
+    pub posting: Option<Uuid>,
     /// Page size (default 50).
     pub limit: Option<i64>,
     /// Jobs to skip, for the following pages.
@@ -153,11 +254,85 @@ pub struct QueueCount {
     pub jobs: i64,
 }
 
-/// How many jobs wait (or run) at one priority.
+/// How many jobs wait (or run) at one priority, as `pdoflow.priority_stats`
+/// counts them.
 #[derive(Clone, Debug, Serialize)]
 pub struct PriorityCount {
     pub queue: String,
     pub priority: i32,
-    pub queued: i64,
+    /// Not started yet: queued, paused or blocked.
+    pub waiting: i64,
+    /// Queued and due: claimable now.
+    pub due: i64,
+    pub paused: i64,
+    /// Waiting on parents.
+    pub blocked: i64,
     pub running: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn dependency_modes_serialize_as_the_sql_api_names() {
+        assert_eq!(
+            serde_json::to_value(DependencyMode::All).ok(),
+            Some(json!("all"))
+        );
+        assert_eq!(
+            serde_json::to_value(DependencyMode::Any).ok(),
+            Some(json!("any"))
+        );
+        assert_eq!(DependencyMode::default(), DependencyMode::All);
+    }
+
+    #[test]
+    fn a_new_job_serializes_only_what_is_set() -> Result<()> {
+        let job = NewJob::new("t", &json!({"n": 1}))?;
+        assert_eq!(
+            serde_json::to_value(&job).ok(),
+            Some(json!({"task": "t", "args": {"n": 1}}))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_job_serializes_its_posting_and_parents() -> Result<()> {
+        let (posting, a, b) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let run_at = DateTime::parse_from_rfc3339("2030-01-02T03:04:05.5Z")
+            .map_err(|error| Error::Invalid(error.to_string()))?
+            .with_timezone(&Utc);
+        let job = NewJob::new("t", &())?
+            .queue("q")
+            .priority(-2)
+            .run_at(run_at)
+            .max_attempts(3)
+            .posting(posting)
+            .depends_on([a])
+            .depends_on([b])
+            .dependency_mode(DependencyMode::Any);
+        assert_eq!(
+            serde_json::to_value([&job]).ok(),
+            Some(json!([{
+                "task": "t",
+                "args": null,
+                "queue": "q",
+                "priority": -2,
+                "run_at": "2030-01-02T03:04:05.500Z",
+                "max_attempts": 3,
+                "posting": posting.to_string(),
+                "depends_on": [a.to_string(), b.to_string()],
+                "dependency_mode": "any",
+            }]))
+        );
+        // The same form as chrono's own serde, which the SQL side parses.
+        assert_eq!(
+            serde_json::to_value(run_at).ok(),
+            Some(json!("2030-01-02T03:04:05.500Z"))
+        );
+        Ok(())
+    }
 }

@@ -2,6 +2,9 @@
 //!
 //! - [`Client`]: enqueue (typed arguments), cancel, retry, look up jobs and
 //!   queue statistics; the raw claim/finish calls for loops of your own.
+//! - [`Posting`]: a named group of jobs, paused, resumed, cancelled and
+//!   followed together.
+//! - [`Dag`]: jobs that wait for other jobs, submitted as one workflow.
 //! - [`Task`] and [`TaskRegistry`]: handlers by task name.
 //! - [`Worker`]: the runtime that runs registered handlers.
 //! - [`cli`]: the `pdoflow-run` command line, reusable in your own binary.
@@ -11,14 +14,18 @@ pub mod builtin;
 pub mod cli;
 mod client;
 pub mod config;
+mod dag;
 mod error;
 mod job;
+mod posting;
 mod task;
 pub mod worker;
 
 pub use client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome, SweepReport};
+pub use dag::{Dag, DagIds, DagJob, JobNode, SubDagNode};
 pub use error::{Error, Result};
-pub use job::{Job, JobFilter, NewJob, PriorityCount, QueueCount};
+pub use job::{DependencyMode, Job, JobFilter, NewJob, PriorityCount, QueueCount};
+pub use posting::{Posting, PostingBuilder, PostingState, PostingStatus};
 pub use task::{JobContext, Task, TaskError, TaskRegistry};
 pub use worker::{SweepMode, Worker, WorkerConfig, WorkerReport};
 

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
@@ -29,6 +29,37 @@ pub struct JobContext {
     pub max_attempts: i32,
     /// Why the previous attempt failed, if it did.
     pub last_error: Option<String>,
+    /// The posting the job belongs to, if any.
+    pub posting: Option<Uuid>,
+    /// See `parent_results`.
+    pub(crate) parent_results: Map<String, Value>,
+}
+
+impl JobContext {
+    /// The results of the job's succeeded parents, keyed by the parent's DAG
+    /// node name (`sub/inner`) for jobs submitted in a DAG, else (or when
+    /// two parents share a name) by its job id; empty when none succeeded
+    /// or the job has no parents.
+    pub fn parent_results(&self) -> &Map<String, Value> {
+        &self.parent_results
+    }
+
+    /// The result of parent `key` as a `T`; `None` when no parent by that key
+    /// succeeded. A result that does not fit `T` is an error naming both.
+    pub fn parent_result<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let Some(value) = self.parent_results.get(key) else {
+            return Ok(None);
+        };
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                context: format!(
+                    "the result of parent {key:?} is not a {}",
+                    std::any::type_name::<T>()
+                ),
+                source,
+            })
+    }
 }
 
 /// A handler's failure: the message becomes the job's `last_error`.
@@ -173,6 +204,41 @@ mod tests {
         ) -> std::result::Result<Value, TaskError> {
             Ok(args)
         }
+    }
+
+    fn context(parent_results: Value) -> JobContext {
+        JobContext {
+            id: Uuid::nil(),
+            task: "t".into(),
+            queue: "default".into(),
+            attempt: 1,
+            max_attempts: 5,
+            last_error: None,
+            posting: None,
+            parent_results: match parent_results {
+                Value::Object(results) => results,
+                _ => Map::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn parent_results_are_read_by_key_and_type() {
+        let job = context(serde_json::json!({"fetch": {"rows": 3}, "sub/count": 7}));
+        assert_eq!(job.parent_results().len(), 2);
+        assert_eq!(job.parent_result::<i64>("sub/count").ok(), Some(Some(7)));
+        assert_eq!(job.parent_result::<i64>("missing").ok(), Some(None));
+        let error = job
+            .parent_result::<i64>("fetch")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(
+                |error| error.starts_with("the result of parent \"fetch\" is not a i64: ")
+            ),
+            "{error:?}"
+        );
+        assert!(context(Value::Null).parent_results().is_empty());
     }
 
     #[test]

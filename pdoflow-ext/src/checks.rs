@@ -133,15 +133,93 @@ fn check_job_batch(
 }
 
 /// The document of `pdoflow.enqueue_many(jobs jsonb)`, as text: checked
-/// whole before any insert (see `job_document.rs`).
+/// whole before any insert (see `job_document.rs`). True when some job joins
+/// a posting or has parents.
 #[pg_extern(stable, parallel_safe, name = "_check_job_list")]
-fn check_job_list(jobs: Option<&str>) -> Checked {
+fn check_job_list(jobs: Option<&str>) -> Result<bool, ErrorReport> {
     let jobs = present("jobs", jobs, Some("Pass a JSON array of job objects."))?;
-    job_document::check(jobs, &|text| match parse_timestamptz(text) {
+    Ok(job_document::check(jobs, &judge_timestamp)?)
+}
+
+/// What a `run_at` string in a JSON document is, to PostgreSQL.
+pub fn judge_timestamp(text: &str) -> Timestamp {
+    match parse_timestamptz(text) {
         None => Timestamp::Invalid,
         Some(time) if is_finite(time) => Timestamp::Finite,
         Some(_) => Timestamp::Infinite,
-    })?;
+    }
+}
+
+/// Arguments of `pdoflow.create_posting` that have rules.
+#[pg_extern(stable, parallel_safe, name = "_check_posting")]
+fn check_posting(posting_name: Option<&str>, queue: Option<&str>) -> Checked {
+    name(
+        "name",
+        present(
+            "name",
+            posting_name,
+            Some("Give the posting a name people will recognise."),
+        )?,
+    )?;
+    if let Some(queue) = queue {
+        name("queue", queue)?;
+    }
+    Ok(())
+}
+
+/// A posting id passed to a posting function.
+#[pg_extern(stable, parallel_safe, name = "_check_posting_ref")]
+fn check_posting_ref(posting: Option<pgrx::Uuid>) -> Checked {
+    present("posting", posting, None)?;
+    Ok(())
+}
+
+const POSTING_STATUSES: &[&str] = &["active", "paused", "cancelled"];
+
+/// Arguments of `pdoflow.set_posting_status`.
+#[pg_extern(stable, parallel_safe, name = "_check_posting_status")]
+fn check_posting_status(posting: Option<pgrx::Uuid>, status: Option<&str>) -> Checked {
+    present("posting", posting, None)?;
+    let status = present("status", status, None)?;
+    if !POSTING_STATUSES.contains(&status) {
+        return Err(InputError::NotOneOf {
+            param: "status".into(),
+            allowed: "active, paused or cancelled",
+            value: status.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `depends_on` and `dependency_mode` of the enqueue functions.
+#[pg_extern(stable, parallel_safe, name = "_check_dependencies")]
+fn check_dependencies(
+    depends_on: Option<Vec<Option<pgrx::Uuid>>>,
+    dependency_mode: Option<&str>,
+) -> Checked {
+    let mode = present(
+        "dependency_mode",
+        dependency_mode,
+        Some("Omit dependency_mode for 'all' (every parent must succeed)."),
+    )?;
+    if mode != "all" && mode != "any" {
+        return Err(InputError::NotOneOf {
+            param: "dependency_mode".into(),
+            allowed: job_document::MODES_TEXT,
+            value: mode.to_owned(),
+        }
+        .into());
+    }
+    if let Some(parents) = depends_on {
+        if let Some(index) = parents.iter().position(Option::is_none) {
+            return Err(InputError::Null {
+                param: format!("depends_on[{}]", index + 1),
+                hint: None,
+            }
+            .into());
+        }
+    }
     Ok(())
 }
 

@@ -98,6 +98,24 @@ pub enum InputError {
 
     #[error("{param} could not be read as JSON: {reason}")]
     Unreadable { param: String, reason: String },
+
+    #[error("{param} must be one of {allowed}, got {}", quote(value))]
+    NotOneOf {
+        param: String,
+        allowed: &'static str,
+        value: String,
+    },
+
+    #[error("{param} names {}, which is no node of this DAG", quote(name))]
+    UnknownNode { param: String, name: String },
+
+    #[error("{dag} has a cycle: {path}")]
+    Cycle { dag: String, path: String },
+
+    /// A DAG document whose shape cannot be submitted; `problem` completes
+    /// the sentence that starts with the parameter.
+    #[error("{param} {problem}")]
+    BadDag { param: String, problem: String },
 }
 
 impl InputError {

@@ -2,7 +2,7 @@
 
 use pgrx::prelude::*;
 
-fn new_id() -> pgrx::Uuid {
+pub fn new_id() -> pgrx::Uuid {
     // `now_v7` orders ids made by one process even within a millisecond, so a
     // bulk insert's ids follow its input order.
     pgrx::Uuid::from_bytes(uuid::Uuid::now_v7().into_bytes())

@@ -17,8 +17,15 @@ pub const JOB_KEYS: &[&str] = &[
     "priority",
     "run_at",
     "max_attempts",
+    "posting",
+    "depends_on",
+    "dependency_mode",
 ];
-const JOB_KEYS_TEXT: &str = "task, args, queue, priority, run_at, max_attempts";
+const JOB_KEYS_TEXT: &str =
+    "task, args, queue, priority, run_at, max_attempts, posting, depends_on, dependency_mode";
+
+/// The values a dependency mode may take.
+pub const MODES_TEXT: &str = "\"all\" or \"any\"";
 
 /// What PostgreSQL's timestamptz input makes of a `run_at` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +36,9 @@ pub enum Timestamp {
 }
 
 /// Checks a job document given as JSON text (jsonb's output). `timestamp`
-/// judges `run_at` strings.
-pub fn check(document: &str, timestamp: &dyn Fn(&str) -> Timestamp) -> Result<(), InputError> {
+/// judges `run_at` strings. Returns whether some job joins a posting or has
+/// parents: those take the slower path.
+pub fn check(document: &str, timestamp: &dyn Fn(&str) -> Timestamp) -> Result<bool, InputError> {
     if !document.trim_start().starts_with('[') {
         return Err(wrong_type(
             "jobs",
@@ -40,77 +48,169 @@ pub fn check(document: &str, timestamp: &dyn Fn(&str) -> Timestamp) -> Result<()
     }
     let jobs: Vec<&RawValue> =
         serde_json::from_str(document).map_err(|error| unreadable("jobs", &error))?;
+    let mut needs_placement = false;
     for (index, job) in jobs.iter().enumerate() {
-        check_job(&format!("jobs[{index}]"), job.get(), timestamp)?;
+        let fields = Fields::read(&format!("jobs[{index}]"), job.get())?;
+        fields.reject_unknown(JOB_KEYS, JOB_KEYS_TEXT)?;
+        check_job_options(&fields, timestamp)?;
+        if let Some(posting) = fields.get("posting") {
+            uuid_value(&fields.path("posting"), posting)?;
+        }
+        if let Some(parents) = fields.get("depends_on") {
+            uuid_list(&fields.path("depends_on"), parents)?;
+        }
+        if let Some(mode) = fields.get("dependency_mode") {
+            dependency_mode(&fields.path("dependency_mode"), mode)?;
+        }
+        needs_placement |= ["posting", "depends_on", "dependency_mode"]
+            .iter()
+            .any(|key| fields.get(key).is_some());
     }
-    Ok(())
+    Ok(needs_placement)
 }
 
-fn check_job(
-    param: &str,
-    job: &str,
-    timestamp: &dyn Fn(&str) -> Timestamp,
-) -> Result<(), InputError> {
-    if !job.starts_with('{') {
-        return Err(wrong_type(param, "a JSON object", job));
-    }
-    let fields = read_object(job).map_err(|error| unreadable(param, &error))?;
-    if let Some((key, _)) = fields
-        .iter()
-        .find(|(key, _)| !JOB_KEYS.contains(&key.as_str()))
-    {
-        return Err(InputError::UnknownKey {
+/// A JSON object's members, for reading an object's fields by key. `param`
+/// names the object in messages (`jobs[3]`, `dag.nodes[0]`).
+pub struct Fields<'a> {
+    param: String,
+    members: Vec<(String, &'a RawValue)>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn read(param: &str, object: &'a str) -> Result<Fields<'a>, InputError> {
+        if !object.starts_with('{') {
+            return Err(wrong_type(param, "a JSON object", object));
+        }
+        let members = read_object(object).map_err(|error| unreadable(param, &error))?;
+        Ok(Fields {
             param: param.to_owned(),
-            key: key.clone(),
-            allowed: JOB_KEYS_TEXT,
-        });
+            members,
+        })
     }
-    // JSON null counts as absent: the parameter's default applies.
-    let field = |key: &str| {
-        fields
+
+    pub fn reject_unknown(
+        &self,
+        allowed: &[&str],
+        allowed_text: &'static str,
+    ) -> Result<(), InputError> {
+        match self
+            .members
+            .iter()
+            .find(|(key, _)| !allowed.contains(&key.as_str()))
+        {
+            Some((key, _)) => Err(InputError::UnknownKey {
+                param: self.param.clone(),
+                key: key.clone(),
+                allowed: allowed_text,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The raw JSON of a member; JSON null counts as absent, so the
+    /// parameter's default applies.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
+        self.members
             .iter()
             .find(|(name, value)| name == key && value.get() != "null")
             .map(|(_, value)| value.get())
-    };
-    let path = |key: &str| format!("{param}.{key}");
+    }
 
-    let task = field("task").ok_or_else(|| InputError::Null {
-        param: path("task"),
+    pub fn path(&self, key: &str) -> String {
+        format!("{}.{key}", self.param)
+    }
+}
+
+/// The options every job has: a task (required), queue, priority,
+/// max_attempts and run_at.
+pub fn check_job_options(
+    fields: &Fields,
+    timestamp: &dyn Fn(&str) -> Timestamp,
+) -> Result<(), InputError> {
+    let task = fields.get("task").ok_or_else(|| InputError::Null {
+        param: fields.path("task"),
         hint: None,
     })?;
-    name(&path("task"), &string(&path("task"), task)?)?;
-    if let Some(queue) = field("queue") {
-        name(&path("queue"), &string(&path("queue"), queue)?)?;
+    name(&fields.path("task"), &string(&fields.path("task"), task)?)?;
+    if let Some(queue) = fields.get("queue") {
+        name(
+            &fields.path("queue"),
+            &string(&fields.path("queue"), queue)?,
+        )?;
     }
-    if let Some(priority) = field("priority") {
-        integer(&path("priority"), priority)?;
+    if let Some(priority) = fields.get("priority") {
+        integer(&fields.path("priority"), priority)?;
     }
-    if let Some(max_attempts) = field("max_attempts") {
+    if let Some(max_attempts) = fields.get("max_attempts") {
         at_least(
-            &path("max_attempts"),
-            integer(&path("max_attempts"), max_attempts)?.into(),
+            &fields.path("max_attempts"),
+            integer(&fields.path("max_attempts"), max_attempts)?.into(),
             1,
         )?;
     }
-    if let Some(run_at) = field("run_at") {
-        let text = string(&path("run_at"), run_at)?;
+    if let Some(run_at) = fields.get("run_at") {
+        let text = string(&fields.path("run_at"), run_at)?;
         match timestamp(&text) {
             Timestamp::Finite => {}
             Timestamp::Infinite => {
                 return Err(InputError::NotFinite {
-                    param: path("run_at"),
+                    param: fields.path("run_at"),
                     value: text,
                 })
             }
             Timestamp::Invalid => {
                 return Err(InputError::BadTimestamp {
-                    param: path("run_at"),
+                    param: fields.path("run_at"),
                     value: text,
                 })
             }
         }
     }
     Ok(())
+}
+
+/// A JSON string holding a UUID.
+pub fn uuid_value(param: &str, raw: &str) -> Result<uuid::Uuid, InputError> {
+    let text = string(param, raw).map_err(|_| wrong_type(param, "a UUID string", raw))?;
+    uuid::Uuid::parse_str(&text).map_err(|_| InputError::WrongType {
+        param: param.to_owned(),
+        expected: "a UUID string",
+        found: format!("the string {}", quote(&text)),
+    })
+}
+
+/// A JSON array of UUID strings.
+pub fn uuid_list(param: &str, raw: &str) -> Result<Vec<uuid::Uuid>, InputError> {
+    strings(param, raw, "an array of UUID strings")?
+        .iter()
+        .enumerate()
+        .map(|(index, element)| uuid_value(&format!("{param}[{index}]"), element.get()))
+        .collect()
+}
+
+/// A JSON array of strings, unparsed.
+pub fn strings<'a>(
+    param: &str,
+    raw: &'a str,
+    expected: &'static str,
+) -> Result<Vec<&'a RawValue>, InputError> {
+    if !raw.starts_with('[') {
+        return Err(wrong_type(param, expected, raw));
+    }
+    serde_json::from_str(raw).map_err(|error| unreadable(param, &error))
+}
+
+/// "all" or "any".
+pub fn dependency_mode(param: &str, raw: &str) -> Result<String, InputError> {
+    let text = string(param, raw)?;
+    if text != "all" && text != "any" {
+        return Err(InputError::NotOneOf {
+            param: param.to_owned(),
+            allowed: MODES_TEXT,
+            value: text,
+        });
+    }
+    Ok(text)
 }
 
 /// An object's members in order, values unparsed.
@@ -141,7 +241,7 @@ fn read_object(object: &str) -> Result<Vec<(String, &RawValue)>, serde_json::Err
     serde_json::from_str::<Members>(object).map(|members| members.0)
 }
 
-fn string(param: &str, raw: &str) -> Result<String, InputError> {
+pub fn string(param: &str, raw: &str) -> Result<String, InputError> {
     if !raw.starts_with('"') {
         return Err(wrong_type(param, "a string", raw));
     }
@@ -150,7 +250,7 @@ fn string(param: &str, raw: &str) -> Result<String, InputError> {
 
 /// A JSON number that is a whole `integer` (int4), read from its exact text:
 /// jsonb prints numbers in plain decimal notation, never with an exponent.
-fn integer(param: &str, raw: &str) -> Result<i32, InputError> {
+pub fn integer(param: &str, raw: &str) -> Result<i32, InputError> {
     let (sign, digits) = raw.strip_prefix('-').map_or((1, raw), |rest| (-1, rest));
     let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
     let is_number = !whole.is_empty()
@@ -171,7 +271,7 @@ fn integer(param: &str, raw: &str) -> Result<i32, InputError> {
         })
 }
 
-fn wrong_type(param: &str, expected: &'static str, raw: &str) -> InputError {
+pub fn wrong_type(param: &str, expected: &'static str, raw: &str) -> InputError {
     let found = match raw.as_bytes().first() {
         Some(b'{') => "an object".to_owned(),
         Some(b'[') => "an array".to_owned(),
@@ -190,7 +290,7 @@ fn wrong_type(param: &str, expected: &'static str, raw: &str) -> InputError {
     }
 }
 
-fn unreadable(param: &str, error: &serde_json::Error) -> InputError {
+pub fn unreadable(param: &str, error: &serde_json::Error) -> InputError {
     InputError::Unreadable {
         param: param.to_owned(),
         reason: error.to_string(),
@@ -221,8 +321,8 @@ mod unit_tests {
                  "run_at": "2030-01-01", "args": {{"deep": {deep}, "huge": 1{zeros}, "exact": 1.000000000000000000001}}}}]"#,
             zeros = "0".repeat(400)
         );
-        assert_eq!(check(&document, &any_time), Ok(()));
-        assert_eq!(check("[]", &any_time), Ok(()));
+        assert_eq!(check(&document, &any_time), Ok(false));
+        assert_eq!(check("[]", &any_time), Ok(false));
     }
 
     #[test]
@@ -270,6 +370,44 @@ mod unit_tests {
     }
 
     #[test]
+    fn postings_and_parents_take_the_slow_path() {
+        let id = "0192f1c4-0000-7000-8000-000000000001";
+        assert_eq!(
+            check(
+                &format!(r#"[{{"task": "t"}}, {{"task": "t", "depends_on": ["{id}"]}}]"#),
+                &any_time
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            check(
+                &format!(r#"[{{"task": "t", "posting": "{id}", "dependency_mode": "any"}}]"#),
+                &any_time
+            ),
+            Ok(true)
+        );
+        assert_eq!(
+            check(
+                r#"[{"task": "t", "posting": null, "depends_on": null}]"#,
+                &any_time
+            ),
+            Ok(false)
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "depends_on": [1]}]"#),
+            "jobs[0].depends_on[0] must be a UUID string, got the number 1"
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "posting": "0192"}]"#),
+            r#"jobs[0].posting must be a UUID string, got the string "0192""#
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "dependency_mode": "most"}]"#),
+            r#"jobs[0].dependency_mode must be one of "all" or "any", got "most""#
+        );
+    }
+
+    #[test]
     fn integers_are_read_exactly() {
         assert_eq!(
             problem(r#"[{"task": "t", "priority": 1.5}]"#),
@@ -297,7 +435,7 @@ mod unit_tests {
         );
         assert_eq!(
             check(r#"[{"task": "t", "priority": -2147483648}]"#, &any_time),
-            Ok(())
+            Ok(false)
         );
     }
 }

@@ -10,6 +10,8 @@
 use pgrx::prelude::*;
 
 mod checks;
+mod dag_document;
+mod dag_plan;
 mod errors;
 mod ids;
 mod job_document;

@@ -6,9 +6,40 @@ use pgrx::prelude::*;
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 
 extension_sql_file!(
+    "../../sql/api/history.sql",
+    name = "history",
+    requires = ["schema"]
+);
+extension_sql_file!(
+    "../../sql/api/dependencies.sql",
+    name = "dependencies",
+    requires = ["history"]
+);
+extension_sql_file!(
+    "../../sql/api/postings.sql",
+    name = "postings",
+    requires = [
+        "dependencies",
+        ids::uuid_generate_v7,
+        checks::check_posting,
+        checks::check_posting_ref,
+        checks::check_posting_status
+    ]
+);
+extension_sql_file!(
     "../../sql/api/enqueue.sql",
     name = "enqueue",
-    requires = ["schema", ids::uuid_generate_v7, checks::check_job]
+    requires = [
+        "postings",
+        ids::uuid_generate_v7,
+        checks::check_job,
+        checks::check_dependencies
+    ]
+);
+extension_sql_file!(
+    "../../sql/api/dag.sql",
+    name = "dag",
+    requires = ["enqueue", dag_plan::plan_dag]
 );
 extension_sql_file!(
     "../../sql/api/workers.sql",
@@ -18,13 +49,13 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/api/claim.sql",
     name = "claim",
-    requires = ["workers", checks::check_claim]
+    requires = ["workers", "dependencies", checks::check_claim]
 );
 extension_sql_file!(
     "../../sql/api/finish.sql",
     name = "finish",
     requires = [
-        "schema",
+        "postings",
         checks::check_finish_batch,
         retry_policy::retry_delay
     ]

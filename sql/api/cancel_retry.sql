@@ -1,7 +1,8 @@
 -- Cancelling and retrying jobs by hand.
 
--- Queued or running jobs end as cancelled (a running job's later finish or
--- heartbeat is rejected). Returns false when the job had already ended.
+-- Queued, blocked or running jobs end as cancelled (a running job's later
+-- finish or heartbeat is rejected), and so do the children that can no longer
+-- run without them. Returns false when the job had already ended.
 CREATE FUNCTION pdoflow.cancel(id uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
@@ -12,18 +13,7 @@ BEGIN
     -- A concurrent retry can move the job from history back to the active
     -- table between our two looks; a second round sees where it landed.
     FOR round IN 1..2 LOOP
-        WITH ended AS (
-            DELETE FROM pdoflow.active_jobs AS j
-            WHERE j.id = cancel.id
-            RETURNING j.*
-        )
-        INSERT INTO pdoflow.finished_jobs (id, run_at, created_at, started_at, finished_at, priority,
-                                           attempt, max_attempts, state, queue, task, worker,
-                                           last_error, args)
-        SELECT e.id, e.run_at, e.created_at, e.started_at, now(), e.priority,
-               e.attempt, e.max_attempts, 'cancelled', e.queue, e.task, e.worker, e.last_error, e.args
-        FROM ended AS e;
-        IF FOUND THEN
+        IF EXISTS (SELECT FROM pdoflow._end_jobs(ARRAY[cancel.id], ARRAY['cancelled'])) THEN
             RETURN true;
         END IF;
         IF EXISTS (SELECT FROM pdoflow.finished_jobs AS f WHERE f.id = cancel.id) THEN
@@ -35,56 +25,80 @@ END
 $$;
 
 COMMENT ON FUNCTION pdoflow.cancel(uuid) IS
-    'Cancels a queued or running job; false when it had already ended.';
+    'Cancels a queued, blocked or running job (and the children that needed it); false when it had already ended.';
 
 -- Puts a failed or cancelled job back in the queue, due now, with one more
--- attempt allowed if it had used them all. Returns false when the job is
--- already queued or running; a succeeded job cannot be retried.
+-- attempt allowed if it had used them all. A job with parents is blocked
+-- again until they allow it to run (and is refused when they never can); a
+-- job of a paused posting waits for it, and a cancelled posting refuses.
+-- Returns false when the job is already active; a succeeded job cannot be retried.
 CREATE FUNCTION pdoflow.retry(id uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 AS $$
 #variable_conflict use_column
 DECLARE
-    retried_queue text;
-    ended_state   text;
+    job        record;
+    new_state  text;
+    pending    integer;
+    dependency record;
+    posting    record;
 BEGIN
     PERFORM pdoflow._check_job_id(retry.id);
     -- A concurrent cancel or finish can move the job into history between our
     -- looks; a second round sees where it landed.
     FOR round IN 1..2 LOOP
-        WITH revived AS (
-            DELETE FROM pdoflow.finished_jobs AS f
-            WHERE f.id = retry.id AND f.state IN ('failed', 'cancelled')
-            RETURNING f.*
-        )
-        INSERT INTO pdoflow.active_jobs (id, run_at, created_at, priority, attempt, max_attempts,
-                                         state, queue, task, last_error, args)
-        SELECT r.id, now(), r.created_at, r.priority, r.attempt, greatest(r.max_attempts, r.attempt + 1),
-               'queued', r.queue, r.task, r.last_error, r.args
-        FROM revived AS r
-        RETURNING queue INTO retried_queue;
+        SELECT f.* INTO job FROM pdoflow.finished_jobs AS f WHERE f.id = retry.id FOR UPDATE;
         IF FOUND THEN
-            PERFORM pg_notify('pdoflow', retried_queue);
+            IF job.state = 'succeeded' THEN
+                RAISE EXCEPTION 'job % succeeded and cannot be retried', retry.id
+                    USING ERRCODE = 'object_not_in_prerequisite_state',
+                          HINT = 'Only failed or cancelled jobs can be retried; enqueue a new job to run it again.';
+            END IF;
+            new_state := 'queued';
+            pending := NULL;
+            IF job.posting IS NOT NULL THEN
+                SELECT * INTO posting FROM pdoflow._posting_for_new_jobs(job.posting);
+                IF posting.status = 'paused' THEN
+                    new_state := 'paused';
+                END IF;
+            END IF;
+            IF job.depends_on IS NOT NULL THEN
+                SELECT * INTO dependency FROM pdoflow._dependency_state(job.depends_on, job.dependency_mode);
+                pending := dependency.pending;
+                IF dependency.state = 'blocked' THEN
+                    new_state := 'blocked';
+                END IF;
+            END IF;
+            DELETE FROM pdoflow.finished_jobs AS f WHERE f.id = retry.id;
+            INSERT INTO pdoflow.active_jobs (id, posting, run_at, created_at, priority, attempt, max_attempts,
+                                             parents_pending, state, queue, task, dependency_mode, node,
+                                             last_error, depends_on, args)
+            VALUES (job.id, job.posting, now(), job.created_at, job.priority, job.attempt,
+                    greatest(job.max_attempts, job.attempt + 1), pending, new_state, job.queue, job.task,
+                    job.dependency_mode, job.node, job.last_error, job.depends_on, job.args);
+            -- Children waiting for any one parent counted this one as ended:
+            -- it may succeed again.
+            UPDATE pdoflow.active_jobs AS c
+            SET parents_pending = c.parents_pending + 1
+            WHERE c.id IN (
+                SELECT b.id FROM pdoflow.active_jobs AS b
+                WHERE b.state = 'blocked' AND b.depends_on @> ARRAY[retry.id]
+                ORDER BY b.id
+                FOR UPDATE
+            );
+            IF new_state = 'queued' THEN
+                PERFORM pg_notify('pdoflow', job.queue);
+            END IF;
             RETURN true;
         END IF;
         IF EXISTS (SELECT FROM pdoflow.active_jobs AS a WHERE a.id = retry.id) THEN
             RETURN false;
         END IF;
-        SELECT f.state INTO ended_state FROM pdoflow.finished_jobs AS f WHERE f.id = retry.id;
-        IF ended_state = 'succeeded' THEN
-            RAISE EXCEPTION 'job % succeeded and cannot be retried', retry.id
-                USING ERRCODE = 'object_not_in_prerequisite_state',
-                      HINT = 'Only failed or cancelled jobs can be retried; enqueue a new job to run it again.';
-        END IF;
     END LOOP;
-    IF ended_state IS NOT NULL THEN
-        RAISE EXCEPTION 'job % is being changed concurrently', retry.id
-            USING ERRCODE = 'serialization_failure', HINT = 'Try the retry again.';
-    END IF;
     RAISE EXCEPTION 'job % does not exist', retry.id USING ERRCODE = 'invalid_parameter_value';
 END
 $$;
 
 COMMENT ON FUNCTION pdoflow.retry(uuid) IS
-    'Re-queues a failed or cancelled job, due now; false when it is already queued or running.';
+    'Re-queues a failed or cancelled job, due now (blocked again while it has parents to wait for); false when it is already active.';

@@ -3,6 +3,8 @@
 -- FOR UPDATE SKIP LOCKED lets concurrent claimers pass over each other's rows
 -- instead of waiting, so no two claims ever get the same job. Each claim
 -- increments attempt; (id, attempt) names the claim in finish and heartbeat.
+-- A job with parents gets their results in parent_results (see
+-- dependencies.sql); blocked jobs and paused postings' jobs are never claimed.
 
 CREATE FUNCTION pdoflow.claim(
     n      integer  DEFAULT 1,
@@ -21,7 +23,9 @@ CREATE FUNCTION pdoflow.claim(
     lease_expires_at timestamptz,
     run_at           timestamptz,
     created_at       timestamptz,
-    last_error       text
+    last_error       text,
+    posting          uuid,
+    parent_results   jsonb
 )
 LANGUAGE plpgsql VOLATILE ROWS 10
 AS $$
@@ -81,9 +85,13 @@ BEGIN
             lease_expires_at = now() + claim.lease
         WHERE j.id = ANY (picked)
         RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
-                  j.lease_expires_at, j.run_at, j.created_at, j.last_error
+                  j.lease_expires_at, j.run_at, j.created_at, j.last_error, j.posting, j.depends_on
     )
-    SELECT * FROM claimed AS c ORDER BY c.priority DESC, c.run_at, c.id;
+    SELECT c.id, c.task, c.args, c.queue, c.priority, c.attempt, c.max_attempts,
+           c.lease_expires_at, c.run_at, c.created_at, c.last_error, c.posting,
+           CASE WHEN c.depends_on IS NOT NULL THEN pdoflow._parent_results(c.depends_on) END
+    FROM claimed AS c
+    ORDER BY c.priority DESC, c.run_at, c.id;
 END
 $$;
 
@@ -91,7 +99,8 @@ COMMENT ON FUNCTION pdoflow.claim(integer, text[], text, interval, text[]) IS
     'Takes up to n due jobs (from the given queues and of the given tasks, or all when NULL) in priority, due-time, age order, for lease.';
 
 -- Claims one particular queued job, due or not: for running a job by hand
--- (pdoflow-run execute-job). No row when the job is not queued.
+-- (pdoflow-run execute-job). No row when the job is not queued (blocked
+-- jobs and the jobs of a paused posting are not).
 CREATE FUNCTION pdoflow.claim_job(
     job_id uuid,
     worker text     DEFAULT NULL,
@@ -107,7 +116,9 @@ CREATE FUNCTION pdoflow.claim_job(
     lease_expires_at timestamptz,
     run_at           timestamptz,
     created_at       timestamptz,
-    last_error       text
+    last_error       text,
+    posting          uuid,
+    parent_results   jsonb
 )
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -117,16 +128,22 @@ BEGIN
     PERFORM pdoflow._check_claim(1, NULL, claim_job.worker, claim_job.lease, NULL);
     PERFORM pdoflow._record_worker(claim_job.worker);
     RETURN QUERY
-    UPDATE pdoflow.active_jobs AS j
-    SET state = 'running',
-        attempt = j.attempt + 1,
-        worker = claim_job.worker,
-        started_at = now(),
-        heartbeat_at = NULL,
-        lease_expires_at = now() + claim_job.lease
-    WHERE j.id = claim_job.job_id AND j.state = 'queued'
-    RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
-              j.lease_expires_at, j.run_at, j.created_at, j.last_error;
+    WITH claimed AS (
+        UPDATE pdoflow.active_jobs AS j
+        SET state = 'running',
+            attempt = j.attempt + 1,
+            worker = claim_job.worker,
+            started_at = now(),
+            heartbeat_at = NULL,
+            lease_expires_at = now() + claim_job.lease
+        WHERE j.id = claim_job.job_id AND j.state = 'queued'
+        RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
+                  j.lease_expires_at, j.run_at, j.created_at, j.last_error, j.posting, j.depends_on
+    )
+    SELECT c.id, c.task, c.args, c.queue, c.priority, c.attempt, c.max_attempts,
+           c.lease_expires_at, c.run_at, c.created_at, c.last_error, c.posting,
+           CASE WHEN c.depends_on IS NOT NULL THEN pdoflow._parent_results(c.depends_on) END
+    FROM claimed AS c;
 END
 $$;
 

@@ -1,15 +1,72 @@
 -- Enqueueing: one job, or many in one statement.
 --
 -- Idle workers LISTEN on channel 'pdoflow'; each call notifies once per queue
--- that gained jobs it can run now (delayed jobs are announced when they fall due).
+-- that gained jobs it can run now (delayed jobs are announced when they fall
+-- due, blocked ones when their parents release them).
+--
+-- A job may join a posting (see postings.sql) and depend on other jobs (see
+-- dependencies.sql); jobs with neither take the short path.
+
+-- Where a new job of a posting and with parents starts, and in which queue
+-- and priority: a posting's queue and priority stand in for enqueue's
+-- defaults. Locks the posting and the parents (see their functions).
+CREATE FUNCTION pdoflow._new_job_placement(
+    queue           text,
+    priority        integer,
+    posting         uuid,
+    depends_on      uuid[],
+    dependency_mode text,
+    OUT job_queue    text,
+    OUT job_priority integer,
+    OUT job_state    text,
+    OUT pending      integer,
+    OUT parents      uuid[],
+    OUT mode         text
+)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    posting_row record;
+    dependency  record;
+BEGIN
+    PERFORM pdoflow._check_dependencies(depends_on, dependency_mode);
+    job_queue := queue;
+    job_priority := priority;
+    job_state := 'queued';
+    IF posting IS NOT NULL THEN
+        SELECT * INTO posting_row FROM pdoflow._posting_for_new_jobs(posting);
+        IF job_queue = 'default' THEN
+            job_queue := coalesce(posting_row.queue, job_queue);
+        END IF;
+        IF job_priority = 0 THEN
+            job_priority := coalesce(posting_row.priority, job_priority);
+        END IF;
+        IF posting_row.status = 'paused' THEN
+            job_state := 'paused';
+        END IF;
+    END IF;
+    SELECT array_agg(DISTINCT p) INTO parents FROM unnest(depends_on) AS p;
+    IF parents IS NOT NULL THEN
+        mode := dependency_mode;
+        SELECT * INTO dependency FROM pdoflow._dependency_state(parents, mode);
+        pending := dependency.pending;
+        IF dependency.state = 'blocked' THEN
+            job_state := 'blocked';
+        END IF;
+    END IF;
+END
+$$;
 
 CREATE FUNCTION pdoflow.enqueue(
-    task         text,
-    args         jsonb       DEFAULT '{}',
-    queue        text        DEFAULT 'default',
-    priority     integer     DEFAULT 0,
-    run_at       timestamptz DEFAULT NULL,
-    max_attempts integer     DEFAULT 5
+    task            text,
+    args            jsonb       DEFAULT '{}',
+    queue           text        DEFAULT 'default',
+    priority        integer     DEFAULT 0,
+    run_at          timestamptz DEFAULT NULL,
+    max_attempts    integer     DEFAULT 5,
+    posting         uuid        DEFAULT NULL,
+    depends_on      uuid[]      DEFAULT NULL,
+    dependency_mode text        DEFAULT 'all'
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -17,31 +74,51 @@ AS $$
 DECLARE
     job_id uuid;
     due_at timestamptz := coalesce(enqueue.run_at, now());
+    place  record;
 BEGIN
     PERFORM pdoflow._check_job(enqueue.task, enqueue.args, enqueue.queue,
                                enqueue.priority, enqueue.run_at, enqueue.max_attempts);
     job_id := pdoflow.uuid_generate_v7();
-    INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
-    VALUES (job_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.max_attempts,
-            enqueue.args, due_at, now());
-    IF due_at <= now() THEN
-        PERFORM pg_notify('pdoflow', enqueue.queue);
+    IF enqueue.posting IS NULL AND enqueue.depends_on IS NULL AND enqueue.dependency_mode = 'all' THEN
+        INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
+        VALUES (job_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.max_attempts,
+                enqueue.args, due_at, now());
+        IF due_at <= now() THEN
+            PERFORM pg_notify('pdoflow', enqueue.queue);
+        END IF;
+        RETURN job_id;
+    END IF;
+
+    SELECT * INTO place
+    FROM pdoflow._new_job_placement(enqueue.queue, enqueue.priority, enqueue.posting,
+                                    enqueue.depends_on, enqueue.dependency_mode);
+    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
+                                     created_at, state, parents_pending, depends_on, dependency_mode)
+    VALUES (job_id, enqueue.posting, enqueue.task, place.job_queue, place.job_priority,
+            enqueue.max_attempts, enqueue.args, due_at, now(), place.job_state, place.pending,
+            place.parents, place.mode);
+    IF place.job_state = 'queued' AND due_at <= now() THEN
+        PERFORM pg_notify('pdoflow', place.job_queue);
     END IF;
     RETURN job_id;
 END
 $$;
 
-COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer) IS
-    'Adds one job and returns its id. run_at NULL means now.';
+COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text) IS
+    'Adds one job and returns its id. run_at NULL means now. With depends_on it waits (blocked) until all, or any, of those jobs succeeded.';
 
--- Many jobs of one task: one job per element of args, ids returned in args order.
+-- Many jobs of one task: one job per element of args, ids returned in args
+-- order. They share every other option, parents included.
 CREATE FUNCTION pdoflow.enqueue_many(
-    task         text,
-    args         jsonb[],
-    queue        text        DEFAULT 'default',
-    priority     integer     DEFAULT 0,
-    run_at       timestamptz DEFAULT NULL,
-    max_attempts integer     DEFAULT 5
+    task            text,
+    args            jsonb[],
+    queue           text        DEFAULT 'default',
+    priority        integer     DEFAULT 0,
+    run_at          timestamptz DEFAULT NULL,
+    max_attempts    integer     DEFAULT 5,
+    posting         uuid        DEFAULT NULL,
+    depends_on      uuid[]      DEFAULT NULL,
+    dependency_mode text        DEFAULT 'all'
 ) RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 AS $$
@@ -49,22 +126,36 @@ AS $$
 DECLARE
     job_ids uuid[];
     due_at  timestamptz := coalesce(enqueue_many.run_at, now());
+    place   record;
 BEGIN
     PERFORM pdoflow._check_job_batch(enqueue_many.task, enqueue_many.args, enqueue_many.queue,
                                      enqueue_many.priority, enqueue_many.run_at, enqueue_many.max_attempts);
+    IF enqueue_many.posting IS NULL AND enqueue_many.depends_on IS NULL
+       AND enqueue_many.dependency_mode = 'all' THEN
+        SELECT enqueue_many.queue AS job_queue, enqueue_many.priority AS job_priority,
+               'queued'::text AS job_state, NULL::integer AS pending, NULL::uuid[] AS parents,
+               NULL::text AS mode
+        INTO place;
+    ELSE
+        SELECT * INTO place
+        FROM pdoflow._new_job_placement(enqueue_many.queue, enqueue_many.priority, enqueue_many.posting,
+                                        enqueue_many.depends_on, enqueue_many.dependency_mode);
+    END IF;
     job_ids := pdoflow._uuid_v7_array(cardinality(enqueue_many.args));
-    INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
-    SELECT new.id, enqueue_many.task, enqueue_many.queue, enqueue_many.priority,
-           enqueue_many.max_attempts, new.args, due_at, now()
+    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
+                                     created_at, state, parents_pending, depends_on, dependency_mode)
+    SELECT new.id, enqueue_many.posting, enqueue_many.task, place.job_queue, place.job_priority,
+           enqueue_many.max_attempts, new.args, due_at, now(), place.job_state, place.pending,
+           place.parents, place.mode
     FROM unnest(job_ids, enqueue_many.args) AS new(id, args);
-    IF due_at <= now() AND cardinality(job_ids) > 0 THEN
-        PERFORM pg_notify('pdoflow', enqueue_many.queue);
+    IF place.job_state = 'queued' AND due_at <= now() AND cardinality(job_ids) > 0 THEN
+        PERFORM pg_notify('pdoflow', place.job_queue);
     END IF;
     RETURN QUERY SELECT unnest(job_ids);
 END
 $$;
 
-COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer) IS
+COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text) IS
     'Adds one job of the given task per element of args, in one statement; returns the ids in args order.';
 
 -- Many jobs, each with its own options: a JSON array of objects whose keys are
@@ -77,8 +168,28 @@ AS $$
 DECLARE
     job_ids  uuid[];
     notified bigint;
+    job      jsonb;
 BEGIN
-    PERFORM pdoflow._check_job_list(enqueue_many.jobs::text);
+    -- Jobs with postings or parents need locks and lookups each: one enqueue
+    -- call per job, in order.
+    IF pdoflow._check_job_list(enqueue_many.jobs::text) THEN
+        job_ids := '{}';
+        FOR job IN SELECT jsonb_array_elements(enqueue_many.jobs) LOOP
+            job_ids := job_ids || pdoflow.enqueue(
+                task            => job ->> 'task',
+                args            => coalesce(nullif(job -> 'args', 'null'::jsonb), '{}'::jsonb),
+                queue           => coalesce(job ->> 'queue', 'default'),
+                priority        => coalesce(nullif(job -> 'priority', 'null')::integer, 0),
+                run_at          => (job ->> 'run_at')::timestamptz,
+                max_attempts    => coalesce(nullif(job -> 'max_attempts', 'null')::integer, 5),
+                posting         => (job ->> 'posting')::uuid,
+                depends_on      => (SELECT array_agg(p::uuid)
+                                    FROM jsonb_array_elements_text(nullif(job -> 'depends_on', 'null'::jsonb)) AS p),
+                dependency_mode => coalesce(job ->> 'dependency_mode', 'all'));
+        END LOOP;
+        RETURN QUERY SELECT unnest(job_ids);
+        RETURN;
+    END IF;
     job_ids := pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs));
     WITH new AS (
         INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)

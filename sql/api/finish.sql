@@ -92,6 +92,13 @@ AS $$
 #variable_conflict use_column
 DECLARE
     current_ids  uuid[];
+    end_ids      uuid[];
+    end_states   text[];
+    end_errors   text[];
+    end_results  jsonb[];
+    retry_ids    uuid[];
+    retry_errors text[];
+    retry_states text[];
     ended_ids    uuid[];
     ended_states text[];
     due_queues   text[];
@@ -112,48 +119,58 @@ BEGIN
         FOR UPDATE OF j
     ) AS j;
 
-    -- Locked rows cannot change under us: end or re-queue them, from a fresh snapshot.
-    WITH outcome AS (
-        SELECT o.id, o.error, o.result
-        FROM unnest(finish_many.ids, finish_many.errors, finish_many.results) AS o(id, error, result)
-        WHERE o.id = ANY (current_ids)
-    ), ended AS (
-        DELETE FROM pdoflow.active_jobs AS j
-        USING outcome AS o
-        WHERE j.id = o.id AND (o.error IS NULL OR j.attempt >= j.max_attempts)
-        RETURNING j.*, o.error AS new_error, o.result AS new_result
-    ), archived AS (
-        INSERT INTO pdoflow.finished_jobs (id, run_at, created_at, started_at, finished_at, priority,
-                                           attempt, max_attempts, state, queue, task, worker,
-                                           last_error, args, result)
-        SELECT e.id, e.run_at, e.created_at, e.started_at, now(), e.priority,
-               e.attempt, e.max_attempts,
-               CASE WHEN e.new_error IS NULL THEN 'succeeded' ELSE 'failed' END,
-               e.queue, e.task, e.worker, coalesce(e.new_error, e.last_error), e.args, e.new_result
-        FROM ended AS e
-        RETURNING id, state
-    ), requeued AS (
-        UPDATE pdoflow.active_jobs AS j
-        SET state = 'queued',
-            run_at = now() + pdoflow._retry_delay(j.attempt),
-            last_error = o.error,
-            worker = NULL,
-            heartbeat_at = NULL,
-            lease_expires_at = NULL
-        FROM outcome AS o
-        WHERE j.id = o.id AND o.error IS NOT NULL AND j.attempt < j.max_attempts
-        RETURNING j.id, j.queue, j.run_at
-    )
-    SELECT array_agg(r.id), array_agg(r.state), array_agg(DISTINCT r.due_queue)
-    INTO ended_ids, ended_states, due_queues
-    FROM (
-        SELECT a.id, a.state, NULL::text AS due_queue FROM archived AS a
-        UNION ALL
-        SELECT q.id, 'queued', CASE WHEN q.run_at <= now() THEN q.queue END FROM requeued AS q
-    ) AS r;
+    -- Locked rows cannot change under us: decide from a fresh snapshot. A
+    -- failure is retried while attempts remain, unless its posting was
+    -- cancelled; in a paused posting the retry waits for it to resume.
+    SELECT array_agg(o.id) FILTER (WHERE d.ends),
+           array_agg(d.end_state) FILTER (WHERE d.ends),
+           array_agg(d.end_error) FILTER (WHERE d.ends),
+           array_agg(o.result) FILTER (WHERE d.ends),
+           array_agg(o.id) FILTER (WHERE NOT d.ends),
+           array_agg(o.error) FILTER (WHERE NOT d.ends),
+           array_agg(d.retry_state) FILTER (WHERE NOT d.ends)
+    INTO end_ids, end_states, end_errors, end_results, retry_ids, retry_errors, retry_states
+    FROM unnest(finish_many.ids, finish_many.errors, finish_many.results) AS o(id, error, result)
+    JOIN pdoflow.active_jobs AS j ON j.id = o.id
+    LEFT JOIN pdoflow.postings AS p ON p.id = j.posting
+    CROSS JOIN LATERAL (
+        SELECT o.error IS NULL OR j.attempt >= j.max_attempts OR p.status IS NOT DISTINCT FROM 'cancelled' AS ends,
+               CASE WHEN o.error IS NULL THEN 'succeeded'
+                    WHEN j.attempt >= j.max_attempts THEN 'failed'
+                    ELSE 'cancelled' END AS end_state,
+               CASE WHEN o.error IS NOT NULL AND j.attempt < j.max_attempts
+                    THEN format('%s (not retried: posting %s was cancelled)', o.error, j.posting)
+                    ELSE o.error END AS end_error,
+               CASE WHEN p.status = 'paused' THEN 'paused' ELSE 'queued' END AS retry_state
+    ) AS d
+    WHERE o.id = ANY (current_ids);
+
+    IF end_ids IS NOT NULL THEN
+        SELECT array_agg(e.id), array_agg(e.state) INTO ended_ids, ended_states
+        FROM pdoflow._end_jobs(end_ids, end_states, end_errors, end_results) AS e;
+    END IF;
+    IF retry_ids IS NOT NULL THEN
+        WITH requeued AS (
+            UPDATE pdoflow.active_jobs AS j
+            SET state = r.state,
+                run_at = now() + pdoflow._retry_delay(j.attempt),
+                last_error = r.error,
+                worker = NULL,
+                heartbeat_at = NULL,
+                lease_expires_at = NULL
+            FROM unnest(retry_ids, retry_errors, retry_states) AS r(id, error, state)
+            WHERE j.id = r.id
+            RETURNING j.id, j.queue, j.run_at, j.state
+        )
+        SELECT coalesce(ended_ids, '{}') || array_agg(q.id),
+               coalesce(ended_states, '{}') || array_agg('queued'::text),
+               array_agg(DISTINCT q.queue) FILTER (WHERE q.state = 'queued' AND q.run_at <= now())
+        INTO ended_ids, ended_states, due_queues
+        FROM requeued AS q;
+    END IF;
 
     -- Retries due at once (pdoflow.retry_backoff_base = 0) wake idle workers.
-    PERFORM pg_notify('pdoflow', q) FROM unnest(due_queues) AS q WHERE q IS NOT NULL;
+    PERFORM pg_notify('pdoflow', q) FROM unnest(due_queues) AS q;
 
     -- Claims that were not current say why; the lookup runs for those only.
     RETURN QUERY

@@ -2,7 +2,9 @@
 -- it claimed back at once instead of letting its lease run out.
 
 -- Puts the job of the current claim (id, attempt) back in its queue, due as
--- before (so it is claimed ahead of younger jobs), without counting the attempt: the next claim gets the same attempt number.
+-- before (so it is claimed ahead of younger jobs), without counting the
+-- attempt: the next claim gets the same attempt number. In a cancelled
+-- posting the job ends as cancelled instead.
 -- Returns false, changing nothing, when the claim is not current (finished,
 -- taken back, cancelled): releasing is what a stopping worker does last, so it
 -- reports rather than raises.
@@ -12,21 +14,35 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 #variable_conflict use_column
 DECLARE
-    released_queue text;
+    job_posting   uuid;
+    job_queue     text;
+    posting_state text;
 BEGIN
     PERFORM pdoflow._check_job_claim(release.id, release.attempt, NULL);
+    SELECT j.posting, j.queue INTO job_posting, job_queue
+    FROM pdoflow.active_jobs AS j
+    WHERE j.id = release.id AND j.attempt = release.attempt AND j.state = 'running'
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    -- Read after the job's lock (see set_posting_status).
+    SELECT p.status INTO posting_state FROM pdoflow.postings AS p WHERE p.id = job_posting;
+    IF posting_state = 'cancelled' THEN
+        PERFORM pdoflow._end_jobs(ARRAY[release.id], ARRAY['cancelled'],
+                                  ARRAY[format('released after posting %s was cancelled', job_posting)]);
+        RETURN true;
+    END IF;
     UPDATE pdoflow.active_jobs AS j
-    SET state = 'queued',
+    SET state = CASE WHEN posting_state = 'paused' THEN 'paused' ELSE 'queued' END,
         attempt = j.attempt - 1,
         worker = NULL,
         heartbeat_at = NULL,
         lease_expires_at = NULL
-    WHERE j.id = release.id AND j.attempt = release.attempt AND j.state = 'running'
-    RETURNING j.queue INTO released_queue;
-    IF NOT FOUND THEN
-        RETURN false;
+    WHERE j.id = release.id;
+    IF posting_state IS DISTINCT FROM 'paused' THEN
+        PERFORM pg_notify('pdoflow', job_queue);
     END IF;
-    PERFORM pg_notify('pdoflow', released_queue);
     RETURN true;
 END
 $$;

@@ -10,7 +10,8 @@
 -- functions pin search_path: the background sweeper runs them as a superuser.
 
 -- Takes back up to max_jobs claims whose lease expired: a job with attempts
--- left is queued again after the retry backoff, the others end as failed.
+-- left is queued again after the retry backoff, the others end as failed
+-- (or cancelled, in a cancelled posting; counted as failed).
 -- Either way last_error says which attempt lost its lease on which worker, and
 -- the claim can no longer finish or heartbeat the job.
 CREATE FUNCTION pdoflow._expire_leases(max_jobs integer)
@@ -20,7 +21,13 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    expired_ids uuid[];
+    expired_ids  uuid[];
+    end_ids      uuid[];
+    end_states   text[];
+    end_errors   text[];
+    retry_ids    uuid[];
+    retry_errors text[];
+    retry_states text[];
 BEGIN
     -- A claim locked right now is being finished or heartbeated: leave it to
     -- that transaction; if its lease is still expired afterwards, the next sweep takes it.
@@ -34,40 +41,44 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ) AS j;
 
-    RETURN QUERY
-    WITH expired AS (
-        SELECT j.id,
-               format('lease of attempt %s expired at %s on %s', j.attempt, j.lease_expires_at,
+    -- Decide from a fresh snapshot of the locked rows, as finish_many does.
+    SELECT array_agg(j.id) FILTER (WHERE d.ends),
+           array_agg(d.end_state) FILTER (WHERE d.ends),
+           array_agg(d.message) FILTER (WHERE d.ends),
+           array_agg(j.id) FILTER (WHERE NOT d.ends),
+           array_agg(d.message) FILTER (WHERE NOT d.ends),
+           array_agg(d.retry_state) FILTER (WHERE NOT d.ends)
+    INTO end_ids, end_states, end_errors, retry_ids, retry_errors, retry_states
+    FROM pdoflow.active_jobs AS j
+    LEFT JOIN pdoflow.postings AS p ON p.id = j.posting
+    CROSS JOIN LATERAL (
+        SELECT j.attempt >= j.max_attempts OR p.status IS NOT DISTINCT FROM 'cancelled' AS ends,
+               CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'cancelled' END AS end_state,
+               format('lease of attempt %s expired at %s on %s%s', j.attempt, j.lease_expires_at,
                       CASE WHEN j.worker IS NULL THEN 'an unnamed worker'
-                           ELSE format('worker "%s"', j.worker) END) AS message
-        FROM pdoflow.active_jobs AS j
-        WHERE j.id = ANY (expired_ids)
-    ), ended AS (
-        DELETE FROM pdoflow.active_jobs AS j
-        USING expired AS e
-        WHERE j.id = e.id AND j.attempt >= j.max_attempts
-        RETURNING j.*, e.message
-    ), archived AS (
-        INSERT INTO pdoflow.finished_jobs (id, run_at, created_at, started_at, finished_at, priority,
-                                           attempt, max_attempts, state, queue, task, worker,
-                                           last_error, args)
-        SELECT e.id, e.run_at, e.created_at, e.started_at, now(), e.priority,
-               e.attempt, e.max_attempts, 'failed', e.queue, e.task, e.worker, e.message, e.args
-        FROM ended AS e
-        RETURNING 1
-    ), requeued AS (
+                           ELSE format('worker "%s"', j.worker) END,
+                      CASE WHEN j.attempt < j.max_attempts AND p.status = 'cancelled'
+                           THEN format(' (not retried: posting %s was cancelled)', j.posting)
+                           ELSE '' END) AS message,
+               CASE WHEN p.status = 'paused' THEN 'paused' ELSE 'queued' END AS retry_state
+    ) AS d
+    WHERE j.id = ANY (expired_ids);
+
+    IF end_ids IS NOT NULL THEN
+        PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
+    END IF;
+    IF retry_ids IS NOT NULL THEN
         UPDATE pdoflow.active_jobs AS j
-        SET state = 'queued',
+        SET state = r.state,
             run_at = now() + pdoflow._retry_delay(j.attempt),
-            last_error = e.message,
+            last_error = r.error,
             worker = NULL,
             heartbeat_at = NULL,
             lease_expires_at = NULL
-        FROM expired AS e
-        WHERE j.id = e.id AND j.attempt < j.max_attempts
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM archived);
+        FROM unnest(retry_ids, retry_errors, retry_states) AS r(id, error, state)
+        WHERE j.id = r.id;
+    END IF;
+    RETURN QUERY SELECT coalesce(cardinality(retry_ids), 0)::bigint, coalesce(cardinality(end_ids), 0)::bigint;
 END
 $$;
 
@@ -116,15 +127,17 @@ END
 $$;
 
 -- Deletes up to max_jobs finished jobs older than pdoflow.retention, oldest
--- first. Returns how many it deleted; 0 when retention is 0 (keep forever).
+-- first, and postings older than that with no jobs left. Returns how many
+-- jobs it deleted; 0 when retention is 0 (keep forever).
 CREATE FUNCTION pdoflow._delete_finished(max_jobs integer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    keep    interval := pdoflow._retention();
-    deleted bigint;
+    keep           interval := pdoflow._retention();
+    deleted        bigint;
+    empty_postings uuid[];
 BEGIN
     IF keep IS NULL THEN
         RETURN 0;
@@ -143,6 +156,25 @@ BEGIN
         RETURNING 1
     )
     SELECT count(*) INTO deleted FROM gone;
+    -- Postings go when no job of theirs is left. Lock first, count after:
+    -- an enqueue into one holds its row locked until it commits, and the
+    -- second statement's fresh snapshot sees every job committed before.
+    SELECT array_agg(o.id) INTO empty_postings
+    FROM (
+        SELECT o.id
+        FROM pdoflow.postings AS o
+        WHERE o.status_changed_at < now() - keep AND o.created_at < now() - keep
+          AND NOT EXISTS (SELECT FROM pdoflow.finished_jobs AS f WHERE f.posting = o.id)
+          AND NOT EXISTS (SELECT FROM pdoflow.active_jobs AS a WHERE a.posting = o.id)
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED
+    ) AS o;
+    IF empty_postings IS NOT NULL THEN
+        DELETE FROM pdoflow.postings AS p
+        WHERE p.id = ANY (empty_postings)
+          AND NOT EXISTS (SELECT FROM pdoflow.finished_jobs AS f WHERE f.posting = p.id)
+          AND NOT EXISTS (SELECT FROM pdoflow.active_jobs AS a WHERE a.posting = p.id);
+    END IF;
     RETURN deleted;
 END
 $$;

@@ -1,5 +1,5 @@
 //! The admin commands: enqueue, status, jobs, job show|cancel|retry,
-//! priority-stats.
+//! priority-stats, wait.
 
 use std::time::Duration;
 
@@ -8,10 +8,11 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::progress::{Progress, POLL_INTERVAL};
 use super::{connect, output};
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobFilter, NewJob};
+use crate::job::{DependencyMode, Job, JobFilter, NewJob};
 
 #[derive(Debug, Args)]
 pub struct OutputArgs {
@@ -41,6 +42,15 @@ pub struct EnqueueArgs {
     pub run_at: Option<DateTime<Utc>>,
     #[arg(long)]
     pub max_attempts: Option<i32>,
+    /// Into this posting (its queue and priority apply when not given here).
+    #[arg(long)]
+    pub posting: Option<Uuid>,
+    /// Run after this job (repeat, or comma-separate, for several parents).
+    #[arg(long, value_delimiter = ',')]
+    pub depends_on: Vec<Uuid>,
+    /// Whether all parents or any one must succeed first.
+    #[arg(long, value_enum, requires = "depends_on")]
+    pub dependency_mode: Option<DependencyMode>,
     /// Print the new job as JSON.
     #[arg(long)]
     pub json: bool,
@@ -52,13 +62,16 @@ fn parse_json(text: &str) -> std::result::Result<Value, String> {
 
 #[derive(Debug, Args)]
 pub struct JobsArgs {
-    /// queued, running, succeeded, failed or cancelled.
+    /// queued, paused, blocked, running, succeeded, failed or cancelled.
     #[arg(long)]
     pub state: Option<String>,
     #[arg(long)]
     pub queue: Option<String>,
     #[arg(long)]
     pub task: Option<String>,
+    /// Only the jobs of this posting.
+    #[arg(long)]
+    pub posting: Option<Uuid>,
     /// Jobs per page.
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
@@ -100,6 +113,13 @@ pub async fn enqueue(settings: &ConnectionSettings, args: EnqueueArgs) -> Result
     if let Some(max_attempts) = args.max_attempts {
         job = job.max_attempts(max_attempts);
     }
+    if let Some(posting) = args.posting {
+        job = job.posting(posting);
+    }
+    job = job.depends_on(args.depends_on);
+    if let Some(mode) = args.dependency_mode {
+        job = job.dependency_mode(mode);
+    }
     let client = connect(settings).await?;
     let id = client.enqueue(&job).await?;
     if args.json {
@@ -136,6 +156,7 @@ pub async fn jobs(settings: &ConnectionSettings, args: JobsArgs) -> Result<()> {
         state: args.state,
         queue: args.queue,
         task: args.task,
+        posting: args.posting,
         limit: Some(args.limit),
         offset: Some((args.page - 1).saturating_mul(args.limit)),
     };
@@ -219,14 +240,19 @@ pub async fn priority_stats(settings: &ConnectionSettings, args: OutputArgs) -> 
         return output::json(&counts);
     }
     output::table(
-        &["queue", "priority", "queued", "running"],
+        &[
+            "queue", "priority", "waiting", "due", "paused", "blocked", "running",
+        ],
         counts
             .into_iter()
             .map(|count| {
                 vec![
                     count.queue,
                     count.priority.to_string(),
-                    count.queued.to_string(),
+                    count.waiting.to_string(),
+                    count.due.to_string(),
+                    count.paused.to_string(),
+                    count.blocked.to_string(),
                     count.running.to_string(),
                 ]
             })
@@ -257,15 +283,27 @@ fn show(job: &Job) {
         ),
         ("last error", job.last_error.clone().unwrap_or_default()),
         ("worker", job.worker.clone().unwrap_or_default()),
+        (
+            "posting",
+            job.posting.map(|id| id.to_string()).unwrap_or_default(),
+        ),
+        ("node", job.node.clone().unwrap_or_default()),
+        (
+            "depends on",
+            job.depends_on
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("mode", job.dependency_mode.clone().unwrap_or_default()),
         ("run at", job.run_at.to_rfc3339()),
         ("created", job.created_at.to_rfc3339()),
         ("started", time(job.started_at)),
         ("finished", time(job.finished_at)),
         ("lease expires", time(job.lease_expires_at)),
     ];
-    for (name, value) in fields {
-        println!("{name:>13}: {value}");
-    }
+    output::fields(&fields);
 }
 
 fn first_line(text: &str) -> String {
@@ -305,40 +343,25 @@ pub async fn wait(settings: &ConnectionSettings, args: WaitArgs) -> Result<()> {
         Ok::<i64, Error>(row.try_get(0)?)
     };
     let first = remaining().await?;
-    let bar = args.progress.then(|| {
-        let bar = indicatif::ProgressBar::new(first.max(1) as u64);
-        if let Ok(style) = indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} jobs done {msg}",
-        ) {
-            bar.set_style(style);
-        }
-        bar
-    });
+    let progress = Progress::new(args.progress, 0, first as u64);
     let mut total = first;
     let mut left = first;
     while left > 0 {
         if let Some(limit) = args.timeout {
             if started.elapsed() >= limit {
-                if let Some(bar) = &bar {
-                    bar.abandon();
-                }
+                progress.abandon();
                 return Err(Error::Invalid(format!(
                     "{left} jobs still queued or running after {}",
                     humantime::format_duration(limit)
                 )));
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
         left = remaining().await?;
         // Jobs enqueued meanwhile grow the total rather than move the bar back.
         total = total.max(left);
-        if let Some(bar) = &bar {
-            bar.set_length(total.max(1) as u64);
-            bar.set_position((total - left) as u64);
-        }
+        progress.update((total - left) as u64, total as u64);
     }
-    if let Some(bar) = &bar {
-        bar.finish_with_message("(queues empty)");
-    }
+    progress.finish("(queues empty)");
     Ok(())
 }

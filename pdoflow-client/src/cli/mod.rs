@@ -9,8 +9,11 @@
 //! ```
 
 mod admin;
+mod dag;
 mod output;
 mod pool;
+mod postings;
+mod progress;
 mod worker;
 
 use std::path::PathBuf;
@@ -70,8 +73,23 @@ pub enum Command {
         #[command(subcommand)]
         action: admin::JobAction,
     },
-    /// Queued and running jobs per queue and priority.
+    /// Waiting, due, paused, blocked and running jobs per queue and priority.
     PriorityStats(admin::OutputArgs),
+    /// List postings.
+    Postings {
+        #[command(subcommand)]
+        action: postings::PostingsAction,
+    },
+    /// Create a posting, show or follow its status, pause, resume or cancel it.
+    Posting {
+        #[command(subcommand)]
+        action: postings::PostingAction,
+    },
+    /// Submit a DAG workflow.
+    Dag {
+        #[command(subcommand)]
+        action: dag::DagAction,
+    },
 }
 
 /// Parses the command line, runs the command and returns the exit code:
@@ -152,6 +170,9 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
         Command::Jobs(args) => admin::jobs(&settings()?, args).await,
         Command::Job { action } => admin::job(&settings()?, action).await,
         Command::PriorityStats(args) => admin::priority_stats(&settings()?, args).await,
+        Command::Postings { action } => postings::postings(&settings()?, action).await,
+        Command::Posting { action } => postings::posting(&settings()?, action).await,
+        Command::Dag { action } => dag::dag(&settings()?, action).await,
     }
 }
 
@@ -210,4 +231,84 @@ async fn connect(settings: &ConnectionSettings) -> Result<crate::Client> {
                 settings.source
             ))
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+    use uuid::Uuid;
+
+    use super::{postings, Cli, Command};
+    use crate::job::DependencyMode;
+    use crate::posting::PostingState;
+
+    const A: &str = "00000000-0000-7000-8000-00000000000a";
+    const B: &str = "00000000-0000-7000-8000-00000000000b";
+    const C: &str = "00000000-0000-7000-8000-00000000000c";
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parents_are_repeated_or_comma_separated() {
+        let parsed = Cli::try_parse_from([
+            "pdoflow-run",
+            "enqueue",
+            "--task",
+            "t",
+            "--depends-on",
+            &format!("{A},{B}"),
+            "--depends-on",
+            C,
+            "--dependency-mode",
+            "any",
+            "--posting",
+            A,
+        ]);
+        let Ok(Cli {
+            command: Command::Enqueue(args),
+            ..
+        }) = parsed
+        else {
+            panic!("not an enqueue: {parsed:?}");
+        };
+        let expected: Vec<Uuid> = [A, B, C].iter().map(|id| id.parse().unwrap()).collect();
+        assert_eq!(args.depends_on, expected);
+        assert_eq!(args.dependency_mode, Some(DependencyMode::Any));
+        assert_eq!(args.posting, A.parse().ok());
+    }
+
+    #[test]
+    fn a_dependency_mode_needs_parents_and_statuses_are_named() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&[
+            "pdoflow-run",
+            "enqueue",
+            "--task",
+            "t",
+            "--dependency-mode",
+            "any"
+        ])
+        .is_err());
+        assert!(parse(&["pdoflow-run", "posting", "set-status", A, "stopped"]).is_err());
+        assert!(parse(&["pdoflow-run", "posting", "status", A, "--timeout", "1s"]).is_err());
+        let parsed = parse(&["pdoflow-run", "posting", "set-status", A, "paused"]);
+        assert!(
+            matches!(
+                parsed,
+                Ok(Cli {
+                    command: Command::Posting {
+                        action: postings::PostingAction::SetStatus {
+                            status: PostingState::Paused,
+                            ..
+                        }
+                    },
+                    ..
+                })
+            ),
+            "{parsed:?}"
+        );
+    }
 }

@@ -30,3 +30,15 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
     }
     println!("{table}");
 }
+
+/// Prints one record as `name: value` lines, names right-aligned.
+pub fn fields(fields: &[(&str, String)]) {
+    let width = fields
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (name, value) in fields {
+        println!("{name:>width$}: {value}");
+    }
+}

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use serde_json::{Map, Value};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
@@ -33,6 +34,8 @@ pub fn start(
         attempt: job.attempt,
         max_attempts: job.max_attempts,
         last_error: job.last_error.clone(),
+        posting: job.posting,
+        parent_results: parent_results(job.id, job.parent_results),
     };
     let handler = registry.start(job.args, context);
     let known: Vec<String> = registry.names().map(str::to_owned).collect();
@@ -77,14 +80,28 @@ pub fn start(
     abort
 }
 
+/// The claim's `parent_results` as the handler sees them: an object, empty
+/// when the job has no parents.
+fn parent_results(id: Uuid, results: Option<Value>) -> Map<String, Value> {
+    match results {
+        Some(Value::Object(results)) => results,
+        None | Some(Value::Null) => Map::new(),
+        Some(other) => {
+            // Not what the SQL API returns; run the job without them rather
+            // than fail it for the server's sake.
+            tracing::warn!(job = %id, results = %other, "parent results are not a JSON object; ignored");
+            Map::new()
+        }
+    }
+}
+
 /// PostgreSQL text and jsonb cannot hold NUL characters: show them as `\0`
 /// rather than have the database refuse the job's outcome.
 fn without_nul(text: &str) -> String {
     text.replace('\0', "\\0")
 }
 
-fn without_nul_value(value: serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
+fn without_nul_value(value: Value) -> Value {
     match value {
         Value::String(text) if text.contains('\0') => Value::String(without_nul(&text)),
         Value::Array(items) => Value::Array(items.into_iter().map(without_nul_value).collect()),

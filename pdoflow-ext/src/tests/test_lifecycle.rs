@@ -110,6 +110,7 @@ mod tests {
         let running = enqueue("'t', priority => 2");
         let cancelled = enqueue("'t'");
         let queued = enqueue("'t', run_at => now() + interval '1 day'");
+        let blocked = enqueue(&format!("'t', depends_on => ARRAY['{queued}'::uuid]"));
         let claims = claim("3");
         run(&format!(
             "SELECT pdoflow.finish('{succeeded}', {})",
@@ -126,6 +127,7 @@ mod tests {
             (running, "running"),
             (cancelled, "cancelled"),
             (queued, "queued"),
+            (blocked, "blocked"),
         ];
         for (id, state) in states {
             assert_eq!(state_of(&id), state);
@@ -136,7 +138,7 @@ mod tests {
         );
         assert_eq!(
             columns.as_deref(),
-            Some("id,task,queue,priority,state,attempt,max_attempts,args,result,last_error,run_at,created_at,started_at,finished_at,lease_expires_at,worker,heartbeat_at")
+            Some("id,task,queue,priority,state,attempt,max_attempts,args,result,last_error,run_at,created_at,started_at,finished_at,lease_expires_at,worker,heartbeat_at,posting,depends_on,dependency_mode,node")
         );
     }
 }

@@ -21,7 +21,7 @@ END $$;
 
 -- Empties the queue and the workers registry between tests.
 CREATE FUNCTION regress.reset() RETURNS void LANGUAGE sql AS $$
-    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.workers;
+    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.workers, pdoflow.postings;
 $$;
 
 -- Jobs as a test shows them: everything but ids and timestamps.

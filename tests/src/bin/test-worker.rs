@@ -1,9 +1,11 @@
 //! `pdoflow-run` with extra tasks for the tests: `panic` panics with the
-//! message in its args, `fail` returns it as an error, `echo` returns its args.
+//! message in its args, `fail` returns it as an error, `echo` returns its args,
+//! `sum_parents` adds its `add` argument to its parents' sums.
 
 use std::process::ExitCode;
 
 use pdoflow_client::{JobContext, Task, TaskError, TaskRegistry};
+use serde::Deserialize;
 use serde_json::Value;
 
 struct Panic;
@@ -36,12 +38,38 @@ impl Task for Echo {
     }
 }
 
+/// `{"add": n}`: returns `{"sum": n + the parents' sums, "parents": [their keys]}`.
+struct SumParents;
+
+#[derive(Deserialize)]
+struct Sum {
+    sum: i64,
+}
+
+impl Task for SumParents {
+    const NAME: &'static str = "sum_parents";
+    type Args = Value;
+    type Output = Value;
+    async fn run(&self, args: Value, job: JobContext) -> Result<Value, TaskError> {
+        let mut sum = args["add"].as_i64().unwrap_or(0);
+        for key in job.parent_results().keys() {
+            if let Some(parent) = job.parent_result::<Sum>(key)? {
+                sum += parent.sum;
+            }
+        }
+        let mut parents: Vec<&String> = job.parent_results().keys().collect();
+        parents.sort();
+        Ok(serde_json::json!({ "sum": sum, "parents": parents }))
+    }
+}
+
 fn main() -> ExitCode {
     let mut registry = TaskRegistry::new();
     let registered = registry
         .register(Panic)
         .and_then(|registry| registry.register(Fail))
-        .and_then(|registry| registry.register(Echo));
+        .and_then(|registry| registry.register(Echo))
+        .and_then(|registry| registry.register(SumParents));
     if let Err(error) = registered {
         eprintln!("{error}");
         return ExitCode::FAILURE;

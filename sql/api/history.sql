@@ -1,0 +1,57 @@
+-- Ending jobs: every path that ends a job (finish, cancel, lease expiry,
+-- a cancelled posting, a failed parent) moves its row from active_jobs to
+-- finished_jobs here, then settles the job's blocked children.
+
+-- Moves the active jobs ids to history in the given end states. A NULL error
+-- keeps the job's last error; results are stored as given. Returns the jobs
+-- moved (ids that were not active are left out). Children are not settled:
+-- use _end_jobs.
+CREATE FUNCTION pdoflow._move_to_history(ids uuid[], states text[], errors text[], results jsonb[])
+RETURNS TABLE (id uuid, state text)
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH outcome AS (
+        SELECT o.id, o.state, o.error, o.result
+        FROM unnest(ids, states, errors, results) AS o(id, state, error, result)
+    ), ended AS (
+        DELETE FROM pdoflow.active_jobs AS j
+        USING outcome AS o
+        WHERE j.id = o.id
+        RETURNING j.*, o.state AS new_state, o.error AS new_error, o.result AS new_result
+    ), archived AS (
+        INSERT INTO pdoflow.finished_jobs (id, posting, run_at, created_at, started_at, finished_at,
+                                           priority, attempt, max_attempts, state, queue, task, worker,
+                                           dependency_mode, node, last_error, depends_on, args, result)
+        SELECT e.id, e.posting, e.run_at, e.created_at, e.started_at, now(),
+               e.priority, e.attempt, e.max_attempts, e.new_state, e.queue, e.task, e.worker,
+               e.dependency_mode, e.node, coalesce(e.new_error, e.last_error), e.depends_on, e.args,
+               e.new_result
+        FROM ended AS e
+        RETURNING finished_jobs.id, finished_jobs.state
+    )
+    SELECT a.id, a.state::text FROM archived AS a;
+END
+$$;
+
+-- Ends the active jobs ids (see _move_to_history) and settles their blocked
+-- children, in the caller's transaction. Returns the jobs it ended.
+CREATE FUNCTION pdoflow._end_jobs(ids uuid[], states text[], errors text[] DEFAULT NULL, results jsonb[] DEFAULT NULL)
+RETURNS TABLE (id uuid, state text)
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+DECLARE
+    ended_ids    uuid[];
+    ended_states text[];
+BEGIN
+    SELECT array_agg(m.id), array_agg(m.state) INTO ended_ids, ended_states
+    FROM pdoflow._move_to_history(ids, states, errors, results) AS m;
+    IF ended_ids IS NOT NULL THEN
+        PERFORM pdoflow._settle_children(ended_ids, ended_states);
+    END IF;
+    RETURN QUERY SELECT e.id, e.state FROM unnest(ended_ids, ended_states) AS e(id, state);
+END
+$$;
