@@ -127,12 +127,12 @@ fn plan_level<'a>(
         });
     }
     let nodes = read_level(param, document, timestamp)?;
-    let order = topological_order(param, &nodes)?;
     let index: HashMap<&str, usize> = nodes
         .iter()
         .enumerate()
         .map(|(position, node)| (node.name.as_str(), position))
         .collect();
+    let order = topological_order(param, &nodes, &index)?;
 
     // The jobs that complete each node, filled in parents first.
     let mut completion: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
@@ -377,12 +377,11 @@ fn read_node<'a>(
 
 /// Node positions, parents before children, in document order where free.
 /// A cycle is an error that spells one out.
-fn topological_order(param: &str, nodes: &[Node]) -> Result<Vec<usize>, InputError> {
-    let index: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(position, node)| (node.name.as_str(), position))
-        .collect();
+fn topological_order(
+    param: &str,
+    nodes: &[Node],
+    index: &HashMap<&str, usize>,
+) -> Result<Vec<usize>, InputError> {
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     let mut waiting: Vec<usize> = vec![0; nodes.len()];
     for (position, node) in nodes.iter().enumerate() {

@@ -150,23 +150,11 @@ BEGIN
         FROM pdoflow._end_jobs(end_ids, end_states, end_errors, end_results) AS e;
     END IF;
     IF retry_ids IS NOT NULL THEN
-        WITH requeued AS (
-            UPDATE pdoflow.active_jobs AS j
-            SET state = r.state,
-                run_at = now() + pdoflow._retry_delay(j.attempt),
-                last_error = r.error,
-                worker = NULL,
-                heartbeat_at = NULL,
-                lease_expires_at = NULL
-            FROM unnest(retry_ids, retry_errors, retry_states) AS r(id, error, state)
-            WHERE j.id = r.id
-            RETURNING j.id, j.queue, j.run_at, j.state
-        )
         SELECT coalesce(ended_ids, '{}') || array_agg(q.id),
                coalesce(ended_states, '{}') || array_agg('queued'::text),
                array_agg(DISTINCT q.queue) FILTER (WHERE q.state = 'queued' AND q.run_at <= now())
         INTO ended_ids, ended_states, due_queues
-        FROM requeued AS q;
+        FROM pdoflow._requeue(retry_ids, retry_errors, retry_states) AS q;
     END IF;
 
     -- Retries due at once (pdoflow.retry_backoff_base = 0) wake idle workers.

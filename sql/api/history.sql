@@ -1,6 +1,7 @@
 -- Ending jobs: every path that ends a job (finish, cancel, lease expiry,
 -- a cancelled posting, a failed parent) moves its row from active_jobs to
--- finished_jobs here, then settles the job's blocked children.
+-- finished_jobs here, then settles the job's blocked children. And the way
+-- back for a failed attempt: queued again after the retry backoff.
 
 -- Moves the active jobs ids to history in the given end states. A NULL error
 -- keeps the job's last error; results are stored as given. Returns the jobs
@@ -53,5 +54,28 @@ BEGIN
         PERFORM pdoflow._settle_children(ended_ids, ended_states);
     END IF;
     RETURN QUERY SELECT e.id, e.state FROM unnest(ended_ids, ended_states) AS e(id, state);
+END
+$$;
+
+-- Queues the running jobs ids again after a failed attempt: due after the
+-- retry backoff, with the attempt's error, in the given state ('queued', or
+-- 'paused' in a paused posting). The caller holds their locks. Returns them.
+CREATE FUNCTION pdoflow._requeue(ids uuid[], errors text[], states text[])
+RETURNS TABLE (id uuid, queue text, run_at timestamptz, state text)
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    UPDATE pdoflow.active_jobs AS j
+    SET state = r.state,
+        run_at = now() + pdoflow._retry_delay(j.attempt),
+        last_error = r.error,
+        worker = NULL,
+        heartbeat_at = NULL,
+        lease_expires_at = NULL
+    FROM unnest(ids, errors, states) AS r(id, error, state)
+    WHERE j.id = r.id
+    RETURNING j.id, j.queue::text, j.run_at, j.state::text;
 END
 $$;

@@ -68,15 +68,7 @@ BEGIN
         PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
     END IF;
     IF retry_ids IS NOT NULL THEN
-        UPDATE pdoflow.active_jobs AS j
-        SET state = r.state,
-            run_at = now() + pdoflow._retry_delay(j.attempt),
-            last_error = r.error,
-            worker = NULL,
-            heartbeat_at = NULL,
-            lease_expires_at = NULL
-        FROM unnest(retry_ids, retry_errors, retry_states) AS r(id, error, state)
-        WHERE j.id = r.id;
+        PERFORM pdoflow._requeue(retry_ids, retry_errors, retry_states);
     END IF;
     RETURN QUERY SELECT coalesce(cardinality(retry_ids), 0)::bigint, coalesce(cardinality(end_ids), 0)::bigint;
 END

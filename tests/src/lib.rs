@@ -2,6 +2,8 @@
 //! with the pdoflow extension created, on the cluster named by
 //! `PDOFLOW_TEST_DATABASE_URL` (which `make test` starts and sets).
 
+pub mod cli;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;

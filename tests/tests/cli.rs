@@ -2,57 +2,20 @@
 //! its command line): enqueue, status, jobs, job show|cancel|retry,
 //! priority-stats, execute-job, wait, and the pool supervisor.
 
-use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use pdoflow_tests::{eventually, send_signal, TestDatabase};
-use serde_json::Value;
 use tokio::process::Command;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn command(database: &TestDatabase, args: &[&str]) -> Command {
-    let mut command = Command::new(WORKER);
-    command
-        .env("PDOFLOW_DATABASE_URL", database.url())
-        .env_remove("DATABASE_URL")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-async fn run(database: &TestDatabase, args: &[&str]) -> Output {
-    let output = tokio::time::timeout(PATIENCE, command(database, args).output())
-        .await
-        .expect("the command finishes")
-        .expect("run the command");
-    output
-}
-
-async fn ok(database: &TestDatabase, args: &[&str]) -> String {
-    let output = run(database, args).await;
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-async fn json(database: &TestDatabase, args: &[&str]) -> Value {
-    let stdout = ok(database, args).await;
-    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: {error}: {stdout}"))
-}
+const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
 
 #[tokio::test]
 async fn admin_commands_enqueue_list_show_cancel_and_retry() {
     let database = TestDatabase::create("cli_admin").await;
-    let created = json(
-        &database,
-        &[
+    let created = database
+        .cli(WORKER)
+        .json(&[
             "enqueue",
             "--task",
             "echo",
@@ -67,23 +30,28 @@ async fn admin_commands_enqueue_list_show_cancel_and_retry() {
             "--max-attempts",
             "2",
             "--json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let plain_id = ok(&database, &["enqueue", "--task", "noop"]).await;
+    let plain_id = database
+        .cli(WORKER)
+        .ok(&["enqueue", "--task", "noop"])
+        .await;
     assert_eq!(plain_id.trim().len(), 36, "{plain_id}");
 
-    let job = json(&database, &["job", "show", &id, "--json"]).await;
+    let job = database
+        .cli(WORKER)
+        .json(&["job", "show", &id, "--json"])
+        .await;
     assert_eq!(job["task"], "echo");
     assert_eq!(job["queue"], "mail");
     assert_eq!(job["priority"], -5);
     assert_eq!(job["max_attempts"], 2);
     assert_eq!(job["args"], serde_json::json!({"n": 1}));
-    let human = ok(&database, &["job", "show", &id]).await;
+    let human = database.cli(WORKER).ok(&["job", "show", &id]).await;
     assert!(human.contains("queue: mail"), "{human}");
 
-    let status = json(&database, &["status", "--json"]).await;
+    let status = database.cli(WORKER).json(&["status", "--json"]).await;
     assert_eq!(
         status,
         serde_json::json!([
@@ -91,45 +59,57 @@ async fn admin_commands_enqueue_list_show_cancel_and_retry() {
             {"queue": "mail", "state": "queued", "jobs": 1},
         ])
     );
-    let priorities = json(&database, &["priority-stats", "--json"]).await;
+    let priorities = database
+        .cli(WORKER)
+        .json(&["priority-stats", "--json"])
+        .await;
     assert_eq!(priorities[0]["queue"], "default");
     assert_eq!(priorities[1]["priority"], -5);
 
-    let listed = json(&database, &["jobs", "--queue", "mail", "--json"]).await;
+    let listed = database
+        .cli(WORKER)
+        .json(&["jobs", "--queue", "mail", "--json"])
+        .await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    let page_two = json(
-        &database,
-        &["jobs", "--limit", "1", "--page", "2", "--json"],
-    )
-    .await;
+    let page_two = database
+        .cli(WORKER)
+        .json(&["jobs", "--limit", "1", "--page", "2", "--json"])
+        .await;
     assert_eq!(
         page_two.as_array().unwrap().len(),
         1,
         "two jobs, one per page"
     );
-    assert!(ok(&database, &["jobs"]).await.contains("echo"));
+    assert!(database.cli(WORKER).ok(&["jobs"]).await.contains("echo"));
 
     assert_eq!(
-        ok(&database, &["job", "cancel", &id]).await.trim(),
+        database
+            .cli(WORKER)
+            .ok(&["job", "cancel", &id])
+            .await
+            .trim(),
         "cancelled"
     );
     assert_eq!(
-        ok(&database, &["job", "cancel", &id]).await.trim(),
+        database
+            .cli(WORKER)
+            .ok(&["job", "cancel", &id])
+            .await
+            .trim(),
         "not cancelled: the job had already ended"
     );
     assert_eq!(
-        ok(&database, &["job", "retry", &id]).await.trim(),
+        database.cli(WORKER).ok(&["job", "retry", &id]).await.trim(),
         "queued again"
     );
 
-    let unknown = run(
-        &database,
-        &["job", "show", "00000000-0000-7000-8000-000000000000"],
-    )
-    .await;
+    let unknown = database
+        .cli(WORKER)
+        .run(&["job", "show", "00000000-0000-7000-8000-000000000000"])
+        .await;
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("does not exist"));
-    let bad_task = run(&database, &["enqueue", "--task", ""]).await;
+    let bad_task = database.cli(WORKER).run(&["enqueue", "--task", ""]).await;
     assert_eq!(bad_task.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&bad_task.stderr).contains("jobs[0].task must not be empty"),
@@ -150,7 +130,10 @@ async fn execute_job_runs_one_job_through_claim_and_finish() {
         .await
         .unwrap()
         .get(0);
-    let stdout = ok(&database, &["execute-job", &later.to_string()]).await;
+    let stdout = database
+        .cli(WORKER)
+        .ok(&["execute-job", &later.to_string()])
+        .await;
     assert!(stdout.contains("succeeded (attempt 1)"), "{stdout}");
     let state: String = client
         .query_one("SELECT state FROM pdoflow.jobs WHERE id = $1", &[&later])
@@ -159,7 +142,10 @@ async fn execute_job_runs_one_job_through_claim_and_finish() {
         .get(0);
     assert_eq!(state, "succeeded");
 
-    let again = run(&database, &["execute-job", &later.to_string()]).await;
+    let again = database
+        .cli(WORKER)
+        .run(&["execute-job", &later.to_string()])
+        .await;
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr)
         .contains("is succeeded; only a queued job can be executed"));
@@ -172,7 +158,10 @@ async fn execute_job_runs_one_job_through_claim_and_finish() {
         .await
         .unwrap()
         .get(0);
-    let failed = run(&database, &["execute-job", &failing.to_string()]).await;
+    let failed = database
+        .cli(WORKER)
+        .run(&["execute-job", &failing.to_string()])
+        .await;
     assert_eq!(failed.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failed.stderr);
     assert!(
@@ -191,12 +180,11 @@ async fn a_worker_told_its_tasks_leaves_the_others_alone() {
         )
         .await
         .unwrap();
-    let output = command(
-        &database,
-        &["worker", "--tasks", "echo,noop", "--poll-interval", "100ms"],
-    )
-    .spawn()
-    .unwrap();
+    let output = database
+        .cli(WORKER)
+        .command(&["worker", "--tasks", "echo,noop", "--poll-interval", "100ms"])
+        .spawn()
+        .unwrap();
     eventually("the echo job done", PATIENCE, || async {
         let state: String = client
             .query_one("SELECT state FROM pdoflow.jobs WHERE task = 'echo'", &[])
@@ -217,7 +205,10 @@ async fn a_worker_told_its_tasks_leaves_the_others_alone() {
         .unwrap();
     assert_eq!(other, ("queued".to_owned(), 0));
 
-    let unknown = run(&database, &["worker", "--tasks", "nope"]).await;
+    let unknown = database
+        .cli(WORKER)
+        .run(&["worker", "--tasks", "nope"])
+        .await;
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr)
         .contains("task \"nope\" has no handler in this worker"));
@@ -226,31 +217,35 @@ async fn a_worker_told_its_tasks_leaves_the_others_alone() {
 #[tokio::test]
 async fn wait_returns_once_the_queue_is_empty() {
     let database = TestDatabase::create("cli_wait").await;
-    ok(
-        &database,
-        &["enqueue", "--task", "sleep", "--args", r#"{"ms": 300}"#],
-    )
-    .await;
-    let timed_out = run(&database, &["wait", "--timeout", "300ms"]).await;
+    database
+        .cli(WORKER)
+        .ok(&["enqueue", "--task", "sleep", "--args", r#"{"ms": 300}"#])
+        .await;
+    let timed_out = database
+        .cli(WORKER)
+        .run(&["wait", "--timeout", "300ms"])
+        .await;
     assert_eq!(
         timed_out.status.code(),
         Some(1),
         "nobody works the queue yet"
     );
-    let _worker = command(&database, &["worker"]).spawn().unwrap();
-    ok(&database, &["wait", "--timeout", "20s", "--progress"]).await;
+    let _worker = database.cli(WORKER).command(&["worker"]).spawn().unwrap();
+    database
+        .cli(WORKER)
+        .ok(&["wait", "--timeout", "20s", "--progress"])
+        .await;
 }
 
 #[tokio::test]
 async fn the_pool_restarts_a_dead_worker_and_stops_them_all_on_sigterm() {
     let database = TestDatabase::create("cli_pool").await;
     let client = database.connect().await;
-    let pool = command(
-        &database,
-        &["pool", "--processes", "2", "--poll-interval", "100ms"],
-    )
-    .spawn()
-    .unwrap();
+    let pool = database
+        .cli(WORKER)
+        .command(&["pool", "--processes", "2", "--poll-interval", "100ms"])
+        .spawn()
+        .unwrap();
     let workers = || async {
         client
             .query(
@@ -277,8 +272,11 @@ async fn the_pool_restarts_a_dead_worker_and_stops_them_all_on_sigterm() {
     })
     .await;
     // The pool still works jobs.
-    ok(&database, &["enqueue", "--task", "noop"]).await;
-    ok(&database, &["wait", "--timeout", "20s"]).await;
+    database
+        .cli(WORKER)
+        .ok(&["enqueue", "--task", "noop"])
+        .await;
+    database.cli(WORKER).ok(&["wait", "--timeout", "20s"]).await;
 
     send_signal("-TERM", pool.id().unwrap());
     let output = tokio::time::timeout(PATIENCE, pool.wait_with_output())

@@ -4,76 +4,31 @@
 //! their children (the `sum_parents` task of `test-worker`).
 
 use std::collections::BTreeMap;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use pdoflow_client::{Client, Dag, DependencyMode, Error, NewJob, PostingState};
 use pdoflow_tests::TestDatabase;
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 use uuid::Uuid;
 
-const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
 const PATIENCE: Duration = Duration::from_secs(30);
-
-fn command(database: &TestDatabase, args: &[&str]) -> Command {
-    let mut command = Command::new(WORKER);
-    command
-        .env("PDOFLOW_DATABASE_URL", database.url())
-        .env_remove("DATABASE_URL")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-async fn run(database: &TestDatabase, args: &[&str]) -> Output {
-    tokio::time::timeout(PATIENCE, command(database, args).output())
-        .await
-        .expect("the command finishes")
-        .expect("run the command")
-}
-
-async fn ok(database: &TestDatabase, args: &[&str]) -> String {
-    let output = run(database, args).await;
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-async fn json(database: &TestDatabase, args: &[&str]) -> Value {
-    let stdout = ok(database, args).await;
-    serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{args:?}: {error}: {stdout}"))
-}
-
-/// Runs `args`, expecting it to fail with `code` and `message` in its stderr.
-async fn fails(database: &TestDatabase, args: &[&str], code: i32, message: &str) {
-    let output = run(database, args).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
-    assert!(stderr.contains(message), "{args:?}: {stderr}");
-}
+const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
 
 /// Works every queue with a burst worker until nothing is left.
 async fn work(database: &TestDatabase) {
-    ok(
-        database,
-        &[
+    database
+        .cli(WORKER)
+        .ok(&[
             "worker",
             "--burst",
             "--concurrency",
             "4",
             "--poll-interval",
             "100ms",
-        ],
-    )
-    .await;
+        ])
+        .await;
 }
 
 fn temp_file(database: &TestDatabase, name: &str, contents: &str) -> String {
@@ -85,9 +40,9 @@ fn temp_file(database: &TestDatabase, name: &str, contents: &str) -> String {
 #[tokio::test]
 async fn posting_commands_create_list_pause_and_cancel() {
     let database = TestDatabase::create("postings_cli").await;
-    let nightly = ok(
-        &database,
-        &[
+    let nightly = database
+        .cli(WORKER)
+        .ok(&[
             "posting",
             "create",
             "nightly",
@@ -97,28 +52,32 @@ async fn posting_commands_create_list_pause_and_cancel() {
             "reports",
             "--priority",
             "4",
-        ],
-    )
-    .await
-    .trim()
-    .to_owned();
+        ])
+        .await
+        .trim()
+        .to_owned();
     assert_eq!(nightly.len(), 36, "{nightly}");
-    let other = json(&database, &["posting", "create", "other", "--json"]).await;
+    let other = database
+        .cli(WORKER)
+        .json(&["posting", "create", "other", "--json"])
+        .await;
     let other = other["id"].as_str().unwrap().to_owned();
 
     // The posting's queue and priority apply to jobs that set none.
-    let first = ok(
-        &database,
-        &["enqueue", "--task", "noop", "--posting", &nightly],
-    )
-    .await;
-    let job = json(&database, &["job", "show", first.trim(), "--json"]).await;
+    let first = database
+        .cli(WORKER)
+        .ok(&["enqueue", "--task", "noop", "--posting", &nightly])
+        .await;
+    let job = database
+        .cli(WORKER)
+        .json(&["job", "show", first.trim(), "--json"])
+        .await;
     assert_eq!(job["queue"], "reports");
     assert_eq!(job["priority"], 4);
     assert_eq!(job["posting"], nightly.as_str());
-    let second = ok(
-        &database,
-        &[
+    let second = database
+        .cli(WORKER)
+        .ok(&[
             "enqueue",
             "--task",
             "noop",
@@ -126,13 +85,18 @@ async fn posting_commands_create_list_pause_and_cancel() {
             &nightly,
             "--priority",
             "9",
-        ],
-    )
-    .await;
-    let job = json(&database, &["job", "show", second.trim(), "--json"]).await;
+        ])
+        .await;
+    let job = database
+        .cli(WORKER)
+        .json(&["job", "show", second.trim(), "--json"])
+        .await;
     assert_eq!(job["priority"], 9);
 
-    let listed = json(&database, &["postings", "list", "--json"]).await;
+    let listed = database
+        .cli(WORKER)
+        .json(&["postings", "list", "--json"])
+        .await;
     let names: Vec<&str> = listed
         .as_array()
         .unwrap()
@@ -146,37 +110,56 @@ async fn posting_commands_create_list_pause_and_cancel() {
     assert_eq!(listed[1]["queued"], 2);
     assert_eq!(listed[1]["complete"], false);
     assert_eq!(listed[0]["total"], 0);
-    let table = ok(&database, &["postings", "list"]).await;
+    let table = database.cli(WORKER).ok(&["postings", "list"]).await;
     assert!(
         table.contains("nightly") && table.contains("other"),
         "{table}"
     );
-    let in_posting = json(&database, &["jobs", "--posting", &nightly, "--json"]).await;
+    let in_posting = database
+        .cli(WORKER)
+        .json(&["jobs", "--posting", &nightly, "--json"])
+        .await;
     assert_eq!(in_posting.as_array().unwrap().len(), 2);
-    let in_other = json(&database, &["jobs", "--posting", &other, "--json"]).await;
+    let in_other = database
+        .cli(WORKER)
+        .json(&["jobs", "--posting", &other, "--json"])
+        .await;
     assert_eq!(in_other, json!([]));
 
     assert_eq!(
-        ok(&database, &["posting", "set-status", &nightly, "paused"])
+        database
+            .cli(WORKER)
+            .ok(&["posting", "set-status", &nightly, "paused"])
             .await
             .trim(),
         "paused"
     );
     assert_eq!(
-        ok(&database, &["posting", "set-status", &nightly, "paused"])
+        database
+            .cli(WORKER)
+            .ok(&["posting", "set-status", &nightly, "paused"])
             .await
             .trim(),
         "not changed: the posting was already paused"
     );
-    let status = json(&database, &["posting", "status", &nightly, "--json"]).await;
+    let status = database
+        .cli(WORKER)
+        .json(&["posting", "status", &nightly, "--json"])
+        .await;
     assert_eq!(status["status"], "paused");
     assert_eq!(status["description"], "the nightly reports");
     assert_eq!(status["queue"], "reports");
     assert_eq!(status["priority"], 4);
-    let human = ok(&database, &["posting", "status", &nightly]).await;
+    let human = database
+        .cli(WORKER)
+        .ok(&["posting", "status", &nightly])
+        .await;
     assert!(human.contains("status: paused"), "{human}");
     // Neither job has started: both wait, whatever a paused posting does to them.
-    let priorities = json(&database, &["priority-stats", "--json"]).await;
+    let priorities = database
+        .cli(WORKER)
+        .json(&["priority-stats", "--json"])
+        .await;
     let waiting: i64 = priorities
         .as_array()
         .unwrap()
@@ -186,30 +169,30 @@ async fn posting_commands_create_list_pause_and_cancel() {
         .sum();
     assert_eq!(waiting, 2, "{priorities}");
 
-    fails(
-        &database,
-        &["posting", "delete", &nightly],
-        1,
-        "SQLSTATE 55000",
-    )
-    .await;
+    database
+        .cli(WORKER)
+        .fails(&["posting", "delete", &nightly], 1, "SQLSTATE 55000")
+        .await;
     assert_eq!(
-        ok(&database, &["posting", "set-status", &nightly, "cancelled"])
+        database
+            .cli(WORKER)
+            .ok(&["posting", "set-status", &nightly, "cancelled"])
             .await
             .trim(),
         "cancelled"
     );
-    fails(
-        &database,
-        &["posting", "set-status", &nightly, "active"],
-        1,
-        "SQLSTATE 55000",
-    )
-    .await;
+    database
+        .cli(WORKER)
+        .fails(
+            &["posting", "set-status", &nightly, "active"],
+            1,
+            "SQLSTATE 55000",
+        )
+        .await;
     // Cancelling ends its jobs, so following it returns at once.
-    let followed = json(
-        &database,
-        &[
+    let followed = database
+        .cli(WORKER)
+        .json(&[
             "posting",
             "status",
             &nightly,
@@ -217,52 +200,58 @@ async fn posting_commands_create_list_pause_and_cancel() {
             "--timeout",
             "20s",
             "--json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(followed["complete"], true, "{followed}");
     assert_eq!(followed["cancelled"], 2, "{followed}");
     // Now that its jobs have ended, it can go, with them.
     assert_eq!(
-        ok(&database, &["posting", "delete", &nightly]).await.trim(),
+        database
+            .cli(WORKER)
+            .ok(&["posting", "delete", &nightly])
+            .await
+            .trim(),
         "deleted"
     );
-    let gone = json(&database, &["jobs", "--posting", &nightly, "--json"]).await;
+    let gone = database
+        .cli(WORKER)
+        .json(&["jobs", "--posting", &nightly, "--json"])
+        .await;
     assert_eq!(gone, json!([]));
-    fails(
-        &database,
-        &["posting", "delete", &nightly],
-        1,
-        "does not exist",
-    )
-    .await;
+    database
+        .cli(WORKER)
+        .fails(&["posting", "delete", &nightly], 1, "does not exist")
+        .await;
 
-    fails(
-        &database,
-        &["posting", "set-status", &nightly, "stopped"],
-        2,
-        "(see --help)",
-    )
-    .await;
-    fails(
-        &database,
-        &[
-            "posting",
-            "set-status",
-            "00000000-0000-7000-8000-000000000000",
-            "paused",
-        ],
-        1,
-        "posting 00000000-0000-7000-8000-000000000000 does not exist",
-    )
-    .await;
-    fails(
-        &database,
-        &["posting", "status", "00000000-0000-7000-8000-000000000000"],
-        1,
-        "does not exist",
-    )
-    .await;
+    database
+        .cli(WORKER)
+        .fails(
+            &["posting", "set-status", &nightly, "stopped"],
+            2,
+            "(see --help)",
+        )
+        .await;
+    database
+        .cli(WORKER)
+        .fails(
+            &[
+                "posting",
+                "set-status",
+                "00000000-0000-7000-8000-000000000000",
+                "paused",
+            ],
+            1,
+            "posting 00000000-0000-7000-8000-000000000000 does not exist",
+        )
+        .await;
+    database
+        .cli(WORKER)
+        .fails(
+            &["posting", "status", "00000000-0000-7000-8000-000000000000"],
+            1,
+            "does not exist",
+        )
+        .await;
 }
 
 /// start -> branches (sub-DAG: a, b) -> join, and start -> c -> join, the
@@ -284,14 +273,16 @@ const DAG: &str = r#"{
 async fn a_dag_file_runs_parents_first_and_hands_their_results_on() {
     let database = TestDatabase::create("postings_dag").await;
     let client = database.connect().await;
-    let posting = ok(&database, &["posting", "create", "workflow"]).await;
+    let posting = database
+        .cli(WORKER)
+        .ok(&["posting", "create", "workflow"])
+        .await;
     let posting = posting.trim();
     let file = temp_file(&database, "dag.json", DAG);
-    let submitted = json(
-        &database,
-        &["dag", "submit", &file, "--posting", posting, "--json"],
-    )
-    .await;
+    let submitted = database
+        .cli(WORKER)
+        .json(&["dag", "submit", &file, "--posting", posting, "--json"])
+        .await;
     let ids: BTreeMap<String, Uuid> = submitted
         .as_array()
         .unwrap()
@@ -330,11 +321,17 @@ async fn a_dag_file_runs_parents_first_and_hands_their_results_on() {
         states,
         expected.map(|(node, state)| (node.to_owned(), state.to_owned()))
     );
-    let priorities = json(&database, &["priority-stats", "--json"]).await;
+    let priorities = database
+        .cli(WORKER)
+        .json(&["priority-stats", "--json"])
+        .await;
     assert_eq!(priorities[0]["blocked"], 4, "{priorities}");
     assert_eq!(priorities[0]["due"], 1, "{priorities}");
     assert_eq!(priorities[0]["waiting"], 5, "{priorities}");
-    let blocked = json(&database, &["postings", "list", "--json"]).await;
+    let blocked = database
+        .cli(WORKER)
+        .json(&["postings", "list", "--json"])
+        .await;
     assert_eq!(blocked[0]["blocked"], 4);
 
     work(&database).await;
@@ -394,9 +391,9 @@ async fn a_dag_file_runs_parents_first_and_hands_their_results_on() {
         json!({"sum": 11 + 12 + 13, "parents": ["branches/a", "branches/b", "c"]})
     );
 
-    let followed = json(
-        &database,
-        &[
+    let followed = database
+        .cli(WORKER)
+        .json(&[
             "posting",
             "status",
             posting,
@@ -404,9 +401,8 @@ async fn a_dag_file_runs_parents_first_and_hands_their_results_on() {
             "--timeout",
             "20s",
             "--json",
-        ],
-    )
-    .await;
+        ])
+        .await;
     assert_eq!(followed["complete"], true);
     assert_eq!(followed["succeeded"], 5);
     assert_eq!(followed["total"], 5);
@@ -415,7 +411,9 @@ async fn a_dag_file_runs_parents_first_and_hands_their_results_on() {
 #[tokio::test]
 async fn dag_submit_reads_stdin_and_refuses_what_is_not_json() {
     let database = TestDatabase::create("postings_dag_stdin").await;
-    let mut child = command(&database, &["dag", "submit", "-"])
+    let mut child = database
+        .cli(WORKER)
+        .command(&["dag", "submit", "-"])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -438,15 +436,22 @@ async fn dag_submit_reads_stdin_and_refuses_what_is_not_json() {
     assert!(stdout.contains("only"), "{stdout}");
 
     let broken = temp_file(&database, "broken.json", "{\"nodes\": [");
-    fails(&database, &["dag", "submit", &broken], 1, "not JSON").await;
-    fails(
-        &database,
-        &["dag", "submit", "/nonexistent/dag.json"],
-        1,
-        "cannot read /nonexistent/dag.json",
-    )
-    .await;
-    fails(&database, &["dag", "submit"], 2, "(see --help)").await;
+    database
+        .cli(WORKER)
+        .fails(&["dag", "submit", &broken], 1, "not JSON")
+        .await;
+    database
+        .cli(WORKER)
+        .fails(
+            &["dag", "submit", "/nonexistent/dag.json"],
+            1,
+            "cannot read /nonexistent/dag.json",
+        )
+        .await;
+    database
+        .cli(WORKER)
+        .fails(&["dag", "submit"], 2, "(see --help)")
+        .await;
 }
 
 #[tokio::test]
