@@ -158,7 +158,9 @@ fn plan_level<'a>(
         let mut mode = own_mode.unwrap_or_else(|| "all".to_owned());
         if node.after.is_empty() && !incoming.parents.is_empty() {
             let inherited = incoming.mode.clone().unwrap_or_else(|| "all".to_owned());
-            if !parents.is_empty() && node.mode.is_some() && inherited != mode {
+            // A node's own parents keep their mode: refuse to mix two modes,
+            // and do not let an "any" sub-DAG loosen a node's own "all".
+            if !parents.is_empty() && inherited != mode {
                 return Err(InputError::BadDag {
                     param: node.param.clone(),
                     problem: format!(
@@ -588,6 +590,14 @@ mod unit_tests {
             r#"dag.nodes[0].depends_on[0] must be a UUID string, got the string "nope""#
         );
         assert_eq!(problem(r#"[]"#), "dag must be a JSON object, got an array");
+        let id = "0192f1c4-0000-7000-8000-000000000001";
+        assert_eq!(
+            problem(&format!(
+                r#"{{"nodes": [{{"name": "p", "task": "t"}}, {{"name": "s", "mode": "any", "after": ["p"],
+                     "dag": {{"nodes": [{{"name": "a", "task": "t", "depends_on": ["{id}"]}}]}}}}]}}"#
+            )),
+            r#"dag.nodes[1].dag.nodes[0] has depends_on in mode "all" but its sub-DAG waits in mode "any"; give them the same mode"#
+        );
         assert_eq!(
             problem(r#"{"node": []}"#),
             r#"dag has an unknown key "node""#

@@ -85,7 +85,7 @@ BEGIN
                 SELECT b.id FROM pdoflow.active_jobs AS b
                 WHERE b.state = 'blocked' AND b.depends_on @> ARRAY[retry.id]
                 ORDER BY b.id
-                FOR UPDATE
+                FOR NO KEY UPDATE
             );
             IF new_state = 'queued' THEN
                 PERFORM pg_notify('pdoflow', job.queue);

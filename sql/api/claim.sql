@@ -1,7 +1,9 @@
 -- Claiming: atomically take up to n due jobs for one worker.
 --
--- FOR UPDATE SKIP LOCKED lets concurrent claimers pass over each other's rows
--- instead of waiting, so no two claims ever get the same job. Each claim
+-- FOR NO KEY UPDATE SKIP LOCKED lets concurrent claimers pass over each
+-- other's rows instead of waiting, so no two claims ever get the same job.
+-- (NO KEY: a claim changes no key, and a plain FOR UPDATE would also skip
+-- parents that a child being enqueued holds FOR KEY SHARE.) Each claim
 -- increments attempt; (id, attempt) names the claim in finish and heartbeat.
 -- A job with parents gets their results in parent_results (see
 -- dependencies.sql); blocked jobs and paused postings' jobs are never claimed.
@@ -46,7 +48,7 @@ BEGIN
               AND (claim.tasks IS NULL OR j.task = ANY (claim.tasks COLLATE "C"))
             ORDER BY j.priority DESC, j.run_at, j.id
             LIMIT claim.n
-            FOR UPDATE SKIP LOCKED
+            FOR NO KEY UPDATE SKIP LOCKED
         ) AS j;
     ELSE
         -- Walk each queue's index in claim order and merge: one ordered index
@@ -63,7 +65,7 @@ BEGIN
                   AND (claim.tasks IS NULL OR j.task = ANY (claim.tasks COLLATE "C"))
                 ORDER BY j.priority DESC, j.run_at, j.id
                 LIMIT claim.n
-                FOR UPDATE SKIP LOCKED
+                FOR NO KEY UPDATE SKIP LOCKED
             ) AS c
             ORDER BY c.priority DESC, c.run_at, c.id
             LIMIT claim.n

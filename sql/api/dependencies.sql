@@ -9,47 +9,53 @@
 -- parents ending at once update each child one after the other, and only the
 -- last (or, in mode 'any', the first successful) one releases it. A new child
 -- holds a FOR KEY SHARE lock on its parents that are still active while it is
--- enqueued, so no parent can end unseen by it.
+-- enqueued (and on the ended ones, so none is retried unseen by it).
 
--- The state of each parent: the ones still active are locked against ending
--- until the caller commits. Unknown ids are an error.
+-- The state of each parent, every one locked FOR KEY SHARE until the caller
+-- commits: an active parent cannot end, and an ended one cannot be retried,
+-- unseen by the new child (finish, cancel and retry lock the row exclusively
+-- and so wait for us, or we for them). Unknown ids are an error.
 CREATE FUNCTION pdoflow._parent_states(parents uuid[])
 RETURNS TABLE (id uuid, state text)
 LANGUAGE plpgsql VOLATILE
 AS $$
 #variable_conflict use_column
 DECLARE
-    active_ids    uuid[];
-    active_states text[];
-    missing       uuid;
+    found_ids    uuid[] := '{}';
+    found_states text[] := '{}';
+    missing      uuid[] := parents;
 BEGIN
-    SELECT coalesce(array_agg(a.id), '{}'), coalesce(array_agg(a.state), '{}')
-    INTO active_ids, active_states
-    FROM (
-        SELECT a.id, a.state
-        FROM pdoflow.active_jobs AS a
-        WHERE a.id = ANY (parents)
-        ORDER BY a.id
-        FOR KEY SHARE
-    ) AS a;
-    -- A parent that ended while we waited for its lock is in history now:
-    -- this statement's fresh snapshot sees it there.
-    RETURN QUERY
-    SELECT a.id, a.state::text FROM unnest(active_ids, active_states) AS a(id, state)
-    UNION ALL
-    SELECT f.id, f.state::text
-    FROM pdoflow.finished_jobs AS f
-    WHERE f.id = ANY (parents) AND f.id <> ALL (active_ids);
-    SELECT p INTO missing
-    FROM unnest(parents) AS p
-    WHERE p <> ALL (active_ids)
-      AND NOT EXISTS (SELECT FROM pdoflow.finished_jobs AS f WHERE f.id = p)
-    LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'depends_on: job % does not exist', missing
+    -- A parent that moves between the tables while we wait for its lock (it
+    -- ended, or was retried) is gone from where we looked: a second round,
+    -- from a fresh snapshot, finds it where it landed.
+    FOR round IN 1..2 LOOP
+        SELECT found_ids || coalesce(array_agg(a.id), '{}'), found_states || coalesce(array_agg(a.state), '{}')
+        INTO found_ids, found_states
+        FROM (
+            SELECT a.id, a.state::text
+            FROM pdoflow.active_jobs AS a
+            WHERE a.id = ANY (missing)
+            ORDER BY a.id
+            FOR KEY SHARE
+        ) AS a;
+        SELECT found_ids || coalesce(array_agg(f.id), '{}'), found_states || coalesce(array_agg(f.state), '{}')
+        INTO found_ids, found_states
+        FROM (
+            SELECT f.id, f.state::text
+            FROM pdoflow.finished_jobs AS f
+            WHERE f.id = ANY (missing) AND f.id <> ALL (found_ids)
+            ORDER BY f.id
+            FOR KEY SHARE
+        ) AS f;
+        SELECT array_agg(p) INTO missing FROM unnest(parents) AS p WHERE p <> ALL (found_ids);
+        EXIT WHEN missing IS NULL;
+    END LOOP;
+    IF missing IS NOT NULL THEN
+        RAISE EXCEPTION 'depends_on: job % does not exist', missing[1]
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A job can only depend on jobs that exist (committed, and not yet deleted by pdoflow.retention).';
     END IF;
+    RETURN QUERY SELECT f.id, f.state FROM unnest(found_ids, found_states) AS f(id, state);
 END
 $$;
 
@@ -110,7 +116,7 @@ BEGIN
             FROM pdoflow.active_jobs AS c
             WHERE c.state = 'blocked' AND c.depends_on && parent_ids
             ORDER BY c.id
-            FOR UPDATE
+            FOR NO KEY UPDATE
         ) AS c;
         EXIT WHEN child_ids IS NULL;
 

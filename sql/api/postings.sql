@@ -95,37 +95,49 @@ BEGIN
 
     -- Wait for whoever is changing one of its jobs right now (a claim, a
     -- finish, a parent releasing it); afterwards they see the new status.
-    PERFORM
-    FROM pdoflow.active_jobs AS j
-    WHERE j.posting = set_posting_status.posting
-    ORDER BY j.id
-    FOR NO KEY UPDATE;
-
-    CASE set_posting_status.status
-        WHEN 'paused' THEN
-            UPDATE pdoflow.active_jobs AS j
-            SET state = 'paused'
-            WHERE j.posting = set_posting_status.posting AND j.state = 'queued';
-        WHEN 'active' THEN
-            WITH resumed_jobs AS (
-                UPDATE pdoflow.active_jobs AS j
-                SET state = 'queued'
-                WHERE j.posting = set_posting_status.posting AND j.state = 'paused'
-                RETURNING j.queue, j.run_at
-            )
-            SELECT array_agg(DISTINCT r.queue) INTO resumed
-            FROM resumed_jobs AS r
-            WHERE r.run_at <= now();
-            PERFORM pg_notify('pdoflow', q) FROM unnest(resumed) AS q;
-        ELSE
-            PERFORM pdoflow._end_jobs(
-                array_agg(j.id),
-                array_fill('cancelled'::text, ARRAY[count(*)::integer]),
-                array_fill(format('posting %s was cancelled', set_posting_status.posting), ARRAY[count(*)::integer]))
+    -- A worker finishing a batch of jobs of several postings locks in its own
+    -- order, which can deadlock with ours: PostgreSQL then aborts one side,
+    -- and when it is this one, the block is rolled back and tried again.
+    FOR round IN 1..3 LOOP
+        BEGIN
+            PERFORM
             FROM pdoflow.active_jobs AS j
-            WHERE j.posting = set_posting_status.posting AND j.state IN ('queued', 'paused', 'blocked')
-            HAVING count(*) > 0;
-    END CASE;
+            WHERE j.posting = set_posting_status.posting
+            ORDER BY j.id
+            FOR NO KEY UPDATE;
+
+            CASE set_posting_status.status
+                WHEN 'paused' THEN
+                    UPDATE pdoflow.active_jobs AS j
+                    SET state = 'paused'
+                    WHERE j.posting = set_posting_status.posting AND j.state = 'queued';
+                WHEN 'active' THEN
+                    WITH resumed_jobs AS (
+                        UPDATE pdoflow.active_jobs AS j
+                        SET state = 'queued'
+                        WHERE j.posting = set_posting_status.posting AND j.state = 'paused'
+                        RETURNING j.queue, j.run_at
+                    )
+                    SELECT array_agg(DISTINCT r.queue) INTO resumed
+                    FROM resumed_jobs AS r
+                    WHERE r.run_at <= now();
+                    PERFORM pg_notify('pdoflow', q) FROM unnest(resumed) AS q;
+                ELSE
+                    PERFORM pdoflow._end_jobs(
+                        array_agg(j.id),
+                        array_fill('cancelled'::text, ARRAY[count(*)::integer]),
+                        array_fill(format('posting %s was cancelled', set_posting_status.posting), ARRAY[count(*)::integer]))
+                    FROM pdoflow.active_jobs AS j
+                    WHERE j.posting = set_posting_status.posting AND j.state IN ('queued', 'paused', 'blocked')
+                    HAVING count(*) > 0;
+            END CASE;
+            EXIT;
+        EXCEPTION WHEN deadlock_detected THEN
+            IF round = 3 THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
     RETURN true;
 END
 $$;
