@@ -18,8 +18,22 @@ pub struct TestDatabase {
 }
 
 impl TestDatabase {
-    /// Creates database `pdoflow_it_<label>` (replacing an older one).
+    /// Creates database `pdoflow_it_<label>` (replacing an older one), with
+    /// pdoflow installed.
     pub async fn create(label: &str) -> TestDatabase {
+        let database = TestDatabase::create_empty(label).await;
+        database
+            .connect()
+            .await
+            .batch_execute("CREATE EXTENSION pdoflow")
+            .await
+            .expect("CREATE EXTENSION pdoflow");
+        database
+    }
+
+    /// Creates database `pdoflow_it_<label>` (replacing an older one),
+    /// without pdoflow: for restoring a dump into.
+    pub async fn create_empty(label: &str) -> TestDatabase {
         let server = server_config();
         let name = format!("pdoflow_it_{label}");
         let admin = connect_to(&server).await;
@@ -35,14 +49,7 @@ impl TestDatabase {
         }
         let mut config = server.clone();
         config.dbname(&name);
-        let database = TestDatabase { config };
-        database
-            .connect()
-            .await
-            .batch_execute("CREATE EXTENSION pdoflow")
-            .await
-            .expect("CREATE EXTENSION pdoflow");
-        database
+        TestDatabase { config }
     }
 
     /// Opens database `pdoflow_swept_<label>`, one of those `make test` lists
