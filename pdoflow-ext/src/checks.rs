@@ -11,8 +11,10 @@ use std::ffi::CString;
 
 use crate::errors::InputError;
 use crate::job_document::{self, Timestamp};
-use crate::settings::MAX_CLAIM;
-use crate::validate::{at_least, at_most, name, present};
+use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
+use crate::validate::{
+    at_least, at_most, max_attempts, name, payload, present, Limits, RUN_AT_MAX_YEARS,
+};
 use pgrx::array::RawArray;
 use pgrx::datum::{AnyArray, AnyElement, Array, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
@@ -22,13 +24,29 @@ type Checked = Result<(), ErrorReport>;
 
 const ARGS_NULL_HINT: &str = "Pass '{}' for a job without arguments.";
 
+/// The superusers' limits, as set now.
+pub fn current_limits() -> Limits {
+    Limits {
+        max_payload_bytes: usize::try_from(MAX_PAYLOAD_BYTES.get()).unwrap_or(usize::MAX),
+        max_attempts: MAX_ATTEMPTS_LIMIT.get(),
+    }
+}
+
+/// The size of a jsonb datum's value, uncompressed, without its header.
+fn jsonb_size(datum: pg_sys::Datum) -> usize {
+    // SAFETY: the datum is a non-NULL varlena (jsonb) argument of this call.
+    let size = unsafe { pg_sys::toast_raw_datum_size(datum) };
+    size.saturating_sub(pg_sys::VARHDRSZ)
+}
+
 /// The options every enqueue form shares.
 fn job_options(
     task: Option<&str>,
     queue: Option<&str>,
     priority: Option<i32>,
     run_at: Option<TimestampWithTimeZone>,
-    max_attempts: Option<i32>,
+    attempts: Option<i32>,
+    limits: &Limits,
 ) -> Result<(), InputError> {
     name("task", present("task", task, None)?)?;
     name(
@@ -42,13 +60,29 @@ fn job_options(
     present("priority", priority, None)?;
     if let Some(run_at) = run_at {
         finite("run_at", run_at)?;
+        if too_far(run_at) {
+            return Err(InputError::TooFarAway {
+                param: "run_at".into(),
+                value: run_at.to_string(),
+                years: RUN_AT_MAX_YEARS,
+            });
+        }
     }
-    at_least(
+    max_attempts(
         "max_attempts",
-        present("max_attempts", max_attempts, None)?.into(),
-        1,
+        present("max_attempts", attempts, None)?,
+        limits,
     )?;
     Ok(())
+}
+
+/// More than RUN_AT_MAX_YEARS after the transaction's start.
+fn too_far(value: TimestampWithTimeZone) -> bool {
+    // A Julian year, 365.25 days.
+    const MICROS_PER_YEAR: i64 = 36_525 * 24 * 3_600 * 1_000_000 / 100;
+    // SAFETY: reads the current transaction's start time.
+    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
+    pg_sys::TimestampTz::from(value) - now > i64::from(RUN_AT_MAX_YEARS) * MICROS_PER_YEAR
 }
 
 fn is_finite(value: TimestampWithTimeZone) -> bool {
@@ -85,8 +119,10 @@ fn check_job(
     run_at: Option<TimestampWithTimeZone>,
     max_attempts: Option<i32>,
 ) -> Checked {
-    job_options(task, queue, priority, run_at, max_attempts)?;
-    present("args", args, Some(ARGS_NULL_HINT))?;
+    let limits = current_limits();
+    job_options(task, queue, priority, run_at, max_attempts, &limits)?;
+    let args = present("args", args, Some(ARGS_NULL_HINT))?;
+    payload("args", jsonb_size(args.datum()), &limits)?;
     Ok(())
 }
 
@@ -100,7 +136,8 @@ fn check_job_batch(
     run_at: Option<TimestampWithTimeZone>,
     max_attempts: Option<i32>,
 ) -> Checked {
-    job_options(task, queue, priority, run_at, max_attempts)?;
+    let limits = current_limits();
+    job_options(task, queue, priority, run_at, max_attempts, &limits)?;
     let args = present(
         "args",
         args,
@@ -109,12 +146,16 @@ fn check_job_batch(
     let Some(args) = AnyArray::into::<Array<pg_sys::Datum>>(&args) else {
         return Ok(());
     };
-    if let Some(index) = args.iter().position(|element| element.is_none()) {
-        return Err(InputError::Null {
-            param: format!("args[{}]", index + 1),
-            hint: Some(ARGS_NULL_HINT),
-        }
-        .into());
+    for (index, element) in args.iter().enumerate() {
+        let param = format!("args[{}]", index + 1);
+        let Some(element) = element else {
+            return Err(InputError::Null {
+                param,
+                hint: Some(ARGS_NULL_HINT),
+            }
+            .into());
+        };
+        payload(&param, jsonb_size(element), &limits)?;
     }
     // SAFETY: `into_array_type` hands back the detoasted array this `Array` read.
     let dimensions = unsafe {
@@ -138,15 +179,42 @@ fn check_job_batch(
 #[pg_extern(stable, parallel_safe, name = "_check_job_list")]
 fn check_job_list(jobs: Option<&str>) -> Result<bool, ErrorReport> {
     let jobs = present("jobs", jobs, Some("Pass a JSON array of job objects."))?;
-    Ok(job_document::check(jobs, &judge_timestamp)?)
+    Ok(job_document::check(
+        jobs,
+        &judge_timestamp,
+        &current_limits(),
+    )?)
+}
+
+/// The results of `pdoflow.finish_many`: each within pdoflow.max_payload_bytes.
+#[pg_extern(stable, parallel_safe, name = "_check_results")]
+fn check_results(results: Option<AnyArray>) -> Checked {
+    let Some(results) = results
+        .as_ref()
+        .and_then(AnyArray::into::<Array<pg_sys::Datum>>)
+    else {
+        return Ok(());
+    };
+    let limits = current_limits();
+    for (index, result) in results.iter().enumerate() {
+        if let Some(result) = result {
+            payload(
+                &format!("results[{}]", index + 1),
+                jsonb_size(result),
+                &limits,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// What a `run_at` string in a JSON document is, to PostgreSQL.
 pub fn judge_timestamp(text: &str) -> Timestamp {
     match parse_timestamptz(text) {
         None => Timestamp::Invalid,
-        Some(time) if is_finite(time) => Timestamp::Finite,
-        Some(_) => Timestamp::Infinite,
+        Some(time) if !is_finite(time) => Timestamp::Infinite,
+        Some(time) if too_far(time) => Timestamp::TooFar,
+        Some(_) => Timestamp::Finite,
     }
 }
 

@@ -23,7 +23,7 @@ use crate::job_document::{
     check_job_options, dependency_mode, string, strings, unreadable, uuid_list, wrong_type, Fields,
     Timestamp,
 };
-use crate::validate::name;
+use crate::validate::{name, Limits};
 
 const DAG_KEYS: &[&str] = &["nodes", "edges"];
 const DAG_KEYS_TEXT: &str = "nodes, edges";
@@ -95,18 +95,19 @@ struct Node<'a> {
 pub fn plan<'a>(
     document: &'a str,
     timestamp: &dyn Fn(&str) -> Timestamp,
+    limits: &Limits,
 ) -> Result<Vec<PlannedJob<'a>>, InputError> {
     let mut jobs = Vec::new();
-    plan_level(
-        "dag",
-        document,
-        "",
-        &Incoming::default(),
-        0,
-        timestamp,
-        &mut jobs,
-    )?;
+    let checks = Checks { timestamp, limits };
+    let root = Incoming::default();
+    plan_level("dag", document, "", &root, 0, &checks, &mut jobs)?;
     Ok(jobs)
+}
+
+/// How node options are judged: run_at strings, and the superusers' limits.
+struct Checks<'c> {
+    timestamp: &'c dyn Fn(&str) -> Timestamp,
+    limits: &'c Limits,
 }
 
 /// Plans one level (the document or a sub-DAG) into `jobs`; returns the
@@ -117,7 +118,7 @@ fn plan_level<'a>(
     prefix: &str,
     incoming: &Incoming,
     depth: usize,
-    timestamp: &dyn Fn(&str) -> Timestamp,
+    checks: &Checks,
     jobs: &mut Vec<PlannedJob<'a>>,
 ) -> Result<Vec<usize>, InputError> {
     if depth > MAX_NESTING {
@@ -126,7 +127,7 @@ fn plan_level<'a>(
             problem: format!("nests sub-DAGs more than {MAX_NESTING} deep"),
         });
     }
-    let nodes = read_level(param, document, timestamp)?;
+    let nodes = read_level(param, document, checks)?;
     let index: HashMap<&str, usize> = nodes
         .iter()
         .enumerate()
@@ -194,7 +195,7 @@ fn plan_level<'a>(
                     parents,
                 },
                 depth + 1,
-                timestamp,
+                checks,
                 jobs,
             )?,
         };
@@ -221,7 +222,7 @@ fn dedupe(parents: &mut Vec<Parent>) {
 fn read_level<'a>(
     param: &str,
     document: &'a str,
-    timestamp: &dyn Fn(&str) -> Timestamp,
+    checks: &Checks,
 ) -> Result<Vec<Node<'a>>, InputError> {
     let dag = Fields::read(param, document)?;
     dag.reject_unknown(DAG_KEYS, DAG_KEYS_TEXT)?;
@@ -249,7 +250,7 @@ fn read_level<'a>(
     let mut names: HashMap<String, usize> = HashMap::with_capacity(elements.len());
     for (position, element) in elements.iter().enumerate() {
         let node_param = format!("{}[{position}]", dag.path("nodes"));
-        let node = read_node(&node_param, element.get(), timestamp)?;
+        let node = read_node(&node_param, element.get(), checks)?;
         if names.insert(node.name.clone(), position).is_some() {
             return Err(InputError::Duplicate {
                 param: dag.path("nodes"),
@@ -307,11 +308,7 @@ fn read_level<'a>(
     Ok(nodes)
 }
 
-fn read_node<'a>(
-    param: &str,
-    raw: &'a str,
-    timestamp: &dyn Fn(&str) -> Timestamp,
-) -> Result<Node<'a>, InputError> {
+fn read_node<'a>(param: &str, raw: &'a str, checks: &Checks) -> Result<Node<'a>, InputError> {
     let fields = Fields::read(param, raw)?;
     fields.reject_unknown(NODE_KEYS, NODE_KEYS_TEXT)?;
     let node_name = fields.get("name").ok_or_else(|| InputError::Null {
@@ -343,7 +340,7 @@ fn read_node<'a>(
                 });
             }
         }
-        None => check_job_options(&fields, timestamp)?,
+        None => check_job_options(&fields, checks.timestamp, checks.limits)?,
     }
 
     let mut after = Vec::new();
@@ -442,8 +439,13 @@ mod unit_tests {
         Timestamp::Finite
     }
 
+    const LIMITS: Limits = Limits {
+        max_payload_bytes: 1_000,
+        max_attempts: 10,
+    };
+
     fn planned(document: &str) -> Vec<(String, Option<String>, Vec<Parent>)> {
-        plan(document, &any_time)
+        plan(document, &any_time, &LIMITS)
             .unwrap()
             .into_iter()
             .map(|job| (job.name, job.mode, job.parents))
@@ -451,7 +453,7 @@ mod unit_tests {
     }
 
     fn problem(document: &str) -> String {
-        plan(document, &any_time).unwrap_err().to_string()
+        plan(document, &any_time, &LIMITS).unwrap_err().to_string()
     }
 
     #[test]
@@ -522,7 +524,7 @@ mod unit_tests {
     fn args_stay_as_written() {
         let document =
             r#"{"nodes": [{"name": "a", "task": "t", "args": {"n": 1.000000000000000000001}}]}"#;
-        let jobs = plan(document, &any_time).unwrap();
+        let jobs = plan(document, &any_time, &LIMITS).unwrap();
         assert_eq!(
             jobs[0].node,
             r#"{"name": "a", "task": "t", "args": {"n": 1.000000000000000000001}}"#

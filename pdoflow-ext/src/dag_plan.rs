@@ -4,7 +4,7 @@
 
 use pgrx::prelude::*;
 
-use crate::checks::judge_timestamp;
+use crate::checks::{current_limits, judge_timestamp};
 use crate::dag_document::{self, Parent};
 use crate::errors::InputError;
 use crate::ids::new_id;
@@ -52,7 +52,7 @@ fn plan_dag(
 
 fn plan(dag: Option<&str>) -> Result<PlanRow, InputError> {
     let dag = present("dag", dag, Some("Pass a DAG document: {\"nodes\": [...]}."))?;
-    let jobs = dag_document::plan(dag, &judge_timestamp)?;
+    let jobs = dag_document::plan(dag, &judge_timestamp, &current_limits())?;
     let ids: Vec<pgrx::Uuid> = jobs.iter().map(|_| new_id()).collect();
     let (mut edge_children, mut edge_parents, mut edge_planned) =
         (Vec::new(), Vec::new(), Vec::new());

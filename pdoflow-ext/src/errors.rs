@@ -99,6 +99,21 @@ pub enum InputError {
     #[error("{param} could not be read as JSON: {reason}")]
     Unreadable { param: String, reason: String },
 
+    #[error("{param} is {size} bytes; the limit is {limit} bytes ({setting})")]
+    TooLarge {
+        param: String,
+        size: usize,
+        limit: usize,
+        setting: &'static str,
+    },
+
+    #[error("{param} is more than {years} years away, got {value}")]
+    TooFarAway {
+        param: String,
+        value: String,
+        years: u32,
+    },
+
     #[error("{param} must be one of {allowed}, got {}", quote(value))]
     NotOneOf {
         param: String,
@@ -125,6 +140,8 @@ impl InputError {
             InputError::Null { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             InputError::TooLong { .. } => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
             InputError::BadTimestamp { .. } => ERRCODE_INVALID_DATETIME_FORMAT,
+            InputError::TooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
+            InputError::TooFarAway { .. } => ERRCODE_DATETIME_FIELD_OVERFLOW,
             _ => ERRCODE_INVALID_PARAMETER_VALUE,
         }
     }
@@ -139,6 +156,9 @@ impl InputError {
                 ..
             } => Some(format!("The limit is set by {setting}.")),
             InputError::UnknownKey { allowed, .. } => Some(format!("Allowed keys: {allowed}.")),
+            InputError::TooLarge { setting, .. } => Some(format!(
+                "The limit is set by {setting}; keep large data elsewhere and pass a reference to it."
+            )),
             InputError::TooLong { value, .. } => {
                 Some(format!("The value begins {}.", quote(value)))
             }

@@ -8,7 +8,7 @@
 use serde_json::value::RawValue;
 
 use crate::errors::{quote, shorten, InputError};
-use crate::validate::{at_least, name};
+use crate::validate::{max_attempts, name, payload, Limits, RUN_AT_MAX_YEARS};
 
 pub const JOB_KEYS: &[&str] = &[
     "task",
@@ -32,13 +32,19 @@ pub const MODES_TEXT: &str = "\"all\" or \"any\"";
 pub enum Timestamp {
     Finite,
     Infinite,
+    /// More than [`RUN_AT_MAX_YEARS`] from now.
+    TooFar,
     Invalid,
 }
 
 /// Checks a job document given as JSON text (jsonb's output). `timestamp`
 /// judges `run_at` strings. Returns whether some job joins a posting or has
 /// parents: those take the slower path.
-pub fn check(document: &str, timestamp: &dyn Fn(&str) -> Timestamp) -> Result<bool, InputError> {
+pub fn check(
+    document: &str,
+    timestamp: &dyn Fn(&str) -> Timestamp,
+    limits: &Limits,
+) -> Result<bool, InputError> {
     if !document.trim_start().starts_with('[') {
         return Err(wrong_type(
             "jobs",
@@ -52,7 +58,7 @@ pub fn check(document: &str, timestamp: &dyn Fn(&str) -> Timestamp) -> Result<bo
     for (index, job) in jobs.iter().enumerate() {
         let fields = Fields::read(&format!("jobs[{index}]"), job.get())?;
         fields.reject_unknown(JOB_KEYS, JOB_KEYS_TEXT)?;
-        check_job_options(&fields, timestamp)?;
+        check_job_options(&fields, timestamp, limits)?;
         if let Some(posting) = fields.get("posting") {
             uuid_value(&fields.path("posting"), posting)?;
         }
@@ -126,6 +132,7 @@ impl<'a> Fields<'a> {
 pub fn check_job_options(
     fields: &Fields,
     timestamp: &dyn Fn(&str) -> Timestamp,
+    limits: &Limits,
 ) -> Result<(), InputError> {
     let task = fields.get("task").ok_or_else(|| InputError::Null {
         param: fields.path("task"),
@@ -141,12 +148,12 @@ pub fn check_job_options(
     if let Some(priority) = fields.get("priority") {
         integer(&fields.path("priority"), priority)?;
     }
-    if let Some(max_attempts) = fields.get("max_attempts") {
-        at_least(
-            &fields.path("max_attempts"),
-            integer(&fields.path("max_attempts"), max_attempts)?.into(),
-            1,
-        )?;
+    if let Some(attempts) = fields.get("max_attempts") {
+        let param = fields.path("max_attempts");
+        max_attempts(&param, integer(&param, attempts)?, limits)?;
+    }
+    if let Some(args) = fields.get("args") {
+        payload(&fields.path("args"), args.len(), limits)?;
     }
     if let Some(run_at) = fields.get("run_at") {
         let text = string(&fields.path("run_at"), run_at)?;
@@ -156,6 +163,13 @@ pub fn check_job_options(
                 return Err(InputError::NotFinite {
                     param: fields.path("run_at"),
                     value: text,
+                })
+            }
+            Timestamp::TooFar => {
+                return Err(InputError::TooFarAway {
+                    param: fields.path("run_at"),
+                    value: text,
+                    years: RUN_AT_MAX_YEARS,
                 })
             }
             Timestamp::Invalid => {
@@ -309,8 +323,13 @@ mod unit_tests {
         }
     }
 
+    const LIMITS: Limits = Limits {
+        max_payload_bytes: 1_000_000,
+        max_attempts: 1_000,
+    };
+
     fn problem(document: &str) -> String {
-        check(document, &any_time).unwrap_err().to_string()
+        check(document, &any_time, &LIMITS).unwrap_err().to_string()
     }
 
     #[test]
@@ -321,8 +340,8 @@ mod unit_tests {
                  "run_at": "2030-01-01", "args": {{"deep": {deep}, "huge": 1{zeros}, "exact": 1.000000000000000000001}}}}]"#,
             zeros = "0".repeat(400)
         );
-        assert_eq!(check(&document, &any_time), Ok(false));
-        assert_eq!(check("[]", &any_time), Ok(false));
+        assert_eq!(check(&document, &any_time, &LIMITS), Ok(false));
+        assert_eq!(check("[]", &any_time, &LIMITS), Ok(false));
     }
 
     #[test]
@@ -375,21 +394,24 @@ mod unit_tests {
         assert_eq!(
             check(
                 &format!(r#"[{{"task": "t"}}, {{"task": "t", "depends_on": ["{id}"]}}]"#),
-                &any_time
+                &any_time,
+                &LIMITS
             ),
             Ok(true)
         );
         assert_eq!(
             check(
                 &format!(r#"[{{"task": "t", "posting": "{id}", "dependency_mode": "any"}}]"#),
-                &any_time
+                &any_time,
+                &LIMITS
             ),
             Ok(true)
         );
         assert_eq!(
             check(
                 r#"[{"task": "t", "posting": null, "depends_on": null}]"#,
-                &any_time
+                &any_time,
+                &LIMITS
             ),
             Ok(false)
         );
@@ -404,6 +426,30 @@ mod unit_tests {
         assert_eq!(
             problem(r#"[{"task": "t", "dependency_mode": "most"}]"#),
             r#"jobs[0].dependency_mode must be one of "all" or "any", got "most""#
+        );
+    }
+
+    #[test]
+    fn limits_name_their_setting() {
+        let limits = Limits {
+            max_payload_bytes: 10,
+            max_attempts: 3,
+        };
+        let problem = |document: &str| check(document, &any_time, &limits).unwrap_err().to_string();
+        assert_eq!(
+            problem(r#"[{"task": "t", "args": {"text": "too long"}}]"#),
+            "jobs[0].args is 20 bytes; the limit is 10 bytes (pdoflow.max_payload_bytes)"
+        );
+        assert_eq!(
+            problem(r#"[{"task": "t", "max_attempts": 4}]"#),
+            "jobs[0].max_attempts must be at most 3, got 4"
+        );
+        let far = |_: &str| Timestamp::TooFar;
+        assert_eq!(
+            check(r#"[{"task": "t", "run_at": "3000-01-01"}]"#, &far, &limits)
+                .unwrap_err()
+                .to_string(),
+            "jobs[0].run_at is more than 1000 years away, got 3000-01-01"
         );
     }
 
@@ -434,7 +480,11 @@ mod unit_tests {
             "jobs[0].max_attempts must be at least 1, got 0"
         );
         assert_eq!(
-            check(r#"[{"task": "t", "priority": -2147483648}]"#, &any_time),
+            check(
+                r#"[{"task": "t", "priority": -2147483648}]"#,
+                &any_time,
+                &LIMITS
+            ),
             Ok(false)
         );
     }

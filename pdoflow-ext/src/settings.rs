@@ -15,6 +15,10 @@ pub static RETRY_BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000
 pub static RETRY_BACKOFF_MAX_MS: GucSetting<i32> = GucSetting::<i32>::new(3_600_000);
 /// Largest `n` a single `pdoflow.claim(n)` may ask for.
 pub static MAX_CLAIM: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// Largest size of a job's args or result, in bytes.
+pub static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
+/// Largest max_attempts a job may have.
+pub static MAX_ATTEMPTS_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 /// The databases the background sweeper works in, comma-separated.
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -54,6 +58,27 @@ pub fn register() {
         &MAX_CLAIM,
         1,
         100_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pdoflow.max_payload_bytes",
+        c"Largest size of a job's args, or of the result a finish stores.",
+        c"Measured as the jsonb value's size (in JSON documents: the JSON text). \
+          Larger payloads are refused with SQLSTATE 54000.",
+        &MAX_PAYLOAD_BYTES,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_BYTE,
+    );
+    GucRegistry::define_int_guc(
+        c"pdoflow.max_attempts_limit",
+        c"Largest max_attempts a job may be given.",
+        c"Bounds how often one job can be retried.",
+        &MAX_ATTEMPTS_LIMIT,
+        1,
+        i32::MAX,
         GucContext::Suset,
         GucFlags::default(),
     );

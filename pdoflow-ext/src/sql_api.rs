@@ -57,6 +57,7 @@ extension_sql_file!(
     requires = [
         "postings",
         checks::check_finish_batch,
+        checks::check_results,
         retry_policy::retry_delay
     ]
 );

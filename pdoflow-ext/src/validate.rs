@@ -3,6 +3,41 @@
 
 use crate::errors::InputError;
 
+/// The limits superusers set (`pdoflow.max_payload_bytes`,
+/// `pdoflow.max_attempts_limit`), read once per call.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_payload_bytes: usize,
+    pub max_attempts: i32,
+}
+
+/// How far ahead `run_at` may be.
+pub const RUN_AT_MAX_YEARS: u32 = 1_000;
+
+/// A job's `args` (or a finish's `result`) of `size` bytes.
+pub fn payload(param: &str, size: usize, limits: &Limits) -> Result<(), InputError> {
+    if size > limits.max_payload_bytes {
+        return Err(InputError::TooLarge {
+            param: param.to_owned(),
+            size,
+            limit: limits.max_payload_bytes,
+            setting: "pdoflow.max_payload_bytes",
+        });
+    }
+    Ok(())
+}
+
+/// A job's `max_attempts`: at least 1, at most `pdoflow.max_attempts_limit`.
+pub fn max_attempts(param: &str, value: i32, limits: &Limits) -> Result<(), InputError> {
+    at_least(param, value.into(), 1)?;
+    at_most(
+        param,
+        value.into(),
+        limits.max_attempts.into(),
+        Some("pdoflow.max_attempts_limit"),
+    )
+}
+
 /// Longest task, queue or worker name, in characters.
 pub const NAME_MAX_CHARS: usize = 128;
 

@@ -105,6 +105,9 @@ DECLARE
 BEGIN
     PERFORM pdoflow._check_finish_batch(finish_many.ids, finish_many.attempts,
                                         cardinality(finish_many.errors), cardinality(finish_many.results));
+    IF finish_many.results IS NOT NULL THEN
+        PERFORM pdoflow._check_results(finish_many.results);
+    END IF;
 
     -- Lock the claims that are still current, in id order so that concurrent
     -- batches (and the sweeper) never deadlock on each other.

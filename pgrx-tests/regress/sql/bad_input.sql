@@ -67,5 +67,24 @@ SELECT regress.failure(sql) AS error FROM (VALUES
 -- Settings are checked too: unknown pdoflow.* names are refused.
 SELECT regress.failure($$SET pdoflow.max_claims = 10$$);
 
+-- Limits set by superusers: payload size (54000), attempts, how far ahead.
+SET pdoflow.max_payload_bytes = 20;
+SET pdoflow.max_attempts_limit = 10;
+SELECT regress.failure(sql) AS error FROM (VALUES
+    ($$SELECT pdoflow.enqueue('t', '{"text": "more than twenty bytes"}')$$),
+    ($$SELECT pdoflow.enqueue_many('t', ARRAY['{}', '{"text": "more than twenty bytes"}']::jsonb[])$$),
+    ($$SELECT pdoflow.enqueue_many('[{"task": "t", "args": {"text": "more than twenty bytes"}}]')$$),
+    ($$SELECT pdoflow.submit_dag('{"nodes": [{"name": "n", "task": "t", "args": {"text": "more than twenty bytes"}}]}')$$),
+    ($$SELECT pdoflow.finish_many(ARRAY['00000000-0000-7000-8000-000000000000']::uuid[], ARRAY[1], NULL, ARRAY['{"text": "more than twenty bytes"}']::jsonb[])$$),
+    ($$SELECT pdoflow.enqueue('t', max_attempts => 11)$$),
+    ($$SELECT pdoflow.enqueue_many('[{"task": "t", "max_attempts": 11}]')$$),
+    ($$SELECT pdoflow.enqueue('t', run_at => '3100-01-01 00:00:00+00')$$),
+    ($$SELECT pdoflow.enqueue_many('[{"task": "t", "run_at": "3100-01-01"}]')$$)
+) AS t(sql);
+SELECT pdoflow.enqueue('t', '{"text": "fits"}', max_attempts => 10, run_at => '2999-01-01 00:00:00+00') IS NOT NULL AS within_limits;
+SELECT pdoflow.cancel(id) FROM pdoflow.jobs;
+RESET pdoflow.max_payload_bytes;
+RESET pdoflow.max_attempts_limit;
+
 -- Nothing was written by any of the failures above.
-SELECT count(*) AS jobs FROM pdoflow.jobs;
+SELECT count(*) AS jobs FROM pdoflow.jobs WHERE state <> 'cancelled';
