@@ -88,3 +88,8 @@ extension_sql_file!(
         sweeper::background_sweeper_missing
     ]
 );
+extension_sql_file!(
+    "../../sql/api/consistency.sql",
+    name = "consistency",
+    requires = ["dag", "claim", "finish"]
+);

@@ -156,3 +156,6 @@ SELECT regress.failure($$SELECT pdoflow.submit_dag('{"nodes": [{"name": "a", "ta
 SELECT regress.failure($$SELECT pdoflow.submit_dag('[]')$$);
 SELECT regress.failure($$SELECT pdoflow.submit_dag(NULL)$$);
 SELECT count(*) = :before AS nothing_written FROM pdoflow.jobs;
+
+-- Every invariant across the tables still holds.
+SELECT * FROM pdoflow.check_consistency();

@@ -90,3 +90,6 @@ SELECT regress.failure($$SELECT pdoflow.set_posting_status('00000000-0000-7000-8
 SELECT regress.failure($$SELECT pdoflow.enqueue('t', posting => '00000000-0000-7000-8000-000000000000')$$);
 SELECT regress.failure($$SELECT pdoflow.enqueue_many('[{"task": "t", "posting": "nope"}]')$$);
 SELECT regress.failure($$SELECT pdoflow.delete_posting(NULL)$$);
+
+-- Every invariant across the tables still holds.
+SELECT * FROM pdoflow.check_consistency();

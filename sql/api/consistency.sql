@@ -1,0 +1,64 @@
+-- A self-check for DBAs and tests: rows that break pdoflow's invariants.
+-- The table constraints catch what one row can get wrong; this looks across
+-- rows and tables. No row back means everything holds.
+
+CREATE FUNCTION pdoflow.check_consistency()
+RETURNS TABLE (problem text, job_id uuid)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT 'job is both active and finished', a.id
+    FROM pdoflow.active_jobs AS a JOIN pdoflow.finished_jobs AS f ON f.id = a.id
+    UNION ALL
+    SELECT 'job belongs to a posting that does not exist', j.id
+    FROM (SELECT id, posting FROM pdoflow.active_jobs UNION ALL SELECT id, posting FROM pdoflow.finished_jobs) AS j
+    WHERE j.posting IS NOT NULL AND NOT EXISTS (SELECT FROM pdoflow.postings AS p WHERE p.id = j.posting)
+    UNION ALL
+    SELECT 'job is paused but its posting is not', a.id
+    FROM pdoflow.active_jobs AS a LEFT JOIN pdoflow.postings AS p ON p.id = a.posting
+    WHERE a.state = 'paused' AND p.status IS DISTINCT FROM 'paused'
+    UNION ALL
+    SELECT 'job is queued in a paused posting', a.id
+    FROM pdoflow.active_jobs AS a JOIN pdoflow.postings AS p ON p.id = a.posting
+    WHERE a.state = 'queued' AND p.status = 'paused'
+    UNION ALL
+    SELECT 'job waits in a cancelled posting', a.id
+    FROM pdoflow.active_jobs AS a JOIN pdoflow.postings AS p ON p.id = a.posting
+    WHERE a.state IN ('queued', 'paused', 'blocked') AND p.status = 'cancelled'
+    UNION ALL
+    -- Blocked jobs: the count of parents still active must match, and the
+    -- parents that ended must not have decided the job already.
+    SELECT CASE
+               WHEN b.active_parents <> a.parents_pending
+                   THEN format('blocked job counts %s pending parents, but %s are active', a.parents_pending, b.active_parents)
+               WHEN a.dependency_mode = 'all' AND b.lost > 0 THEN 'blocked job has a parent that failed or was cancelled'
+               WHEN a.dependency_mode = 'any' AND b.succeeded > 0 THEN 'blocked job has a parent that succeeded'
+           END,
+           a.id
+    FROM pdoflow.active_jobs AS a
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE pa.id IS NOT NULL) AS active_parents,
+               count(*) FILTER (WHERE pf.state = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE pf.state IN ('failed', 'cancelled')) AS lost
+        FROM unnest(a.depends_on) AS d(id)
+        LEFT JOIN pdoflow.active_jobs AS pa ON pa.id = d.id
+        LEFT JOIN pdoflow.finished_jobs AS pf ON pf.id = d.id
+    ) AS b
+    WHERE a.state = 'blocked'
+      AND (b.active_parents <> a.parents_pending
+           OR (a.dependency_mode = 'all' AND b.lost > 0)
+           OR (a.dependency_mode = 'any' AND b.succeeded > 0))
+    UNION ALL
+    -- A mode-all job that left blocked before every parent succeeded (parents
+    -- deleted by retention count as succeeded: they were, or it would not run).
+    SELECT 'job was released before all its parents succeeded', a.id
+    FROM pdoflow.active_jobs AS a
+    WHERE a.state IN ('queued', 'paused', 'running') AND a.dependency_mode = 'all'
+      AND EXISTS (
+          SELECT FROM unnest(a.depends_on) AS d(id)
+          WHERE EXISTS (SELECT FROM pdoflow.active_jobs AS pa WHERE pa.id = d.id)
+             OR EXISTS (SELECT FROM pdoflow.finished_jobs AS pf WHERE pf.id = d.id AND pf.state <> 'succeeded'))
+$$;
+
+COMMENT ON FUNCTION pdoflow.check_consistency() IS
+    'Rows that break pdoflow''s invariants across tables (a job in both tables, a stuck or wrongly released dependent, a job out of step with its posting); no row when all is well.';
