@@ -493,7 +493,8 @@ impl Client {
     }
 
     /// Whether `queues` (all when `None`) have a job of `tasks` (all when
-    /// `None`) that is running or due: the test `--burst` workers stop on.
+    /// `None`) that is running or due (and not held by a paused posting):
+    /// the test `--burst` workers stop on.
     pub async fn has_pending_jobs(
         &self,
         queues: Option<&[String]>,
@@ -502,11 +503,16 @@ impl Client {
         let row = self
             .db
             .query_one(
-                "SELECT EXISTS (SELECT FROM pdoflow.jobs
-                                WHERE state IN ('queued', 'running')
-                                  AND ($1::text[] IS NULL OR queue = ANY ($1))
-                                  AND ($2::text[] IS NULL OR task = ANY ($2))
-                                  AND (state = 'running' OR run_at <= now()))",
+                "SELECT EXISTS (SELECT FROM pdoflow.jobs AS j
+                                WHERE j.state IN ('queued', 'running')
+                                  AND ($1::text[] IS NULL OR j.queue = ANY ($1))
+                                  AND ($2::text[] IS NULL OR j.task = ANY ($2))
+                                  AND (j.state = 'running' OR j.run_at <= now())
+                                  -- a paused posting's jobs show as queued
+                                  -- but are not available
+                                  AND (j.state = 'running' OR j.posting IS NULL
+                                       OR NOT EXISTS (SELECT FROM pdoflow.posting_status AS p
+                                                      WHERE p.id = j.posting AND p.status = 'paused')))",
                 &[&queues, &tasks],
             )
             .await?;

@@ -93,3 +93,15 @@ extension_sql_file!(
     name = "consistency",
     requires = ["dag", "claim", "finish"]
 );
+extension_sql_file!(
+    "../../sql/roles.sql",
+    name = "roles",
+    requires = [
+        "consistency",
+        "sweep",
+        "cancel_retry",
+        "heartbeat",
+        "release"
+    ],
+    finalize
+);

@@ -6,6 +6,8 @@
 CREATE FUNCTION pdoflow.cancel(id uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -35,6 +37,8 @@ COMMENT ON FUNCTION pdoflow.cancel(uuid) IS
 CREATE FUNCTION pdoflow.retry(id uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

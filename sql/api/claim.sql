@@ -30,6 +30,8 @@ CREATE FUNCTION pdoflow.claim(
     parent_results   jsonb
 )
 LANGUAGE plpgsql VOLATILE ROWS 10
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -123,6 +125,8 @@ CREATE FUNCTION pdoflow.claim_job(
     parent_results   jsonb
 )
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN

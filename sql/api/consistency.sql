@@ -5,6 +5,7 @@
 CREATE FUNCTION pdoflow.check_consistency()
 RETURNS TABLE (problem text, job_id uuid)
 LANGUAGE sql STABLE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT 'job is both active and finished', a.id

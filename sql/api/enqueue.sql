@@ -69,6 +69,8 @@ CREATE FUNCTION pdoflow.enqueue(
     dependency_mode text        DEFAULT 'all'
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -121,6 +123,8 @@ CREATE FUNCTION pdoflow.enqueue_many(
     dependency_mode text        DEFAULT 'all'
 ) RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -163,6 +167,8 @@ COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamp
 CREATE FUNCTION pdoflow.enqueue_many(jobs jsonb)
 RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

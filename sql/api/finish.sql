@@ -88,6 +88,8 @@ CREATE FUNCTION pdoflow.finish_many(
     results  jsonb[] DEFAULT NULL
 ) RETURNS TABLE (id uuid, attempt integer, state text, rejected text)
 LANGUAGE plpgsql VOLATILE ROWS 100
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -192,6 +194,8 @@ CREATE FUNCTION pdoflow.finish(
     result  jsonb DEFAULT NULL
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

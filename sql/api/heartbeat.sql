@@ -7,6 +7,8 @@ CREATE FUNCTION pdoflow.heartbeat(
     lease   interval DEFAULT NULL
 ) RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -19,6 +19,8 @@ CREATE FUNCTION pdoflow.create_posting(
     queue       text    DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -65,6 +67,8 @@ $$;
 CREATE FUNCTION pdoflow.set_posting_status(posting uuid, status text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -150,6 +154,8 @@ COMMENT ON FUNCTION pdoflow.set_posting_status(uuid, text) IS
 CREATE FUNCTION pdoflow.delete_posting(posting uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

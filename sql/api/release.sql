@@ -11,6 +11,8 @@
 CREATE FUNCTION pdoflow.release(id uuid, attempt integer)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -216,6 +216,7 @@ RETURNS TABLE (
     workers_gone     bigint
 )
 LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -120,6 +120,14 @@ impl TestDatabase {
         connect_to(&self.config).await
     }
 
+    /// A new connection to the test database as `user` (the cluster trusts
+    /// local connections).
+    pub async fn connect_as(&self, user: &str) -> Client {
+        let mut config = self.config.clone();
+        config.user(user);
+        connect_to(&config).await
+    }
+
     /// A new connection to another database on the same cluster.
     pub async fn connect_to_database(&self, name: &str) -> Client {
         let mut config = self.config.clone();

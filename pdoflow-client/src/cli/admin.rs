@@ -336,7 +336,8 @@ pub async fn wait(settings: &ConnectionSettings, args: WaitArgs) -> Result<()> {
         let row = client
             .postgres()
             .query_one(
-                "SELECT count(*) FROM pdoflow.active_jobs WHERE $1::text[] IS NULL OR queue = ANY ($1)",
+                "SELECT count(*) FROM pdoflow.jobs
+                 WHERE state IN ('queued', 'running', 'blocked') AND ($1::text[] IS NULL OR queue = ANY ($1))",
                 &[&args.queues],
             )
             .await?;

@@ -1,0 +1,71 @@
+-- Privileges: three group roles, and nothing for PUBLIC.
+--
+--   pdoflow_producer  enqueue (every form), create postings, submit DAGs, and
+--                     read jobs, postings and queue statistics through the views
+--   pdoflow_worker    a producer that also claims, finishes, heartbeats and
+--                     releases jobs, registers itself and sweeps
+--   pdoflow_admin     a worker that also cancels and retries jobs, changes
+--                     and deletes postings, reads the workers registry and
+--                     checks consistency
+--
+-- Nobody gets privileges on the tables: every change goes through the API
+-- functions, which run as the extension's owner (SECURITY DEFINER) with a
+-- pinned search_path (pg_catalog, pg_temp; every pdoflow object is named with
+-- its schema), and which build no SQL from their input. A DBA grants a role
+-- to an application's login role: GRANT pdoflow_producer TO app;
+
+-- Roles are cluster-wide: the first database's CREATE EXTENSION makes them,
+-- later ones find them, and DROP EXTENSION leaves them for the others.
+DO $$
+DECLARE
+    role_name text;
+BEGIN
+    FOREACH role_name IN ARRAY ARRAY['pdoflow_producer', 'pdoflow_worker', 'pdoflow_admin'] LOOP
+        IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) THEN
+            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
+        END IF;
+    END LOOP;
+    IF NOT pg_catalog.pg_has_role('pdoflow_worker', 'pdoflow_producer', 'MEMBER') THEN
+        GRANT pdoflow_producer TO pdoflow_worker;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('pdoflow_admin', 'pdoflow_worker', 'MEMBER') THEN
+        GRANT pdoflow_worker TO pdoflow_admin;
+    END IF;
+END
+$$;
+
+-- Functions are executable by PUBLIC unless revoked: revoke all of them,
+-- the internal ones (pdoflow._*) included, then grant the API by role.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pdoflow FROM PUBLIC;
+GRANT USAGE ON SCHEMA pdoflow TO pdoflow_producer;
+
+GRANT EXECUTE ON FUNCTION
+    pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text),
+    pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text),
+    pdoflow.enqueue_many(jsonb),
+    pdoflow.create_posting(text, text, integer, text),
+    pdoflow.submit_dag(jsonb, uuid),
+    pdoflow.uuid_generate_v7()
+TO pdoflow_producer;
+GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats TO pdoflow_producer;
+
+GRANT EXECUTE ON FUNCTION
+    pdoflow.claim(integer, text[], text, interval, text[]),
+    pdoflow.claim_job(uuid, text, interval),
+    pdoflow.finish(uuid, integer, text, jsonb),
+    pdoflow.finish_many(uuid[], integer[], text[], jsonb[]),
+    pdoflow.heartbeat(uuid, integer, interval),
+    pdoflow.release(uuid, integer),
+    pdoflow.register_worker(text),
+    pdoflow.sweep(integer),
+    pdoflow._background_sweeper_missing(text)
+TO pdoflow_worker;
+
+GRANT EXECUTE ON FUNCTION
+    pdoflow.cancel(uuid),
+    pdoflow.retry(uuid),
+    pdoflow.set_posting_status(uuid, text),
+    pdoflow.delete_posting(uuid),
+    pdoflow.check_consistency()
+TO pdoflow_admin;
+GRANT SELECT ON pdoflow.workers TO pdoflow_admin;
