@@ -5,8 +5,8 @@
 --   pdoflow_worker    a producer that also claims, finishes, heartbeats and
 --                     releases jobs, registers itself and sweeps
 --   pdoflow_admin     a worker that also cancels and retries jobs, changes
---                     and deletes postings, reads the workers registry and
---                     checks consistency
+--                     and deletes postings, registers tasks, reads the
+--                     workers registry and checks consistency
 --
 -- Nobody gets privileges on the tables: every change goes through the API
 -- functions, which run as the extension's owner (SECURITY DEFINER) with a
@@ -47,7 +47,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.submit_dag(jsonb, uuid),
     pdoflow.uuid_generate_v7()
 TO pdoflow_producer;
-GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats TO pdoflow_producer;
+GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
     pdoflow.claim(integer, text[], text, interval, text[]),
@@ -66,6 +66,8 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.retry(uuid),
     pdoflow.set_posting_status(uuid, text),
     pdoflow.delete_posting(uuid),
-    pdoflow.check_consistency()
+    pdoflow.check_consistency(),
+    pdoflow.register_task(text, jsonb, text),
+    pdoflow.unregister_task(text)
 TO pdoflow_admin;
 GRANT SELECT ON pdoflow.workers TO pdoflow_admin;

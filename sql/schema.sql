@@ -203,7 +203,22 @@ INSERT INTO pdoflow.sweep_state (due_notified_until) VALUES (now());
 COMMENT ON TABLE pdoflow.sweep_state IS
     'Progress of pdoflow.sweep(): the time up to which due delayed jobs have been announced.';
 
+-- Registered tasks (optional): a task's JSON Schema for its args, checked at
+-- enqueue; with pdoflow.require_registered_tasks, only these may be enqueued.
+CREATE TABLE pdoflow.tasks (
+    name          text        COLLATE "C" NOT NULL,
+    registered_at timestamptz NOT NULL DEFAULT now(),
+    updated_at    timestamptz NOT NULL DEFAULT now(),
+    description   text,
+    args_schema   jsonb,
+    CONSTRAINT tasks_pkey PRIMARY KEY (name)
+);
+
+COMMENT ON TABLE pdoflow.tasks IS
+    'Tasks registered with pdoflow.register_task: their description and the JSON Schema their args must match.';
+
 -- pg_dump must keep the jobs themselves, not only the table definitions.
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.active_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.finished_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.postings', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.tasks', '');

@@ -127,6 +127,20 @@ pub enum InputError {
     #[error("{dag} has a cycle: {path}")]
     Cycle { dag: String, path: String },
 
+    #[error(
+        "{param} does not match the JSON Schema of task {} at {path}: {reason}",
+        quote(task)
+    )]
+    SchemaMismatch {
+        param: String,
+        task: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error("{param} is not a usable JSON Schema: {reason}")]
+    BadSchema { param: String, reason: String },
+
     /// A DAG document whose shape cannot be submitted; `problem` completes
     /// the sentence that starts with the parameter.
     #[error("{param} {problem}")]

@@ -19,6 +19,7 @@ mod retry_policy;
 mod settings;
 mod sql_api;
 mod sweeper;
+mod task_schema;
 mod validate;
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -19,6 +19,8 @@ pub static MAX_CLAIM: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576);
 /// Largest max_attempts a job may have.
 pub static MAX_ATTEMPTS_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// Whether enqueueing a task needs it registered with pdoflow.register_task.
+pub static REQUIRE_REGISTERED_TASKS: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The databases the background sweeper works in, comma-separated.
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -79,6 +81,15 @@ pub fn register() {
         &MAX_ATTEMPTS_LIMIT,
         1,
         i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"pdoflow.require_registered_tasks",
+        c"Refuse jobs of tasks not registered with pdoflow.register_task.",
+        c"Off: any task name may be enqueued; registered tasks' args are checked \
+          against their JSON Schema either way.",
+        &REQUIRE_REGISTERED_TASKS,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -148,6 +159,12 @@ fn retention() -> Option<Interval> {
         0 => None,
         value => Some(seconds(value)),
     }
+}
+
+/// `pdoflow.require_registered_tasks`.
+#[pg_extern(stable, parallel_safe, name = "_require_registered_tasks")]
+fn require_registered_tasks() -> bool {
+    REQUIRE_REGISTERED_TASKS.get()
 }
 
 /// `pdoflow.worker_timeout` as an interval.

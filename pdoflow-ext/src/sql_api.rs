@@ -27,10 +27,22 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/api/tasks.sql",
+    name = "tasks",
+    requires = [
+        "schema",
+        checks::check_worker_name,
+        task_schema::check_args_schema,
+        task_schema::validate_args,
+        settings::require_registered_tasks
+    ]
+);
+extension_sql_file!(
     "../../sql/api/enqueue.sql",
     name = "enqueue",
     requires = [
         "postings",
+        "tasks",
         ids::uuid_generate_v7,
         checks::check_job,
         checks::check_dependencies

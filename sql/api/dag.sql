@@ -36,6 +36,16 @@ DECLARE
     due_queues    text[];
 BEGIN
     SELECT * INTO plan FROM pdoflow._plan_dag(submit_dag.dag::text);
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
+        FROM (
+            SELECT n.node::jsonb ->> 'task' AS task,
+                   array_agg(coalesce(nullif(n.node::jsonb -> 'args', 'null'::jsonb), '{}'::jsonb) ORDER BY n.ord) AS args,
+                   array_agg(format('the args of DAG node "%s"', n.name) ORDER BY n.ord) AS params
+            FROM unnest(plan.names, plan.nodes) WITH ORDINALITY AS n(name, node, ord)
+            GROUP BY 1
+        ) AS t;
+    END IF;
     IF submit_dag.posting IS NOT NULL THEN
         SELECT * INTO posting_row FROM pdoflow._posting_for_new_jobs(submit_dag.posting);
     ELSE

@@ -80,6 +80,9 @@ DECLARE
 BEGIN
     PERFORM pdoflow._check_job(enqueue.task, enqueue.args, enqueue.queue,
                                enqueue.priority, enqueue.run_at, enqueue.max_attempts);
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(enqueue.task, ARRAY[enqueue.args], ARRAY['args']);
+    END IF;
     job_id := pdoflow.uuid_generate_v7();
     IF enqueue.posting IS NULL AND enqueue.depends_on IS NULL AND enqueue.dependency_mode = 'all' THEN
         INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
@@ -134,6 +137,9 @@ DECLARE
 BEGIN
     PERFORM pdoflow._check_job_batch(enqueue_many.task, enqueue_many.args, enqueue_many.queue,
                                      enqueue_many.priority, enqueue_many.run_at, enqueue_many.max_attempts);
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(enqueue_many.task, enqueue_many.args);
+    END IF;
     IF enqueue_many.posting IS NULL AND enqueue_many.depends_on IS NULL
        AND enqueue_many.dependency_mode = 'all' THEN
         SELECT enqueue_many.queue AS job_queue, enqueue_many.priority AS job_priority,
@@ -195,6 +201,16 @@ BEGIN
         END LOOP;
         RETURN QUERY SELECT unnest(job_ids);
         RETURN;
+    END IF;
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
+        FROM (
+            SELECT e.job ->> 'task' AS task,
+                   array_agg(coalesce(nullif(e.job -> 'args', 'null'::jsonb), '{}'::jsonb) ORDER BY e.n) AS args,
+                   array_agg(format('jobs[%s].args', e.n - 1) ORDER BY e.n) AS params
+            FROM jsonb_array_elements(enqueue_many.jobs) WITH ORDINALITY AS e(job, n)
+            GROUP BY 1
+        ) AS t;
     END IF;
     job_ids := pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs));
     WITH new AS (

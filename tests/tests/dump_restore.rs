@@ -1,6 +1,6 @@
 //! pg_dump and pg_restore: a database with pdoflow, restored into a fresh
-//! database, keeps every job (in every state), posting and dependency, and
-//! the restored queue goes on working.
+//! database, keeps every job (in every state), posting, dependency and task
+//! registration, and the restored queue goes on working.
 
 use pdoflow_tests::TestDatabase;
 use tokio::process::Command;
@@ -33,6 +33,7 @@ async fn contents(db: &Client) -> Vec<String> {
         "SELECT to_jsonb(f)::text FROM pdoflow.finished_jobs AS f ORDER BY id",
         "SELECT to_jsonb(p)::text FROM pdoflow.postings AS p ORDER BY id",
         "SELECT to_jsonb(s)::text FROM pdoflow.posting_status AS s ORDER BY id",
+        "SELECT to_jsonb(t)::text FROM pdoflow.tasks AS t ORDER BY name",
     ] {
         for row in db.query(query, &[]).await.expect(query) {
             rows.push(row.get(0));
@@ -48,6 +49,7 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
     db.batch_execute(
         r#"
         SET pdoflow.retry_backoff_base = 0;
+        SELECT pdoflow.register_task('load', '{"type": "object"}', 'loads a file');
         SELECT pdoflow.create_posting('nightly', 'kept across a dump', 3, 'etl');
         SELECT pdoflow.create_posting('on hold');
         SELECT pdoflow.enqueue('load', '{"exact": 1.000000000000000000001}',
@@ -71,7 +73,7 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
     .await
     .expect("the source's jobs");
     let before = contents(&db).await;
-    assert_eq!(before.len(), 8 + 3 + 2 + 2, "{before:?}");
+    assert_eq!(before.len(), 8 + 3 + 2 + 2 + 1, "{before:?}");
 
     let dump = std::env::temp_dir().join(format!("pdoflow-test-{}.dump", source.name()));
     let mut pg_dump = pg_program("pg_dump");

@@ -155,6 +155,14 @@ async fn each_role_can_do_its_part_and_nothing_more() {
         ),
         (&admin, "SELECT count(*) FROM pdoflow.workers", "ok"),
         (&admin, "SELECT * FROM pdoflow.check_consistency()", "ok"),
+        (
+            &admin,
+            r#"SELECT pdoflow.register_task('typed', '{"type": "object"}')"#,
+            "ok",
+        ),
+        (&producer, "SELECT pdoflow.register_task('mine')", denied),
+        (&producer, "SELECT count(*) FROM pdoflow.tasks", "ok"),
+        (&producer, "SELECT pdoflow.enqueue('typed', '[]')", "22023"),
         // Nobody writes (or reads) the tables directly, whatever their role.
         (
             &admin,

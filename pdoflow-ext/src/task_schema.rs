@@ -1,0 +1,105 @@
+//! JSON Schema validation of job arguments for registered tasks
+//! (`pdoflow.register_task`, sql/api/tasks.sql). Compiled schemas are kept
+//! per backend, keyed by task, and recompiled when the schema changes.
+
+// See checks.rs: an ErrorReport keeps its SQLSTATE only when returned as is.
+#![allow(clippy::result_large_err)]
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+
+use crate::errors::InputError;
+use crate::validate::present;
+
+thread_local! {
+    /// Task name -> (schema text, its compiled validator).
+    static VALIDATORS: RefCell<HashMap<String, (String, Rc<jsonschema::Validator>)>> =
+        RefCell::new(HashMap::new());
+}
+
+fn compile(param: &str, schema: &str) -> Result<jsonschema::Validator, InputError> {
+    let value: serde_json::Value =
+        serde_json::from_str(schema).map_err(|error| InputError::BadSchema {
+            param: param.to_owned(),
+            reason: error.to_string(),
+        })?;
+    jsonschema::validator_for(&value).map_err(|error| InputError::BadSchema {
+        param: param.to_owned(),
+        reason: error.to_string(),
+    })
+}
+
+fn validator(task: &str, schema: &str) -> Result<Rc<jsonschema::Validator>, InputError> {
+    if let Some(cached) = VALIDATORS.with_borrow(|cache| {
+        cache
+            .get(task)
+            .filter(|(text, _)| text == schema)
+            .map(|(_, validator)| Rc::clone(validator))
+    }) {
+        return Ok(cached);
+    }
+    let compiled = Rc::new(compile(
+        &format!("the args_schema of task {task:?}"),
+        schema,
+    )?);
+    VALIDATORS.with_borrow_mut(|cache| {
+        cache.insert(task.to_owned(), (schema.to_owned(), Rc::clone(&compiled)));
+    });
+    Ok(compiled)
+}
+
+/// A schema given to `pdoflow.register_task`: it must compile.
+#[pg_extern(stable, parallel_safe, name = "_check_args_schema")]
+fn check_args_schema(args_schema: Option<&str>) -> Result<(), ErrorReport> {
+    if let Some(schema) = args_schema {
+        compile("args_schema", schema)?;
+    }
+    Ok(())
+}
+
+/// Validates each of `args` (JSON text) against `schema`, the JSON Schema
+/// registered for `task`; `params` names each in messages (default `args[i]`).
+#[pg_extern(stable, parallel_safe, name = "_validate_args")]
+fn validate_args(
+    task: Option<&str>,
+    schema: Option<&str>,
+    args: Option<Vec<Option<String>>>,
+    params: Option<Vec<Option<String>>>,
+) -> Result<(), ErrorReport> {
+    let task = present("task", task, None)?;
+    let schema = present("schema", schema, None)?;
+    let validator = validator(task, schema)?;
+    let params = params.unwrap_or_default();
+    for (index, value) in args.unwrap_or_default().iter().enumerate() {
+        let param = params
+            .get(index)
+            .cloned()
+            .flatten()
+            .unwrap_or_else(|| format!("args[{}]", index + 1));
+        let Some(value) = value else { continue };
+        let value: serde_json::Value =
+            serde_json::from_str(value).map_err(|error| InputError::Unreadable {
+                param: param.clone(),
+                reason: error.to_string(),
+            })?;
+        if let Err(error) = validator.validate(&value) {
+            let path = error.instance_path.to_string();
+            return Err(InputError::SchemaMismatch {
+                param,
+                task: task.to_owned(),
+                path: if path.is_empty() {
+                    "/".to_owned()
+                } else {
+                    path
+                },
+                reason: error.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,79 @@
+-- Task registration (optional): a task may be registered with a JSON Schema
+-- that the args of its jobs must match; with pdoflow.require_registered_tasks
+-- on, only registered tasks may be enqueued. Validation runs in Rust
+-- (task_schema.rs, the jsonschema crate), before anything is written.
+
+CREATE FUNCTION pdoflow.register_task(
+    name        text,
+    args_schema jsonb DEFAULT NULL,
+    description text  DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inserted boolean;
+BEGIN
+    PERFORM pdoflow._check_worker_name(register_task.name);
+    PERFORM pdoflow._check_args_schema(register_task.args_schema::text);
+    INSERT INTO pdoflow.tasks AS t (name, args_schema, description)
+    VALUES (register_task.name, register_task.args_schema, register_task.description)
+    ON CONFLICT (name) DO UPDATE
+    SET args_schema = excluded.args_schema, description = excluded.description, updated_at = now()
+    RETURNING (xmax = 0) INTO inserted;
+    RETURN inserted;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.register_task(text, jsonb, text) IS
+    'Registers a task (or updates its registration): the JSON Schema its jobs'' args must match (NULL: any args). True when it was new.';
+
+CREATE FUNCTION pdoflow.unregister_task(name text)
+RETURNS boolean
+LANGUAGE sql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH gone AS (DELETE FROM pdoflow.tasks AS t WHERE t.name = unregister_task.name RETURNING 1)
+    SELECT EXISTS (SELECT FROM gone)
+$$;
+
+COMMENT ON FUNCTION pdoflow.unregister_task(text) IS
+    'Forgets a task''s registration; its queued jobs stay. False when it was not registered.';
+
+-- Whether enqueues must look at registrations at all: not while none exist
+-- and they are not required (the bulk paths then skip the lookups).
+CREATE FUNCTION pdoflow._task_checks_needed()
+RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+    SELECT pdoflow._require_registered_tasks() OR EXISTS (SELECT FROM pdoflow.tasks)
+$$;
+
+-- Checks the args of jobs of one task against its registration; params
+-- names each args value in messages (NULL: args[i]).
+CREATE FUNCTION pdoflow._check_task_args(task text, args jsonb[], params text[] DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    schema jsonb;
+BEGIN
+    SELECT t.args_schema INTO schema FROM pdoflow.tasks AS t WHERE t.name = task;
+    IF NOT FOUND THEN
+        IF pdoflow._require_registered_tasks() THEN
+            RAISE EXCEPTION 'task "%" is not registered', task
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Register it with pdoflow.register_task(name), or turn pdoflow.require_registered_tasks off.';
+        END IF;
+        RETURN;
+    END IF;
+    IF schema IS NOT NULL THEN
+        PERFORM pdoflow._validate_args(task, schema::text,
+                                       ARRAY(SELECT a::text FROM unnest(args) WITH ORDINALITY AS x(a, o) ORDER BY o),
+                                       params);
+    END IF;
+END
+$$;
