@@ -13,3 +13,6 @@ if ! cargo pgrx install --release --pg-config "${PG_CONFIG}" >"${log}" 2>&1; the
     die "building or installing the extension failed (full log: ${log})"
 fi
 grep -E "Finished|Copying shared library" "${log}" | sed 's/\x1b\[[0-9;]*m//g' || true
+# The install scripts of earlier versions and the upgrade scripts between
+# versions, so that CREATE EXTENSION ... VERSION and ALTER EXTENSION UPDATE work.
+cp "${REPO_ROOT}"/sql/versions/pdoflow--*.sql "$("${PG_CONFIG}" --sharedir)/extension/"

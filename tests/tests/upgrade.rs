@@ -1,0 +1,141 @@
+//! Upgrades: a database that installed the frozen 0.1.0 script
+//! (sql/versions/pdoflow--0.1.0.sql) and holds jobs is updated with
+//! ALTER EXTENSION pdoflow UPDATE; afterwards its jobs are intact, the API
+//! works on them, and its schema is, object by object, a fresh install's.
+//! A schema change without its upgrade script fails the comparison.
+
+use pdoflow_tests::TestDatabase;
+use tokio_postgres::Client;
+
+/// Every pdoflow object's definition, as text, in a fixed order: functions
+/// (with their privileges), columns, constraints, indexes, views, tables'
+/// privileges and options, and the tables pg_dump keeps.
+async fn schema(db: &Client) -> Vec<String> {
+    let queries = [
+        "SELECT p.oid::regprocedure::text || ' ' || pg_get_functiondef(p.oid) || ' ' || coalesce(p.proacl::text, '')
+         FROM pg_proc AS p WHERE p.pronamespace = 'pdoflow'::regnamespace AND p.prokind = 'f' ORDER BY 1",
+        "SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '
+                || a.attnotnull || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '') || ' ' || coalesce(co.collname, '')
+         FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
+         LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         LEFT JOIN pg_collation AS co ON co.oid = a.attcollation AND a.attcollation <> 100
+         WHERE c.relnamespace = 'pdoflow'::regnamespace AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
+        "SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid)
+         FROM pg_constraint WHERE connamespace = 'pdoflow'::regnamespace ORDER BY 1",
+        "SELECT pg_get_indexdef(indexrelid) FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+         WHERE c.relnamespace = 'pdoflow'::regnamespace ORDER BY 1",
+        "SELECT c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '') || ' ' || coalesce(c.reloptions::text, '')
+                || ' ' || coalesce(pg_get_viewdef(c.oid), '')
+         FROM pg_class AS c WHERE c.relnamespace = 'pdoflow'::regnamespace AND c.relkind IN ('r', 'v') ORDER BY 1",
+        "SELECT extconfig::regclass[]::text FROM pg_extension WHERE extname = 'pdoflow'",
+    ];
+    let mut lines = Vec::new();
+    for query in queries {
+        for row in db
+            .query(query, &[])
+            .await
+            .unwrap_or_else(|error| panic!("{query}: {error}"))
+        {
+            lines.push(row.get(0));
+        }
+    }
+    lines
+}
+
+#[tokio::test]
+async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() {
+    let old = TestDatabase::create_empty("upgrade_old").await;
+    let db = old.connect().await;
+    db.batch_execute(
+        r#"
+        SET client_min_messages = warning;
+        CREATE EXTENSION pdoflow VERSION '0.1.0';
+        SELECT pdoflow.create_posting('batch');
+        SELECT pdoflow.enqueue('queued', '{"n": 1.50}', posting => (SELECT id FROM pdoflow.postings));
+        SELECT pdoflow.enqueue('running');
+        SELECT count(*) FROM pdoflow.claim(1, worker => 'w', tasks => ARRAY['running']);
+        SELECT pdoflow.submit_dag('{"nodes": [{"name": "a", "task": "step"}, {"name": "b", "task": "step", "after": ["a"]}]}');
+        SELECT pdoflow.register_task('typed', '{"type": "object"}');
+        "#,
+    )
+    .await
+    .expect("jobs in a 0.1.0 database");
+    let before: Vec<String> = db
+        .query(
+            "SELECT to_jsonb(j)::text FROM pdoflow.jobs AS j ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+
+    db.batch_execute("ALTER EXTENSION pdoflow UPDATE")
+        .await
+        .expect("ALTER EXTENSION pdoflow UPDATE");
+    let current: String = db
+        .query_one(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'pdoflow'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let updated: String = db
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pdoflow'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(updated, current);
+    assert_ne!(updated, "0.1.0");
+
+    // The jobs are as they were, and the API works on them.
+    let after: Vec<String> = db
+        .query(
+            "SELECT to_jsonb(j)::text FROM pdoflow.jobs AS j ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(after, before);
+    db.batch_execute(
+        "SELECT pdoflow.finish(id, 1) FROM pdoflow.jobs WHERE task = 'running';
+         SELECT pdoflow.finish(c.id, c.attempt) FROM pdoflow.claim(1, tasks => ARRAY['step']) AS c;",
+    )
+    .await
+    .expect("finish after the update");
+    let released: String = db
+        .query_one("SELECT state FROM pdoflow.jobs WHERE node = 'b'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(released, "queued");
+    let refused = db
+        .batch_execute("SELECT pdoflow.enqueue('typed', '[]')")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code().map(|code| code.code()), Some("22023"));
+    assert!(db
+        .query("SELECT * FROM pdoflow.check_consistency()", &[])
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Object by object, the updated schema is a fresh install's.
+    let fresh = TestDatabase::create("upgrade_fresh").await;
+    let expected = schema(&fresh.connect().await).await;
+    let got = schema(&db).await;
+    let missing: Vec<&String> = expected.iter().filter(|line| !got.contains(line)).collect();
+    let extra: Vec<&String> = got.iter().filter(|line| !expected.contains(line)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "the upgrade script does not produce a fresh install's schema.\nmissing after the update: {missing:#?}\nleft over: {extra:#?}"
+    );
+}
