@@ -10,7 +10,8 @@
 --
 -- Nobody gets privileges on the tables: every change goes through the API
 -- functions, which run as the extension's owner (SECURITY DEFINER) with a
--- pinned search_path (pg_catalog, pg_temp; every pdoflow object is named with
+-- pinned search_path (pg_catalog, pdoflow, pg_temp: built-ins first, the
+-- caller's schemas never; every pdoflow object is named with
 -- its schema), and which build no SQL from their input. A DBA grants a role
 -- to an application's login role: GRANT pdoflow_producer TO app;
 

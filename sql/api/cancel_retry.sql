@@ -7,7 +7,7 @@ CREATE FUNCTION pdoflow.cancel(id uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
@@ -38,7 +38,7 @@ CREATE FUNCTION pdoflow.retry(id uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

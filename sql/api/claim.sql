@@ -31,7 +31,7 @@ CREATE FUNCTION pdoflow.claim(
 )
 LANGUAGE plpgsql VOLATILE ROWS 10
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -126,7 +126,7 @@ CREATE FUNCTION pdoflow.claim_job(
 )
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN

@@ -6,7 +6,7 @@ CREATE FUNCTION pdoflow.check_consistency()
 RETURNS TABLE (problem text, job_id uuid)
 LANGUAGE sql STABLE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
     SELECT 'job is both active and finished', a.id
     FROM pdoflow.active_jobs AS a JOIN pdoflow.finished_jobs AS f ON f.id = a.id

@@ -24,7 +24,7 @@ CREATE FUNCTION pdoflow.submit_dag(dag jsonb, posting uuid DEFAULT NULL)
 RETURNS TABLE (name text, id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 100
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -70,7 +70,7 @@ CREATE FUNCTION pdoflow.enqueue(
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -127,7 +127,7 @@ CREATE FUNCTION pdoflow.enqueue_many(
 ) RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -174,7 +174,7 @@ CREATE FUNCTION pdoflow.enqueue_many(jobs jsonb)
 RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -89,7 +89,7 @@ CREATE FUNCTION pdoflow.finish_many(
 ) RETURNS TABLE (id uuid, attempt integer, state text, rejected text)
 LANGUAGE plpgsql VOLATILE ROWS 100
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -195,7 +195,7 @@ CREATE FUNCTION pdoflow.finish(
 ) RETURNS text
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

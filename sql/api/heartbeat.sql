@@ -8,7 +8,7 @@ CREATE FUNCTION pdoflow.heartbeat(
 ) RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

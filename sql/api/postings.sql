@@ -20,7 +20,7 @@ CREATE FUNCTION pdoflow.create_posting(
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -68,7 +68,7 @@ CREATE FUNCTION pdoflow.set_posting_status(posting uuid, status text)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -155,7 +155,7 @@ CREATE FUNCTION pdoflow.delete_posting(posting uuid)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

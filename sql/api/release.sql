@@ -12,7 +12,7 @@ CREATE FUNCTION pdoflow.release(id uuid, attempt integer)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -17,7 +17,7 @@
 CREATE FUNCTION pdoflow._expire_leases(max_jobs integer)
 RETURNS TABLE (requeued bigint, failed bigint)
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -80,7 +80,7 @@ $$;
 CREATE FUNCTION pdoflow._notify_due_jobs()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 DECLARE
     since    timestamptz;
@@ -124,7 +124,7 @@ $$;
 CREATE FUNCTION pdoflow._delete_finished(max_jobs integer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 DECLARE
     keep           interval := pdoflow._retention();
@@ -176,7 +176,7 @@ $$;
 CREATE FUNCTION pdoflow._sweep_workers()
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 DECLARE
     keep   interval := pdoflow._retention();
@@ -217,7 +217,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 DECLARE
     expired  record;

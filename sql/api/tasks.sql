@@ -10,7 +10,7 @@ CREATE FUNCTION pdoflow.register_task(
 ) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -34,7 +34,7 @@ CREATE FUNCTION pdoflow.unregister_task(name text)
 RETURNS boolean
 LANGUAGE sql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
     WITH gone AS (DELETE FROM pdoflow.tasks AS t WHERE t.name = unregister_task.name RETURNING 1)
     SELECT EXISTS (SELECT FROM gone)

@@ -38,7 +38,7 @@ CREATE FUNCTION pdoflow.register_worker(name text)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 BEGIN
     PERFORM pdoflow._check_worker_name(register_worker.name);
