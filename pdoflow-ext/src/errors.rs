@@ -37,7 +37,7 @@ pub enum InputError {
     #[error("{param} must be at least {min}, got {value}")]
     BelowMinimum { param: String, value: i64, min: i64 },
 
-    #[error("{param} must be at most {max}, got {value}")]
+    #[error("{param} must be at most {max}{}, got {value}", set_by(setting))]
     AboveMaximum {
         param: String,
         value: i64,
@@ -192,6 +192,11 @@ impl From<InputError> for ErrorReport {
     }
 }
 
+/// " (pdoflow.x)" for a limit a setting controls, else "".
+fn set_by(setting: &Option<&'static str>) -> String {
+    setting.map(|name| format!(" ({name})")).unwrap_or_default()
+}
+
 /// A value in double quotes, escaped, and shortened when long.
 pub fn quote(value: &str) -> String {
     let head: String = value.chars().take(PREVIEW_CHARS).collect();
@@ -245,6 +250,10 @@ mod unit_tests {
             max: 1000,
             setting: Some("pdoflow.max_claim"),
         };
+        assert_eq!(
+            error.to_string(),
+            "n must be at most 1000 (pdoflow.max_claim), got 5000"
+        );
         assert_eq!(
             error.hint().as_deref(),
             Some("The limit is set by pdoflow.max_claim.")

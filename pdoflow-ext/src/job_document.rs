@@ -442,7 +442,7 @@ mod unit_tests {
         );
         assert_eq!(
             problem(r#"[{"task": "t", "max_attempts": 4}]"#),
-            "jobs[0].max_attempts must be at most 3, got 4"
+            "jobs[0].max_attempts must be at most 3 (pdoflow.max_attempts_limit), got 4"
         );
         let far = |_: &str| Timestamp::TooFar;
         assert_eq!(

@@ -94,7 +94,7 @@ mod tests {
             ),
             (
                 "SELECT * FROM pdoflow.claim(1001)",
-                "22023: n must be at most 1000, got 1001",
+                "22023: n must be at most 1000 (pdoflow.max_claim), got 1001",
             ),
             (
                 "SELECT * FROM pdoflow.claim(1, '{}')",
