@@ -13,7 +13,8 @@ use crate::errors::InputError;
 use crate::job_document::{self, Timestamp};
 use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
 use crate::validate::{
-    at_least, at_most, max_attempts, name, payload, present, Limits, RUN_AT_MAX_YEARS,
+    at_least, at_most, max_attempts, name, one_of, payload, present, Limits, DEPENDENCY_MODES,
+    DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
 };
 use pgrx::array::RawArray;
 use pgrx::datum::{AnyArray, AnyElement, Array, Interval, TimestampWithTimeZone};
@@ -249,14 +250,12 @@ const POSTING_STATUSES: &[&str] = &["active", "paused", "cancelled"];
 fn check_posting_status(posting: Option<pgrx::Uuid>, status: Option<&str>) -> Checked {
     present("posting", posting, None)?;
     let status = present("status", status, None)?;
-    if !POSTING_STATUSES.contains(&status) {
-        return Err(InputError::NotOneOf {
-            param: "status".into(),
-            allowed: "active, paused or cancelled",
-            value: status.to_owned(),
-        }
-        .into());
-    }
+    one_of(
+        "status",
+        status,
+        POSTING_STATUSES,
+        "active, paused or cancelled",
+    )?;
     Ok(())
 }
 
@@ -271,14 +270,12 @@ fn check_dependencies(
         dependency_mode,
         Some("Omit dependency_mode for 'all' (every parent must succeed)."),
     )?;
-    if mode != "all" && mode != "any" {
-        return Err(InputError::NotOneOf {
-            param: "dependency_mode".into(),
-            allowed: job_document::MODES_TEXT,
-            value: mode.to_owned(),
-        }
-        .into());
-    }
+    one_of(
+        "dependency_mode",
+        mode,
+        DEPENDENCY_MODES,
+        DEPENDENCY_MODES_TEXT,
+    )?;
     if let Some(parents) = depends_on {
         if let Some(index) = parents.iter().position(Option::is_none) {
             return Err(InputError::Null {

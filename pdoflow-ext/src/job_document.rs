@@ -8,7 +8,10 @@
 use serde_json::value::RawValue;
 
 use crate::errors::{quote, shorten, InputError};
-use crate::validate::{max_attempts, name, payload, Limits, RUN_AT_MAX_YEARS};
+use crate::validate::{
+    max_attempts, name, one_of, payload, Limits, DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT,
+    RUN_AT_MAX_YEARS,
+};
 
 pub const JOB_KEYS: &[&str] = &[
     "task",
@@ -23,9 +26,6 @@ pub const JOB_KEYS: &[&str] = &[
 ];
 const JOB_KEYS_TEXT: &str =
     "task, args, queue, priority, run_at, max_attempts, posting, depends_on, dependency_mode";
-
-/// The values a dependency mode may take.
-pub const MODES_TEXT: &str = "\"all\" or \"any\"";
 
 /// What PostgreSQL's timestamptz input makes of a `run_at` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,13 +217,7 @@ pub fn strings<'a>(
 /// "all" or "any".
 pub fn dependency_mode(param: &str, raw: &str) -> Result<String, InputError> {
     let text = string(param, raw)?;
-    if text != "all" && text != "any" {
-        return Err(InputError::NotOneOf {
-            param: param.to_owned(),
-            allowed: MODES_TEXT,
-            value: text,
-        });
-    }
+    one_of(param, &text, DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT)?;
     Ok(text)
 }
 

@@ -38,6 +38,27 @@ pub fn max_attempts(param: &str, value: i32, limits: &Limits) -> Result<(), Inpu
     )
 }
 
+/// The dependency modes of `enqueue` and DAG nodes.
+pub const DEPENDENCY_MODES: &[&str] = &["all", "any"];
+pub const DEPENDENCY_MODES_TEXT: &str = "\"all\" or \"any\"";
+
+/// A value from a fixed list (`allowed_text` spells the list in messages).
+pub fn one_of(
+    param: &str,
+    value: &str,
+    allowed: &[&str],
+    allowed_text: &'static str,
+) -> Result<(), InputError> {
+    if !allowed.contains(&value) {
+        return Err(InputError::NotOneOf {
+            param: param.to_owned(),
+            allowed: allowed_text,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 /// Longest task, queue or worker name, in characters.
 pub const NAME_MAX_CHARS: usize = 128;
 

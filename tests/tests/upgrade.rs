@@ -42,6 +42,19 @@ async fn schema(db: &Client) -> Vec<String> {
     lines
 }
 
+/// Every job, every column, as text, in id order.
+async fn jobs(db: &Client) -> Vec<String> {
+    db.query(
+        "SELECT to_jsonb(j)::text FROM pdoflow.jobs AS j ORDER BY id",
+        &[],
+    )
+    .await
+    .expect("read the jobs")
+    .iter()
+    .map(|row| row.get(0))
+    .collect()
+}
+
 #[tokio::test]
 async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() {
     let old = TestDatabase::create_empty("upgrade_old").await;
@@ -60,16 +73,7 @@ async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() 
     )
     .await
     .expect("jobs in a 0.1.0 database");
-    let before: Vec<String> = db
-        .query(
-            "SELECT to_jsonb(j)::text FROM pdoflow.jobs AS j ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let before = jobs(&db).await;
 
     db.batch_execute("ALTER EXTENSION pdoflow UPDATE")
         .await
@@ -94,16 +98,7 @@ async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() 
     assert_ne!(updated, "0.1.0");
 
     // The jobs are as they were, and the API works on them.
-    let after: Vec<String> = db
-        .query(
-            "SELECT to_jsonb(j)::text FROM pdoflow.jobs AS j ORDER BY id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let after = jobs(&db).await;
     assert_eq!(after, before);
     db.batch_execute(
         "SELECT pdoflow.finish(id, 1) FROM pdoflow.jobs WHERE task = 'running';
