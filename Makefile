@@ -2,12 +2,13 @@
 #   make demo       install what is missing, build, start a demo cluster, run a workload
 #   make demo-stop  stop the demo cluster
 #   make test       install what is missing, then run every test suite
+#   make bench      the benchmark suite (pdoflow-bench) on a tuned throwaway cluster
 
 SHELL := /bin/bash
 DEMO_PORT ?= 54329
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: demo demo-stop test bootstrap install fmt lint
+.PHONY: demo demo-stop test bench bootstrap install fmt lint
 
 demo: bootstrap install
 	@scripts/demo.sh $(DEMO_PORT)
@@ -18,6 +19,9 @@ demo-stop:
 
 test:
 	@scripts/test.sh
+
+bench: bootstrap install
+	@scripts/bench.sh
 
 bootstrap:
 	@scripts/bootstrap.sh

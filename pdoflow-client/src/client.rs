@@ -14,7 +14,7 @@ use crate::job::{Job, JobFilter, NewJob, PriorityCount, QueueCount, JOB_COLUMNS}
 /// A connection to a database where `CREATE EXTENSION pdoflow` has run.
 pub struct Client {
     db: tokio_postgres::Client,
-    /// Statements the worker loop pipelines (see `finish_and_claim`).
+    /// The statements of a worker's loop (see `loop_statements`).
     prepared: tokio::sync::OnceCell<LoopStatements>,
 }
 
@@ -347,7 +347,8 @@ impl Client {
     /// Claims due jobs as `request` describes.
     pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedJob>> {
         let seconds = request.lease.as_secs_f64();
-        let rows = self.db.query(CLAIM_SQL, &request.params(&seconds)).await?;
+        let claim = &self.loop_statements().await?.claim;
+        let rows = self.db.query(claim, &request.params(&seconds)).await?;
         Ok(rows
             .iter()
             .map(ClaimedJob::from_row)
@@ -372,7 +373,8 @@ impl Client {
     /// Finishes many claims in one statement.
     pub async fn finish_many(&self, claims: &[(Uuid, i32, Outcome)]) -> Result<Vec<Finished>> {
         let arrays = FinishArrays::new(claims);
-        let rows = self.db.query(FINISH_SQL, &arrays.params()).await?;
+        let finish = &self.loop_statements().await?.finish;
+        let rows = self.db.query(finish, &arrays.params()).await?;
         Ok(rows
             .iter()
             .map(Finished::from_row)
@@ -387,15 +389,7 @@ impl Client {
         claims: &[(Uuid, i32, Outcome)],
         request: ClaimRequest<'_>,
     ) -> Result<(Vec<Finished>, Vec<ClaimedJob>)> {
-        let prepared = self
-            .prepared
-            .get_or_try_init(|| async {
-                Ok::<_, tokio_postgres::Error>(LoopStatements {
-                    finish: self.db.prepare(FINISH_SQL).await?,
-                    claim: self.db.prepare(CLAIM_SQL).await?,
-                })
-            })
-            .await?;
+        let prepared = self.loop_statements().await?;
         let arrays = FinishArrays::new(claims);
         let finish_params = arrays.params();
         let seconds = request.lease.as_secs_f64();
@@ -423,6 +417,20 @@ impl Client {
                 .map(ClaimedJob::from_row)
                 .collect::<Result<_, _>>()?,
         ))
+    }
+
+    /// The claim and finish statements, prepared on first use: a worker
+    /// sends them thousands of times, each then one round trip without parsing.
+    async fn loop_statements(&self) -> Result<&LoopStatements> {
+        Ok(self
+            .prepared
+            .get_or_try_init(|| async {
+                Ok::<_, tokio_postgres::Error>(LoopStatements {
+                    finish: self.db.prepare(FINISH_SQL).await?,
+                    claim: self.db.prepare(CLAIM_SQL).await?,
+                })
+            })
+            .await?)
     }
 
     /// Extends the claim's lease by `lease`; returns the new expiry.

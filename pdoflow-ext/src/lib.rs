@@ -9,6 +9,7 @@
 
 use pgrx::prelude::*;
 
+mod announce;
 mod checks;
 mod dag_document;
 mod dag_plan;
@@ -35,6 +36,7 @@ pub extern "C-unwind" fn _PG_init() {
     // Background workers can only be registered while the postmaster loads
     // shared_preload_libraries; a session loading pdoflow later gets none.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        announce::board::init();
         sweeper::register_workers();
     }
 }

@@ -7,7 +7,7 @@ use std::ffi::CString;
 
 use pgrx::datum::Interval;
 use pgrx::prelude::*;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 
 /// Base delay before the first retry of a failed job, in milliseconds.
 pub static RETRY_BACKOFF_BASE_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
@@ -21,6 +21,8 @@ pub static MAX_PAYLOAD_BYTES: GucSetting<i32> = GucSetting::<i32>::new(1_048_576
 pub static MAX_ATTEMPTS_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 /// Whether enqueueing a task needs it registered with pdoflow.register_task.
 pub static REQUIRE_REGISTERED_TASKS: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// How enqueueing announces work to LISTENing workers.
+pub static NOTIFY: GucSetting<NotifyMode> = GucSetting::<NotifyMode>::new(NotifyMode::Coalesced);
 /// The databases the background sweeper works in, comma-separated.
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
@@ -30,6 +32,21 @@ pub static SWEEP_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3_600);
 /// How long a worker may stay silent before it is marked gone, in seconds.
 pub static WORKER_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+
+/// The values of `pdoflow.notify` (see `announce`).
+#[derive(PostgresGucEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotifyMode {
+    /// After the commit, through the database's sweeper: one NOTIFY per
+    /// queue for all the transactions that committed meanwhile.
+    #[name = c"coalesced"]
+    Coalesced,
+    /// A NOTIFY in the enqueueing transaction itself.
+    #[name = c"direct"]
+    Direct,
+    /// None: workers find jobs by polling.
+    #[name = c"off"]
+    Off,
+}
 
 pub fn register() {
     GucRegistry::define_int_guc(
@@ -91,6 +108,17 @@ pub fn register() {
           against their JSON Schema either way.",
         &REQUIRE_REGISTERED_TASKS,
         GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pdoflow.notify",
+        c"How new work is announced to LISTENing workers: coalesced, direct or off.",
+        c"coalesced: after the commit, by the database's sweeper, one NOTIFY per queue for \
+          every transaction that committed meanwhile (direct where no sweeper runs); \
+          direct: a NOTIFY in the enqueueing transaction, which serialises concurrent \
+          commits; off: none, workers poll.",
+        &NOTIFY,
+        GucContext::Userset,
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(

@@ -92,7 +92,7 @@ BEGIN
                 FOR NO KEY UPDATE
             );
             IF new_state = 'queued' THEN
-                PERFORM pg_notify('pdoflow', job.queue);
+                PERFORM pdoflow._announce(job.queue);
             END IF;
             RETURN true;
         END IF;

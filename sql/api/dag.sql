@@ -105,7 +105,7 @@ BEGIN
     SELECT array_agg(DISTINCT i.queue) INTO due_queues
     FROM inserted AS i
     WHERE i.state = 'queued' AND i.run_at <= now();
-    PERFORM pg_notify('pdoflow', q) FROM unnest(due_queues) AS q;
+    PERFORM pdoflow._announce(q) FROM unnest(due_queues) AS q;
 
     RETURN QUERY
     SELECT n.name, n.id FROM unnest(plan.names, plan.ids) WITH ORDINALITY AS n(name, id, ord) ORDER BY n.ord;

@@ -109,6 +109,11 @@ DECLARE
     doomed_errors  text[];
     due_queues     text[];
 BEGIN
+    -- Most batches end jobs that nothing waits for: one probe of an index
+    -- that is empty then, instead of a search per ended job.
+    IF NOT EXISTS (SELECT FROM pdoflow.active_jobs AS c WHERE c.state = 'blocked') THEN
+        RETURN;
+    END IF;
     LOOP
         SELECT array_agg(c.id) INTO child_ids
         FROM (
@@ -173,7 +178,7 @@ BEGIN
         SELECT array_agg(DISTINCT r.queue) INTO due_queues
         FROM released AS r
         WHERE r.state = 'queued' AND r.run_at <= now();
-        PERFORM pg_notify('pdoflow', q) FROM unnest(due_queues) AS q;
+        PERFORM pdoflow._announce(q) FROM unnest(due_queues) AS q;
 
         EXIT WHEN doomed_ids IS NULL;
         SELECT array_agg(m.id), array_agg(m.state) INTO parent_ids, parent_states
@@ -196,16 +201,21 @@ $$;
 -- What a job's parents produced, for its claim: a JSON object mapping each
 -- parent that succeeded to its result. The key is the parent's DAG node name
 -- when it has one (and no other parent has the same name), else its id.
+-- (PL/pgSQL so that its plan is kept: claim calls it for every job with
+-- parents.)
 CREATE FUNCTION pdoflow._parent_results(parents uuid[])
 RETURNS jsonb
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-    SELECT coalesce(jsonb_object_agg(r.key, r.result), '{}'::jsonb)
-    FROM (
-        SELECT CASE WHEN f.node IS NULL OR count(*) OVER (PARTITION BY f.node) > 1
-                    THEN f.id::text ELSE f.node END AS key,
-               f.result
-        FROM pdoflow.finished_jobs AS f
-        WHERE f.id = ANY (parents) AND f.state = 'succeeded'
-    ) AS r
+BEGIN
+    RETURN (
+        SELECT coalesce(jsonb_object_agg(r.key, r.result), '{}'::jsonb)
+        FROM (
+            SELECT CASE WHEN f.node IS NULL OR count(*) OVER (PARTITION BY f.node) > 1
+                        THEN f.id::text ELSE f.node END AS key,
+                   f.result
+            FROM pdoflow.finished_jobs AS f
+            WHERE f.id = ANY (parents) AND f.state = 'succeeded'
+        ) AS r);
+END
 $$;

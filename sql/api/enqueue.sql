@@ -89,7 +89,7 @@ BEGIN
         VALUES (job_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.max_attempts,
                 enqueue.args, due_at, now());
         IF due_at <= now() THEN
-            PERFORM pg_notify('pdoflow', enqueue.queue);
+            PERFORM pdoflow._announce(enqueue.queue);
         END IF;
         RETURN job_id;
     END IF;
@@ -103,7 +103,7 @@ BEGIN
             enqueue.max_attempts, enqueue.args, due_at, now(), place.job_state, place.pending,
             place.parents, place.mode);
     IF place.job_state = 'queued' AND due_at <= now() THEN
-        PERFORM pg_notify('pdoflow', place.job_queue);
+        PERFORM pdoflow._announce(place.job_queue);
     END IF;
     RETURN job_id;
 END
@@ -159,7 +159,7 @@ BEGIN
            place.parents, place.mode
     FROM unnest(job_ids, enqueue_many.args) AS new(id, args);
     IF place.job_state = 'queued' AND due_at <= now() AND cardinality(job_ids) > 0 THEN
-        PERFORM pg_notify('pdoflow', place.job_queue);
+        PERFORM pdoflow._announce(place.job_queue);
     END IF;
     RETURN QUERY SELECT unnest(job_ids);
 END
@@ -226,7 +226,7 @@ BEGIN
         FROM ROWS FROM (jsonb_array_elements(enqueue_many.jobs), unnest(job_ids)) AS spec(job, id)
         RETURNING queue, run_at
     )
-    SELECT count(pg_notify('pdoflow', due.queue)) INTO notified
+    SELECT count(pdoflow._announce(due.queue)) INTO notified
     FROM (SELECT DISTINCT new.queue FROM new WHERE new.run_at <= now()) AS due;
     RETURN QUERY SELECT unnest(job_ids);
 END

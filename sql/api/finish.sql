@@ -93,7 +93,6 @@ SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    current_ids  uuid[];
     end_ids      uuid[];
     end_states   text[];
     end_errors   text[];
@@ -101,8 +100,7 @@ DECLARE
     retry_ids    uuid[];
     retry_errors text[];
     retry_states text[];
-    ended_ids    uuid[];
-    ended_states text[];
+    new_states   text[];
     due_queues   text[];
 BEGIN
     PERFORM pdoflow._check_finish_batch(finish_many.ids, finish_many.attempts,
@@ -112,33 +110,49 @@ BEGIN
     END IF;
 
     -- Lock the claims that are still current, in id order so that concurrent
-    -- batches (and the sweeper) never deadlock on each other.
-    SELECT coalesce(array_agg(j.id), '{}') INTO current_ids
-    FROM (
-        SELECT j.id
-        FROM pdoflow.active_jobs AS j
-        JOIN unnest(finish_many.ids, finish_many.attempts) AS claim(id, attempt)
-          ON claim.id = j.id AND claim.attempt = j.attempt
-        WHERE j.state = 'running'
-        ORDER BY j.id
-        FOR UPDATE OF j
-    ) AS j;
-
-    -- Locked rows cannot change under us: decide from a fresh snapshot. A
-    -- failure is retried while attempts remain, unless its posting was
-    -- cancelled; in a paused posting the retry waits for it to resume.
+    -- batches (and the sweeper) never deadlock on each other, and decide from
+    -- the locked (latest) row versions. A failure is retried while attempts
+    -- remain, unless its posting was cancelled; in a paused posting the retry
+    -- waits for it to resume.
+    --
+    -- Every row is found by one primary-key probe (the LATERAL subquery
+    -- with FOR UPDATE cannot be flattened into a join), whatever the table
+    -- statistics say: a join planned from stale statistics (say, "nothing
+    -- is running" right after an ANALYZE of a full queue) was quadratic.
     SELECT array_agg(o.id) FILTER (WHERE d.ends),
            array_agg(d.end_state) FILTER (WHERE d.ends),
            array_agg(d.end_error) FILTER (WHERE d.ends),
            array_agg(o.result) FILTER (WHERE d.ends),
            array_agg(o.id) FILTER (WHERE NOT d.ends),
            array_agg(o.error) FILTER (WHERE NOT d.ends),
-           array_agg(d.retry_state) FILTER (WHERE NOT d.ends)
-    INTO end_ids, end_states, end_errors, end_results, retry_ids, retry_errors, retry_states
-    FROM unnest(finish_many.ids, finish_many.errors, finish_many.results) AS o(id, error, result)
-    JOIN pdoflow.active_jobs AS j ON j.id = o.id
-    LEFT JOIN pdoflow.postings AS p ON p.id = j.posting
-    CROSS JOIN LATERAL (
+           array_agg(d.retry_state) FILTER (WHERE NOT d.ends),
+           -- Per claim, in input order: its new state, NULL if not current.
+           array_agg(CASE WHEN d.ends THEN d.end_state WHEN NOT d.ends THEN 'queued' END ORDER BY o.ord)
+    INTO end_ids, end_states, end_errors, end_results, retry_ids, retry_errors, retry_states, new_states
+    FROM (
+        SELECT c.id, c.attempt, c.error, c.result, c.ord
+        FROM unnest(finish_many.ids, finish_many.attempts, finish_many.errors, finish_many.results)
+             WITH ORDINALITY AS c(id, attempt, error, result, ord)
+        ORDER BY c.id
+        OFFSET 0
+    ) AS o
+    LEFT JOIN LATERAL (
+        -- By id alone: a condition on state would let the planner pick the
+        -- partial index of running jobs and filter all of them per claim
+        -- (OFFSET 0 keeps the join's conditions from being pushed in here).
+        -- The claim is current if the locked version still matches it.
+        SELECT j.attempt, j.max_attempts, j.posting, j.state
+        FROM pdoflow.active_jobs AS j
+        WHERE j.id = o.id
+        OFFSET 0
+        FOR UPDATE
+    ) AS j ON j.attempt = o.attempt AND j.state = 'running'
+    LEFT JOIN LATERAL (
+        SELECT CASE WHEN j.posting IS NOT NULL THEN
+                   (SELECT p.status FROM pdoflow.postings AS p WHERE p.id = j.posting)
+               END AS status
+    ) AS p ON true
+    LEFT JOIN LATERAL (
         SELECT o.error IS NULL OR j.attempt >= j.max_attempts OR p.status IS NOT DISTINCT FROM 'cancelled' AS ends,
                CASE WHEN o.error IS NULL THEN 'succeeded'
                     WHEN j.attempt >= j.max_attempts THEN 'failed'
@@ -147,40 +161,42 @@ BEGIN
                     THEN format('%s (not retried: posting %s was cancelled)', o.error, j.posting)
                     ELSE o.error END AS end_error,
                CASE WHEN p.status = 'paused' THEN 'paused' ELSE 'queued' END AS retry_state
-    ) AS d
-    WHERE o.id = ANY (current_ids);
+        WHERE j.attempt IS NOT NULL
+    ) AS d ON true;
 
+    -- The rows are locked: every one of them ends or is queued again.
     IF end_ids IS NOT NULL THEN
-        SELECT array_agg(e.id), array_agg(e.state) INTO ended_ids, ended_states
-        FROM pdoflow._end_jobs(end_ids, end_states, end_errors, end_results) AS e;
+        PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors, end_results);
     END IF;
     IF retry_ids IS NOT NULL THEN
-        SELECT coalesce(ended_ids, '{}') || array_agg(q.id),
-               coalesce(ended_states, '{}') || array_agg('queued'::text),
-               array_agg(DISTINCT q.queue) FILTER (WHERE q.state = 'queued' AND q.run_at <= now())
-        INTO ended_ids, ended_states, due_queues
+        SELECT array_agg(DISTINCT q.queue) FILTER (WHERE q.state = 'queued' AND q.run_at <= now())
+        INTO due_queues
         FROM pdoflow._requeue(retry_ids, retry_errors, retry_states) AS q;
     END IF;
 
     -- Retries due at once (pdoflow.retry_backoff_base = 0) wake idle workers.
-    PERFORM pg_notify('pdoflow', q) FROM unnest(due_queues) AS q;
+    PERFORM pdoflow._announce(q) FROM unnest(due_queues) AS q;
 
-    -- Claims that were not current say why; the lookup runs for those only.
+    -- Claims that were not current say why. CASE evaluates the lookup for
+    -- those rows only (a lateral join would run it for every claim).
     RETURN QUERY
-    SELECT claim.id, claim.attempt, coalesce(done.state, problem.state),
-           CASE WHEN done.id IS NULL THEN
-               -- No problem found means the claim became current after step 1
-               -- (someone finished it before it existed); it was still not finished.
-               coalesce(problem.message, format('claim (job %s, attempt %s) is not current', claim.id, claim.attempt))
+    SELECT r.id, r.attempt, coalesce(r.new_state, r.problem[1]),
+           CASE WHEN r.new_state IS NULL THEN
+               -- No problem found means the claim became current after the
+               -- lock (someone finished it before it existed); it was still
+               -- not finished.
+               coalesce(r.problem[2], format('claim (job %s, attempt %s) is not current', r.id, r.attempt))
            END
-    FROM unnest(finish_many.ids, finish_many.attempts) WITH ORDINALITY AS claim(id, attempt, ord)
-    LEFT JOIN unnest(ended_ids, ended_states) AS done(id, state) ON done.id = claim.id
-    LEFT JOIN LATERAL (
-        SELECT p.state, p.message
-        FROM pdoflow._claim_problem(claim.id, claim.attempt) AS p
-        WHERE done.id IS NULL
-    ) AS problem ON true
-    ORDER BY claim.ord;
+    FROM (
+        SELECT claim.id, claim.attempt, claim.ord, claim.new_state,
+               CASE WHEN claim.new_state IS NULL THEN
+                   (SELECT ARRAY[p.state, p.message] FROM pdoflow._claim_problem(claim.id, claim.attempt) AS p LIMIT 1)
+               END AS problem
+        FROM unnest(finish_many.ids, finish_many.attempts, new_states)
+             WITH ORDINALITY AS claim(id, attempt, new_state, ord)
+        OFFSET 0  -- one lookup per row, not one per use of problem
+    ) AS r
+    ORDER BY r.ord;
 END
 $$;
 

@@ -18,19 +18,21 @@ BEGIN
         SELECT o.id, o.state, o.error, o.result
         FROM unnest(ids, states, errors, results) AS o(id, state, error, result)
     ), ended AS (
+        -- By primary key: a join with the outcomes may be planned as a hash
+        -- of the whole table when the batch is large.
         DELETE FROM pdoflow.active_jobs AS j
-        USING outcome AS o
-        WHERE j.id = o.id
-        RETURNING j.*, o.state AS new_state, o.error AS new_error, o.result AS new_result
+        WHERE j.id = ANY (ids)
+        RETURNING j.*
     ), archived AS (
         INSERT INTO pdoflow.finished_jobs (id, posting, run_at, created_at, started_at, finished_at,
                                            priority, attempt, max_attempts, state, queue, task, worker,
                                            dependency_mode, node, last_error, depends_on, args, result)
         SELECT e.id, e.posting, e.run_at, e.created_at, e.started_at, now(),
-               e.priority, e.attempt, e.max_attempts, e.new_state, e.queue, e.task, e.worker,
-               e.dependency_mode, e.node, coalesce(e.new_error, e.last_error), e.depends_on, e.args,
-               e.new_result
+               e.priority, e.attempt, e.max_attempts, o.state, e.queue, e.task, e.worker,
+               e.dependency_mode, e.node, coalesce(o.error, e.last_error), e.depends_on, e.args,
+               o.result
         FROM ended AS e
+        JOIN outcome AS o ON o.id = e.id
         RETURNING finished_jobs.id, finished_jobs.state
     )
     SELECT a.id, a.state::text FROM archived AS a;

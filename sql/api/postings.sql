@@ -125,7 +125,7 @@ BEGIN
                     SELECT array_agg(DISTINCT r.queue) INTO resumed
                     FROM resumed_jobs AS r
                     WHERE r.run_at <= now();
-                    PERFORM pg_notify('pdoflow', q) FROM unnest(resumed) AS q;
+                    PERFORM pdoflow._announce(q) FROM unnest(resumed) AS q;
                 ELSE
                     PERFORM pdoflow._end_jobs(
                         array_agg(j.id),

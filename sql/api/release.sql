@@ -43,7 +43,7 @@ BEGIN
         lease_expires_at = NULL
     WHERE j.id = release.id;
     IF posting_state IS DISTINCT FROM 'paused' THEN
-        PERFORM pg_notify('pdoflow', job_queue);
+        PERFORM pdoflow._announce(job_queue);
     END IF;
     RETURN true;
 END

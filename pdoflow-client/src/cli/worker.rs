@@ -21,7 +21,7 @@ pub struct WorkerArgs {
     #[arg(long, value_delimiter = ',', env = "PDOFLOW_TASKS")]
     pub tasks: Option<Vec<String>>,
     /// Jobs run at once.
-    #[arg(long, default_value_t = 10, env = "PDOFLOW_CONCURRENCY")]
+    #[arg(long, default_value_t = 100, env = "PDOFLOW_CONCURRENCY")]
     pub concurrency: usize,
     /// Exit once no job is available or running in the queues.
     #[arg(long)]

@@ -2,17 +2,21 @@
 //! `concurrency` of them at once, finishes them in batches, and keeps going
 //! through handler panics, timeouts and lost connections.
 //!
-//! One loop owns the database connection; handlers run in tasks of their own
-//! and report back on a channel. Each turn of the loop: reconnect if needed,
-//! finish what ended, heartbeat claims whose lease is a third gone, claim as
-//! many jobs as there are free slots, then sleep until a job ends, pdoflow
-//! announces work (LISTEN), a heartbeat is due or the poll interval passes.
+//! One loop owns the claiming connection; handlers run in tasks of their own
+//! and report back on a channel. The loop hands each outcome to the finisher
+//! (`finisher.rs`), which stores them in batches on a second connection, so
+//! that a busy worker's claim and finish commits overlap. Each turn of the
+//! loop: reconnect if needed, heartbeat claims whose lease is a third gone,
+//! claim as many jobs as there are free slots, then sleep until a job ends,
+//! pdoflow announces work (LISTEN), a heartbeat is due or the poll interval
+//! passes.
 //!
 //! Shutdown (the future given to `run` completes): stop claiming, let running
 //! jobs finish within `shutdown_grace`, then abort the rest and release their
 //! claims so other workers can take them at once.
 
 mod execution;
+mod finisher;
 mod listener;
 mod single;
 
@@ -29,11 +33,12 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
-use crate::client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome, SweepReport};
+use crate::client::{ClaimRequest, ClaimedJob, Client, SweepReport};
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::task::TaskRegistry;
 use execution::Done;
+use finisher::Finisher;
 
 /// How a worker runs. `Default` gives the documented defaults.
 #[derive(Clone, Debug)]
@@ -45,7 +50,7 @@ pub struct WorkerConfig {
     /// The tasks to claim; `None`: every task (jobs of tasks without a
     /// handler here then fail). Each must be registered.
     pub tasks: Option<Vec<String>>,
-    /// Jobs run at once (default 10).
+    /// Jobs run at once (default 100).
     pub concurrency: usize,
     /// Lease of each claim (default 60 s); renewed while the job runs.
     pub lease: Duration,
@@ -85,7 +90,7 @@ impl Default for WorkerConfig {
             name: default_worker_name(),
             queues: None,
             tasks: None,
-            concurrency: 10,
+            concurrency: 100,
             lease: Duration::from_secs(60),
             job_timeout: Some(Duration::from_secs(30 * 60)),
             poll_interval: Duration::from_secs(5),
@@ -253,7 +258,7 @@ impl Worker {
             db: Some(first),
             claim_batch,
             running: HashMap::new(),
-            finished: Vec::new(),
+            finisher: Finisher::start(self.settings.config.clone(), claim_batch as usize),
             report: WorkerReport::default(),
             done: mpsc::unbounded_channel(),
             wake,
@@ -262,7 +267,19 @@ impl Worker {
         };
         let outcome = state.run(shutdown).await;
         listener.abort();
-        outcome
+        // Store what ended; within the grace when stopping, else briefly (a
+        // fatal error: the database is unusable anyway).
+        let within = match outcome {
+            Ok(_) => self.config.shutdown_grace.max(Duration::from_secs(5)),
+            Err(_) => Duration::from_secs(1),
+        };
+        state.finisher.close(within).await;
+        let (succeeded, failed) = state.finisher.counts();
+        outcome.map(|report| WorkerReport {
+            succeeded,
+            failed,
+            ..report
+        })
     }
 }
 
@@ -290,8 +307,8 @@ struct Loop<'a> {
     db: Option<Client>,
     claim_batch: i32,
     running: HashMap<Uuid, Running>,
-    /// Jobs that ended and still need their finish.
-    finished: Vec<(Uuid, i32, Outcome)>,
+    /// Stores the outcomes of the jobs that ended.
+    finisher: Finisher,
     report: WorkerReport,
     done: (mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>),
     wake: Arc<Notify>,
@@ -311,7 +328,7 @@ impl Loop<'_> {
                 // No database to hand claims back to: their leases will expire.
                 self.abort_all();
                 tracing::warn!(
-                    unfinished = self.finished.len(),
+                    running = self.running.len(),
                     "stopping without the database; unfinished claims will be taken back when their leases expire"
                 );
                 return Ok(self.report.clone());
@@ -357,7 +374,7 @@ impl Loop<'_> {
                 }
             }
             if self.stopping_since.is_some() {
-                if self.running.is_empty() && self.finished.is_empty() {
+                if self.running.is_empty() {
                     return Ok(self.report.clone());
                 }
                 if self.grace_over() {
@@ -368,7 +385,7 @@ impl Loop<'_> {
             if config.burst
                 && self.stopping_since.is_none()
                 && self.running.is_empty()
-                && self.finished.is_empty()
+                && self.finisher.pending() == 0
             {
                 if let Some(db) = self.db.as_ref() {
                     match db
@@ -418,9 +435,14 @@ impl Loop<'_> {
         shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
         shutdown_seen: &mut bool,
     ) {
+        // Outcomes waiting to be stored matter when they hold up claiming
+        // (too many) or the end of a burst (any).
+        let await_finisher = self.finisher_full()
+            || (self.worker.config.burst && self.running.is_empty() && self.finisher.pending() > 0);
         tokio::select! {
             Some(done) = self.done.1.recv() => self.record(done),
             () = self.wake.notified() => {}
+            () = self.finisher.progressed(), if await_finisher => {}
             () = tokio::time::sleep_until(until) => {}
             () = shutdown.as_mut(), if !*shutdown_seen => {
                 *shutdown_seen = true;
@@ -431,6 +453,13 @@ impl Loop<'_> {
         }
         // Collect everything else that ended meanwhile, to finish in one batch.
         self.collect_ended();
+    }
+
+    /// Too many outcomes wait to be stored: claim no more until the
+    /// finisher catches up (a slow or unreachable database).
+    fn finisher_full(&self) -> bool {
+        self.finisher.pending()
+            >= (self.claim_batch as usize).max(self.worker.config.concurrency) * 2
     }
 
     fn collect_ended(&mut self) {
@@ -448,22 +477,15 @@ impl Loop<'_> {
             .is_some_and(|job| job.attempt == done.attempt);
         if current {
             self.running.remove(&done.id);
-            self.finished.push((done.id, done.attempt, done.outcome));
+            self.finisher.send((done.id, done.attempt, done.outcome));
         }
     }
 
-    /// One turn: heartbeat, finish, claim. Finishing and claiming share one
-    /// transaction when both are due (one commit instead of two); if that
-    /// fails they are done apart, so that one refused outcome is isolated.
+    /// One turn: heartbeat, sweep, claim.
     async fn turn(&mut self) -> Result<()> {
         self.heartbeat_due().await?;
         self.sweep_if_due().await?;
-        let claiming = self.stopping_since.is_none() && self.free_slots() > 0;
-        if claiming && !self.finished.is_empty() && self.finish_and_claim().await? {
-            return Ok(());
-        }
-        self.finish_ended().await?;
-        if claiming {
+        if self.stopping_since.is_none() && self.free_slots() > 0 && !self.finisher_full() {
             self.claim_free_slots().await?;
         }
         Ok(())
@@ -521,115 +543,6 @@ impl Loop<'_> {
             tasks: config.tasks.as_deref(),
             worker: &config.name,
             lease: config.lease,
-        }
-    }
-
-    /// Finishes the ended jobs and claims new ones in one transaction; false
-    /// (with nothing changed) if the database refused it for a reason other
-    /// than a lost connection.
-    async fn finish_and_claim(&mut self) -> Result<bool> {
-        let Some(db) = self.db.as_ref() else {
-            return Ok(false);
-        };
-        match db
-            .finish_and_claim(&self.finished, self.claim_request())
-            .await
-        {
-            Ok((results, claimed)) => {
-                let batch = std::mem::take(&mut self.finished);
-                for (finished, (_, _, outcome)) in results.iter().zip(&batch) {
-                    self.report_finish(finished, outcome);
-                }
-                for job in claimed {
-                    self.start(job);
-                }
-                Ok(true)
-            }
-            Err(error) if error.is_connection_lost() || is_fatal(&error) => Err(error),
-            Err(error) => {
-                tracing::debug!(%error, "finish and claim together failed; doing them apart");
-                Ok(false)
-            }
-        }
-    }
-
-    /// Finishes the jobs that ended, in one statement. If the batch is refused
-    /// (not for a lost connection), finishes them one by one, so that one
-    /// outcome the database cannot store does not hold back the others.
-    async fn finish_ended(&mut self) -> Result<()> {
-        let Some(db) = self.db.as_ref() else {
-            return Ok(());
-        };
-        if self.finished.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.finished);
-        match db.finish_many(&batch).await {
-            Ok(results) => {
-                for (finished, (_, _, outcome)) in results.iter().zip(&batch) {
-                    self.report_finish(finished, outcome);
-                }
-                Ok(())
-            }
-            Err(error) if error.is_connection_lost() || is_fatal(&error) => {
-                self.finished = batch;
-                Err(error)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "finishing a batch failed; finishing one by one");
-                for claim in batch {
-                    self.finish_alone(claim).await?;
-                }
-                Ok(())
-            }
-        }
-    }
-
-    async fn finish_alone(&mut self, claim: (Uuid, i32, Outcome)) -> Result<()> {
-        let Some(db) = self.db.as_ref() else {
-            self.finished.push(claim);
-            return Ok(());
-        };
-        match db.finish_many(std::slice::from_ref(&claim)).await {
-            Ok(results) => {
-                if let Some(finished) = results.first() {
-                    self.report_finish(finished, &claim.2);
-                }
-                Ok(())
-            }
-            Err(error) if error.is_connection_lost() || is_fatal(&error) => {
-                self.finished.push(claim);
-                Err(error)
-            }
-            Err(error) => {
-                // Store the failure to store instead: the job still ends.
-                let (id, attempt, _) = claim;
-                let replacement = (
-                    id,
-                    attempt,
-                    Err(format!("the job's outcome could not be stored: {error}")),
-                );
-                let results = db.finish_many(std::slice::from_ref(&replacement)).await?;
-                if let Some(finished) = results.first() {
-                    self.report_finish(finished, &replacement.2);
-                }
-                Ok(())
-            }
-        }
-    }
-
-    fn report_finish(&mut self, finished: &Finished, outcome: &Outcome) {
-        match (&finished.rejected, outcome) {
-            (Some(reason), _) => tracing::warn!(job = %finished.id, %reason, "finish rejected"),
-            (None, Ok(_)) => {
-                self.report.succeeded += 1;
-                tracing::debug!(job = %finished.id, "succeeded");
-            }
-            (None, Err(error)) => {
-                self.report.failed += 1;
-                tracing::warn!(job = %finished.id, attempt = finished.attempt,
-                               state = finished.state.as_deref().unwrap_or("?"), %error, "job failed");
-            }
         }
     }
 
@@ -713,9 +626,6 @@ impl Loop<'_> {
         // abort still reports, and is finished rather than released.
         tokio::time::sleep(Duration::from_millis(100)).await;
         self.collect_ended();
-        if let Err(error) = self.finish_ended().await {
-            tracing::warn!(%error, "could not finish the last jobs; their leases will expire");
-        }
         let running: Vec<(Uuid, Running)> = self.running.drain().collect();
         for (id, job) in running {
             let released = match self.db.as_ref() {

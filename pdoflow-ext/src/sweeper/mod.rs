@@ -11,6 +11,7 @@
 //!   `RESTART_DELAY`.
 //! * In a database without the extension it idles, checking every round.
 
+mod announcements;
 mod round;
 mod transaction;
 
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder};
 use pgrx::prelude::*;
 
-use crate::settings;
+use crate::{announce, settings};
 use round::Sweeper;
 
 /// What `pg_stat_activity.backend_type` shows for the sweeper processes.
@@ -88,6 +89,9 @@ pub extern "C-unwind" fn pdoflow_sweeper_main(_arg: pg_sys::Datum) {
     let database = BackgroundWorker::get_extra().to_owned();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
     configure_session();
+    if !announce::board::register_notifier() {
+        log!("pdoflow sweeper of \"{database}\": no room on the announcement board; enqueues in this database notify directly");
+    }
 
     let mut sweeper = Sweeper::new(database);
     loop {
@@ -136,7 +140,8 @@ fn reload_configuration_if_asked() {
 
 /// Sleeps for `pdoflow.sweep_interval`. A SIGHUP ends the sleep at once (the
 /// interval may have changed), SIGTERM ends the process, and so does the
-/// postmaster's death; other wake-ups go back to sleep.
+/// postmaster's death; a committed enqueue's wake-up is answered with its
+/// announcements; other wake-ups go back to sleep.
 fn wait_for_next_round() {
     // Statistics of a background worker reach the cumulative statistics (and
     // so autovacuum) only when reported: the main loop of an ordinary backend
@@ -159,6 +164,10 @@ fn wait_for_next_round() {
             pg_sys::ResetLatch(pg_sys::MyLatch);
         }
         pg_sys::check_for_interrupts!();
+        // Committed enqueues set the latch to have their queues announced.
+        if let Some(pending) = announce::board::take() {
+            announcements::send(pending);
+        }
         if unsafe { pg_sys::ConfigReloadPending } != 0 {
             return;
         }

@@ -1,0 +1,135 @@
+//! `latency`: how long a job waits between its enqueue's commit and its
+//! handler's start, at a steady rate, with an idle worker woken by
+//! LISTEN/NOTIFY (its poll interval is far longer than any figure here).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use pdoflow_client::config::ConnectionSettings;
+use pdoflow_client::{JobContext, Task, TaskError, TaskRegistry, Worker, WorkerConfig};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db;
+use crate::report;
+use crate::Bench;
+
+const QUEUE: &str = "latency";
+
+/// Records when each job's handler started.
+struct Stamp(Arc<Mutex<HashMap<Uuid, Instant>>>);
+
+impl Task for Stamp {
+    const NAME: &'static str = "bench_latency";
+    type Args = Value;
+    type Output = Value;
+
+    async fn run(&self, _args: Value, job: JobContext) -> Result<Value, TaskError> {
+        let now = Instant::now();
+        if let Ok(mut started) = self.0.lock() {
+            started.insert(job.id, now);
+        }
+        Ok(Value::Null)
+    }
+}
+
+pub async fn run(bench: &Bench) -> Result<()> {
+    let rate = bench.latency_rate;
+    report::scenario(
+        "latency",
+        &format!(
+            "enqueue committed -> handler started, {rate} jobs/s for {}, one idle pdoflow worker (defaults) woken by NOTIFY",
+            humantime::format_duration(bench.duration)
+        ),
+    );
+    for mode in ["coalesced", "direct"] {
+        let samples = measure(bench, mode).await?;
+        let jobs = samples.len();
+        report::figure(
+            &format!("pdoflow.notify = {mode}: {jobs} jobs"),
+            format!(
+                "p50 {}  p90 {}  p99 {}  max {}",
+                report::millis(report::percentile(&samples, 50.0)),
+                report::millis(report::percentile(&samples, 90.0)),
+                report::millis(report::percentile(&samples, 99.0)),
+                report::millis(samples.last().copied().unwrap_or_default()),
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Enqueues at the steady rate with `mode` notifications; returns the sorted
+/// latencies.
+async fn measure(bench: &Bench, mode: &str) -> Result<Vec<Duration>> {
+    let db = db::connect(&bench.url).await?;
+    db::reset(&db).await?;
+    let started = Arc::new(Mutex::new(HashMap::new()));
+    let mut registry = TaskRegistry::new();
+    registry.register(Stamp(started.clone()))?;
+    let settings = ConnectionSettings {
+        config: bench.url.parse().context("parsing the database URL")?,
+        source: "pdoflow-bench".into(),
+    };
+    let config = WorkerConfig {
+        name: "bench-latency".into(),
+        queues: Some(vec![QUEUE.into()]),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::new(settings, registry, config)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    // Let the worker connect and LISTEN before the clock starts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    db.batch_execute(&format!("SET pdoflow.notify = '{mode}'"))
+        .await?;
+    let enqueue = db
+        .prepare(&format!(
+            "SELECT pdoflow.enqueue('bench_latency', '{{}}', queue => '{QUEUE}')"
+        ))
+        .await?;
+    let mut committed = HashMap::new();
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / bench.latency_rate));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let until = Instant::now() + bench.duration;
+    while Instant::now() < until {
+        ticks.tick().await;
+        let id: Uuid = db.query_one(&enqueue, &[]).await?.get(0);
+        committed.insert(id, Instant::now());
+    }
+    // Give the last jobs time to start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while started.lock().map_or(0, |started| started.len()) < committed.len()
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    running.await.context("the latency worker panicked")??;
+
+    let started = started
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the latency records were poisoned"))?;
+    let mut samples: Vec<Duration> = committed
+        .iter()
+        .filter_map(|(id, at)| {
+            started
+                .get(id)
+                .map(|start| start.saturating_duration_since(*at))
+        })
+        .collect();
+    if samples.len() < committed.len() {
+        anyhow::bail!(
+            "only {} of {} jobs started within 10 s of the last enqueue",
+            samples.len(),
+            committed.len()
+        );
+    }
+    samples.sort();
+    Ok(samples)
+}

@@ -1,0 +1,175 @@
+//! pdoflow-bench: the performance figures of docs/benchmarks.md, one
+//! subcommand per scenario, each printing its figures, the settings it ran
+//! with and, where one applies, the ratio to the plain-SQL ceiling measured
+//! on the same cluster in the same run. `make bench` runs `all` on a tuned
+//! throwaway cluster. It empties pdoflow's tables: never point it at a
+//! database whose jobs matter.
+
+mod claim;
+mod dag;
+mod db;
+mod drain;
+mod enqueue;
+mod latency;
+mod memory;
+mod raw;
+mod report;
+mod sustained;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pdoflow-bench",
+    about = "Benchmarks pdoflow against the plain-SQL ceiling"
+)]
+struct Cli {
+    /// The database to benchmark in. Its pdoflow tables are emptied.
+    #[arg(long, env = "PDOFLOW_BENCH_DATABASE_URL")]
+    database_url: String,
+    /// Length of each timed run (enqueue, claim, raw, latency).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Connections of the concurrent scenarios.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Jobs of the drain scenario.
+    #[arg(long, default_value_t = 100_000)]
+    drain_jobs: u64,
+    /// Jobs of the sustained scenario.
+    #[arg(long, default_value_t = 2_000_000)]
+    sustained_jobs: u64,
+    /// How long the sustained scenario's idle transaction stays open.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    idle_hold: Duration,
+    /// Jobs per second of the latency scenario.
+    #[arg(long, default_value_t = 200.0)]
+    latency_rate: f64,
+    /// The pdoflow-run binary (default: next to this one).
+    #[arg(long)]
+    pdoflow_run: Option<PathBuf>,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
+enum Scenario {
+    /// Every scenario below, in this order.
+    All,
+    /// The plain-SQL ceiling: INSERT, bulk INSERT, SKIP LOCKED claim + DELETE.
+    Raw,
+    /// enqueue_many of 100,000 jobs in one statement.
+    Bulk,
+    /// One enqueue per transaction from --clients connections, per notify mode.
+    Enqueue,
+    /// claim(10) + finish_many through SQL from --clients connections.
+    Claim,
+    /// --drain-jobs queued jobs worked by pdoflow-run worker --burst.
+    Drain,
+    /// Enqueue-commit to handler-start latency at --latency-rate jobs/s.
+    Latency,
+    /// submit_dag of 1000-node DAGs.
+    Dag,
+    /// pdoflow-run's resident memory at concurrency 100.
+    Memory,
+    /// --sustained-jobs through enqueue, work and finish, then again with a
+    /// session idle in transaction for --idle-hold.
+    Sustained,
+}
+
+/// What every scenario needs to know.
+pub struct Bench {
+    pub url: String,
+    pub duration: Duration,
+    pub clients: usize,
+    pub drain_jobs: u64,
+    pub sustained_jobs: u64,
+    pub latency_rate: f64,
+    pub pdoflow_run: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_setup();
+    let cli = Cli::parse();
+    if cli.clients == 0 || cli.latency_rate <= 0.0 || cli.drain_jobs == 0 || cli.sustained_jobs < 10
+    {
+        bail!("--clients, --latency-rate and --drain-jobs must be positive, --sustained-jobs at least 10");
+    }
+    let pdoflow_run = match cli.pdoflow_run {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("locating this program")?
+            .with_file_name("pdoflow-run"),
+    };
+    let bench = Bench {
+        url: cli.database_url,
+        duration: cli.duration,
+        clients: cli.clients,
+        drain_jobs: cli.drain_jobs,
+        sustained_jobs: cli.sustained_jobs,
+        latency_rate: cli.latency_rate,
+        pdoflow_run,
+    };
+    let command: Vec<String> = std::env::args()
+        .map(|argument| match argument.starts_with("postgres") {
+            true => "URL".to_owned(),
+            false => argument,
+        })
+        .collect();
+    let setup = db::connect(&bench.url).await?;
+    db::prepare(&setup).await?;
+    report::settings(&setup, &command.join(" ")).await?;
+
+    let mut ceilings = raw::Ceilings::default();
+    let every = [
+        Scenario::Raw,
+        Scenario::Bulk,
+        Scenario::Enqueue,
+        Scenario::Claim,
+        Scenario::Drain,
+        Scenario::Latency,
+        Scenario::Dag,
+        Scenario::Memory,
+        Scenario::Sustained,
+    ];
+    let chosen = match cli.scenario {
+        Scenario::All => every.to_vec(),
+        one => vec![one],
+    };
+    for scenario in chosen {
+        match scenario {
+            Scenario::All => {}
+            Scenario::Raw => raw::run(&bench, &mut ceilings).await?,
+            Scenario::Bulk => enqueue::bulk(&bench, &mut ceilings).await?,
+            Scenario::Enqueue => enqueue::single(&bench, &mut ceilings).await?,
+            Scenario::Claim => claim::run(&bench, &mut ceilings).await?,
+            Scenario::Drain => drain::run(&bench, &mut ceilings).await?,
+            Scenario::Latency => latency::run(&bench).await?,
+            Scenario::Dag => dag::run(&bench).await?,
+            Scenario::Memory => memory::run(&bench).await?,
+            Scenario::Sustained => {
+                sustained::run(&bench, None).await?;
+                let idle = sustained::IdleTransaction {
+                    at: 0.3,
+                    hold: cli.idle_hold,
+                };
+                sustained::run(&bench, Some(idle)).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Warnings from the in-process workers go to stderr; figures to stdout.
+fn tracing_setup() {
+    let filter = std::env::var("PDOFLOW_BENCH_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,230 @@
+//! The finisher: stores the outcomes of ended jobs on a connection of its
+//! own, so that finishing never holds up claiming and the two commits of a
+//! busy worker overlap instead of queueing behind each other.
+//!
+//! Batches form by themselves: while one `finish_many` commits, the jobs that
+//! end meanwhile wait, and the next call takes them all (up to the batch
+//! limit). An idle worker's lone job is finished at once. A refused batch is
+//! finished one claim at a time, so that one outcome the database cannot
+//! store (an oversized result, say) does not hold back the others.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinHandle;
+use tokio_postgres::Config;
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::client::{Client, Finished, Outcome};
+use crate::error::Result;
+
+/// A job that ended: its claim and what it gave.
+pub(super) type Ended = (Uuid, i32, Outcome);
+
+/// What the finisher and the worker loop share.
+#[derive(Default)]
+struct Shared {
+    /// Outcomes handed over and not yet stored.
+    pending: AtomicUsize,
+    /// Signalled after every stored batch.
+    progress: Notify,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The handle the worker loop holds.
+pub(super) struct Finisher {
+    sender: Option<mpsc::UnboundedSender<Ended>>,
+    shared: Arc<Shared>,
+    task: JoinHandle<()>,
+}
+
+impl Finisher {
+    /// Starts finishing on connections made with `config`, up to `batch`
+    /// claims per call.
+    pub fn start(config: Config, batch: usize) -> Finisher {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let task = tokio::spawn(run(config, receiver, shared.clone(), batch.max(1)));
+        Finisher {
+            sender: Some(sender),
+            shared,
+            task,
+        }
+    }
+
+    /// Hands over an ended job's outcome.
+    pub fn send(&self, ended: Ended) {
+        if let Some(sender) = &self.sender {
+            self.shared.pending.fetch_add(1, Ordering::SeqCst);
+            if sender.send(ended).is_err() {
+                self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+                tracing::error!("the finisher stopped; the job's lease will expire");
+            }
+        }
+    }
+
+    /// Outcomes not yet stored.
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    /// Completes after the next stored batch.
+    pub async fn progressed(&self) {
+        self.shared.progress.notified().await;
+    }
+
+    /// (succeeded, failed) stored so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.shared.succeeded.load(Ordering::Relaxed),
+            self.shared.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Stores what is pending, waiting at most `within`; what is left then
+    /// is abandoned (those leases expire and the jobs run again).
+    pub async fn close(&mut self, within: Duration) {
+        self.sender = None;
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            self.task.abort();
+            let left = self.pending();
+            if left > 0 {
+                tracing::warn!(
+                    unfinished = left,
+                    "could not store every outcome in time; those claims will be taken back when their leases expire"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for Finisher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The finisher's loop: until the worker closes the channel and every
+/// outcome handed over is stored.
+async fn run(
+    config: Config,
+    mut receiver: mpsc::UnboundedReceiver<Ended>,
+    shared: Arc<Shared>,
+    batch_limit: usize,
+) {
+    let mut db: Option<Client> = None;
+    let mut batch: Vec<Ended> = Vec::new();
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
+    loop {
+        if batch.is_empty() {
+            match receiver.recv().await {
+                Some(ended) => batch.push(ended),
+                None => return,
+            }
+        }
+        while batch.len() < batch_limit {
+            match receiver.try_recv() {
+                Ok(ended) => batch.push(ended),
+                Err(_) => break,
+            }
+        }
+        if db.as_ref().is_none_or(Client::is_closed) {
+            match Client::connect_with(&config).await {
+                Ok(client) => db = Some(client),
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(%error, retry_in = ?delay, "the finisher cannot reach the database");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            }
+        }
+        let Some(client) = db.as_ref() else {
+            continue;
+        };
+        match store(client, &batch, &shared).await {
+            Ok(()) => {
+                backoff.reset();
+                shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+                batch.clear();
+                shared.progress.notify_one();
+            }
+            Err(error) => {
+                // The connection is gone (or the database refuses even one
+                // claim at a time): keep the batch and try again.
+                let delay = backoff.next_delay();
+                tracing::warn!(%error, retry_in = ?delay, "finishing failed");
+                if error.is_connection_lost() {
+                    db = None;
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Finishes `batch` in one statement; if the database refuses it (not for a
+/// lost connection), finishes the claims one by one.
+async fn store(db: &Client, batch: &[Ended], shared: &Shared) -> Result<()> {
+    match db.finish_many(batch).await {
+        Ok(results) => {
+            for (finished, (_, _, outcome)) in results.iter().zip(batch) {
+                count(shared, finished, outcome);
+            }
+            Ok(())
+        }
+        Err(error) if error.is_connection_lost() => Err(error),
+        Err(error) => {
+            tracing::warn!(%error, "finishing a batch failed; finishing one by one");
+            for claim in batch {
+                store_alone(db, claim, shared).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn store_alone(db: &Client, claim: &Ended, shared: &Shared) -> Result<()> {
+    match db.finish_many(std::slice::from_ref(claim)).await {
+        Ok(results) => {
+            if let Some(finished) = results.first() {
+                count(shared, finished, &claim.2);
+            }
+            Ok(())
+        }
+        Err(error) if error.is_connection_lost() => Err(error),
+        Err(error) => {
+            // Store the failure to store instead: the job still ends.
+            let (id, attempt, _) = claim;
+            let replacement = (
+                *id,
+                *attempt,
+                Err(format!("the job's outcome could not be stored: {error}")),
+            );
+            let results = db.finish_many(std::slice::from_ref(&replacement)).await?;
+            if let Some(finished) = results.first() {
+                count(shared, finished, &replacement.2);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn count(shared: &Shared, finished: &Finished, outcome: &Outcome) {
+    match (&finished.rejected, outcome) {
+        (Some(reason), _) => tracing::warn!(job = %finished.id, %reason, "finish rejected"),
+        (None, Ok(_)) => {
+            shared.succeeded.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(job = %finished.id, "succeeded");
+        }
+        (None, Err(error)) => {
+            shared.failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(job = %finished.id, attempt = finished.attempt,
+                           state = finished.state.as_deref().unwrap_or("?"), %error, "job failed");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The announcement board: shared memory where committing sessions leave the
+//! queues that got work, for the sweeper of their database to announce.
+//!
+//! One slot per database with a sweeper. A slot holds a small set of queue
+//! names; when more distinct queues pile up between two wake-ups than fit,
+//! the slot notes an overflow and the sweeper announces every queue that has
+//! work instead. Only usable when pdoflow is in shared_preload_libraries.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::prelude::*;
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+
+/// Databases with a sweeper that can coalesce announcements.
+const SLOTS: usize = 32;
+/// Distinct queues remembered per database between two wake-ups.
+const QUEUES: usize = 32;
+/// Longest queue name (bytes) kept on the board; longer names are announced
+/// by the committing session itself.
+pub const QUEUE_NAME_MAX: usize = 63;
+
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The database's oid; 0 for a slot never used.
+    database: u32,
+    /// The sweeper's PGPROC number; -1 while no sweeper runs.
+    procno: i32,
+    count: u8,
+    overflow: bool,
+    lengths: [u8; QUEUES],
+    names: [[u8; QUEUE_NAME_MAX]; QUEUES],
+}
+
+impl Slot {
+    const EMPTY: Slot = Slot {
+        database: 0,
+        procno: -1,
+        count: 0,
+        overflow: false,
+        lengths: [0; QUEUES],
+        names: [[0; QUEUE_NAME_MAX]; QUEUES],
+    };
+
+    fn name(&self, index: usize) -> &[u8] {
+        &self.names[index][..usize::from(self.lengths[index])]
+    }
+
+    fn add(&mut self, queue: &str) {
+        let bytes = queue.as_bytes();
+        let count = usize::from(self.count);
+        if (0..count).any(|index| self.name(index) == bytes) {
+            return;
+        }
+        if count == QUEUES || bytes.len() > QUEUE_NAME_MAX {
+            self.overflow = true;
+            return;
+        }
+        self.names[count][..bytes.len()].copy_from_slice(bytes);
+        self.lengths[count] = bytes.len() as u8;
+        self.count += 1;
+    }
+}
+
+#[derive(Clone, Copy)]
+pub struct Board {
+    slots: [Slot; SLOTS],
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            slots: [Slot::EMPTY; SLOTS],
+        }
+    }
+}
+
+// SAFETY: plain data without pointers, the same in every process.
+unsafe impl PGRXSharedMemory for Board {}
+
+static BOARD: PgLwLock<Board> = unsafe { PgLwLock::new(c"pdoflow_announcements") };
+/// Set in the postmaster when the board was requested; backends inherit it.
+static READY: AtomicBool = AtomicBool::new(false);
+
+/// Requests the board's shared memory; only while the postmaster loads
+/// shared_preload_libraries.
+pub fn init() {
+    pg_shmem_init!(BOARD);
+    READY.store(true, Ordering::Relaxed);
+}
+
+fn my_database() -> u32 {
+    unsafe { pg_sys::MyDatabaseId }.to_u32()
+}
+
+fn my_procno() -> i32 {
+    unsafe { (*pg_sys::MyProc).pgprocno }
+}
+
+/// What a sweeper takes off the board.
+pub struct Pending {
+    pub queues: Vec<String>,
+    /// More queues got work than the board could hold: announce them all.
+    pub overflow: bool,
+}
+
+/// The calling sweeper takes the announcements of its database from now on.
+/// False when every slot is taken (committing sessions then announce
+/// themselves).
+pub fn register_notifier() -> bool {
+    if !READY.load(Ordering::Relaxed) {
+        return false;
+    }
+    let database = my_database();
+    let mut board = BOARD.exclusive();
+    let index = board
+        .slots
+        .iter()
+        .position(|slot| slot.database == database)
+        .or_else(|| board.slots.iter().position(|slot| slot.procno < 0));
+    let Some(index) = index else {
+        return false;
+    };
+    let slot = &mut board.slots[index];
+    if slot.database != database {
+        *slot = Slot::EMPTY;
+        slot.database = database;
+    }
+    slot.procno = my_procno();
+    drop(board);
+    unsafe { pg_sys::before_shmem_exit(Some(unregister_notifier), pg_sys::Datum::from(0)) };
+    true
+}
+
+/// At the sweeper's exit: nobody announces for its database until it is back.
+#[pg_guard]
+unsafe extern "C-unwind" fn unregister_notifier(_code: i32, _arg: pg_sys::Datum) {
+    let procno = my_procno();
+    let mut board = BOARD.exclusive();
+    if let Some(slot) = board.slots.iter_mut().find(|slot| slot.procno == procno) {
+        slot.procno = -1;
+        slot.count = 0;
+        slot.overflow = false;
+    }
+}
+
+/// Whether a sweeper (other than the caller) announces for this database.
+pub fn notifier_running() -> bool {
+    if !READY.load(Ordering::Relaxed) {
+        return false;
+    }
+    let (database, procno) = (my_database(), my_procno());
+    let board = BOARD.share();
+    board
+        .slots
+        .iter()
+        .any(|slot| slot.database == database && slot.procno >= 0 && slot.procno != procno)
+}
+
+/// Leaves `queues` on the board and wakes the sweeper; false if no sweeper
+/// announces for this database any more. Runs after commit: must not raise.
+pub fn post(queues: &[String]) -> bool {
+    if !READY.load(Ordering::Relaxed) {
+        return false;
+    }
+    let database = my_database();
+    let procno = {
+        let mut board = BOARD.exclusive();
+        let Some(slot) = board
+            .slots
+            .iter_mut()
+            .find(|slot| slot.database == database && slot.procno >= 0)
+        else {
+            return false;
+        };
+        for queue in queues {
+            slot.add(queue);
+        }
+        slot.procno
+    };
+    unsafe {
+        let process = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
+        pg_sys::SetLatch(&mut (*process).procLatch);
+    }
+    true
+}
+
+/// Takes what committing sessions left for the calling sweeper's database.
+pub fn take() -> Option<Pending> {
+    if !READY.load(Ordering::Relaxed) {
+        return None;
+    }
+    let procno = my_procno();
+    let mut board = BOARD.exclusive();
+    let slot = board.slots.iter_mut().find(|slot| slot.procno == procno)?;
+    if slot.count == 0 && !slot.overflow {
+        return None;
+    }
+    let queues = (0..usize::from(slot.count))
+        .map(|index| String::from_utf8_lossy(slot.name(index)).into_owned())
+        .collect();
+    let pending = Pending {
+        queues,
+        overflow: slot.overflow,
+    };
+    slot.count = 0;
+    slot.overflow = false;
+    Some(pending)
+}

@@ -1,0 +1,44 @@
+//! The sweeper's second duty: announcing the queues that committed
+//! enqueues left on the announcement board (see `crate::announce`), one
+//! NOTIFY per queue, from a transaction that does not wait for the WAL flush
+//! (the session's `synchronous_commit` is off).
+
+use pgrx::prelude::*;
+use pgrx::spi::Spi;
+
+use super::transaction;
+use crate::announce::{self, board::Pending};
+
+/// Every queue with a job waiting, found by skipping through the per-queue
+/// claim index: used when more queues got work than the board holds.
+const ANNOUNCE_EVERY_QUEUE: &str = "
+    WITH RECURSIVE waiting(queue) AS (
+        (SELECT j.queue FROM pdoflow.active_jobs AS j
+         WHERE j.state = 'queued' ORDER BY j.queue LIMIT 1)
+        UNION ALL
+        SELECT (SELECT j.queue FROM pdoflow.active_jobs AS j
+                WHERE j.state = 'queued' AND j.queue > w.queue ORDER BY j.queue LIMIT 1)
+        FROM waiting AS w WHERE w.queue IS NOT NULL)
+    SELECT count(pg_catalog.pg_notify('pdoflow', w.queue)) FROM waiting AS w
+    WHERE w.queue IS NOT NULL";
+
+pub fn send(pending: Pending) {
+    let outcome = transaction::run(c"pdoflow: announcing new jobs", || {
+        for queue in &pending.queues {
+            announce::notify_now(queue);
+        }
+        if pending.overflow {
+            Spi::get_one::<i64>(ANNOUNCE_EVERY_QUEUE).map(|_| ())
+        } else {
+            Ok(())
+        }
+    });
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => warning!("pdoflow sweeper: announcing new jobs failed: {error}"),
+        Err(failure) => warning!(
+            "pdoflow sweeper: announcing new jobs failed: {}",
+            failure.message
+        ),
+    }
+}
