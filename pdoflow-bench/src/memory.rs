@@ -71,8 +71,8 @@ pub async fn run(bench: &Bench) -> Result<()> {
     let status = child.wait().await?;
     report::figure("settings", format!("pdoflow-run {}", arguments.join(" ")));
     report::figure(
-        "jobs running at once (most seen)",
-        format!("{busiest} of {CONCURRENCY}"),
+        "claims open at once, most seen (running + being finished)",
+        format!("{busiest} (concurrency {CONCURRENCY})"),
     );
     report::figure(
         "resident memory then (VmRSS)",

@@ -44,7 +44,7 @@ pub async fn settings(db: &Client, command: &str) -> Result<()> {
     println!("command: {command}");
     let rows = db
         .query(
-            "SELECT name, setting, unit FROM pg_settings
+            "SELECT name, current_setting(name) FROM pg_settings
              WHERE source NOT IN ('default', 'override', 'client', 'session')
                AND name NOT IN ('config_file', 'data_directory', 'hba_file', 'ident_file',
                                 'port', 'listen_addresses', 'unix_socket_directories',
@@ -57,11 +57,7 @@ pub async fn settings(db: &Client, command: &str) -> Result<()> {
         .await?;
     let listed: Vec<String> = rows
         .iter()
-        .map(|row| {
-            let (name, setting, unit): (String, String, Option<String>) =
-                (row.get(0), row.get(1), row.get(2));
-            format!("{name}={setting}{}", unit.unwrap_or_default())
-        })
+        .map(|row| format!("{}={}", row.get::<_, String>(0), row.get::<_, String>(1)))
         .collect();
     println!(
         "server settings that differ from the defaults: {}",

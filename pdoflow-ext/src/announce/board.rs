@@ -172,8 +172,14 @@ pub fn post(queues: &[String]) -> bool {
         else {
             return false;
         };
+        // A slot with entries already woke its sweeper, which has not taken
+        // them yet: no second wake-up (a signal) is needed.
+        let woken = slot.count > 0 || slot.overflow;
         for queue in queues {
             slot.add(queue);
+        }
+        if woken {
+            return true;
         }
         slot.procno
     };
@@ -182,6 +188,19 @@ pub fn post(queues: &[String]) -> bool {
         pg_sys::SetLatch(&mut (*process).procLatch);
     }
     true
+}
+
+/// Whether committing sessions left something for the calling sweeper.
+pub fn waiting() -> bool {
+    if !READY.load(Ordering::Relaxed) {
+        return false;
+    }
+    let procno = my_procno();
+    let board = BOARD.share();
+    board
+        .slots
+        .iter()
+        .any(|slot| slot.procno == procno && (slot.count > 0 || slot.overflow))
 }
 
 /// Takes what committing sessions left for the calling sweeper's database.

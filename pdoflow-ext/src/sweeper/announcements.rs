@@ -22,6 +22,9 @@ const ANNOUNCE_EVERY_QUEUE: &str = "
     SELECT count(pg_catalog.pg_notify('pdoflow', w.queue)) FROM waiting AS w
     WHERE w.queue IS NOT NULL";
 
+/// How long the sweeper lets announcements gather after the first wakes it.
+pub const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
+
 pub fn send(pending: Pending) {
     let outcome = transaction::run(c"pdoflow: announcing new jobs", || {
         for queue in &pending.queues {

@@ -165,8 +165,13 @@ fn wait_for_next_round() {
         }
         pg_sys::check_for_interrupts!();
         // Committed enqueues set the latch to have their queues announced.
-        if let Some(pending) = announce::board::take() {
-            announcements::send(pending);
+        // Waiting a moment first lets the commits of concurrent producers
+        // share one NOTIFY (each costs the sweeper a transaction).
+        if announce::board::waiting() {
+            std::thread::sleep(announcements::GATHER);
+            if let Some(pending) = announce::board::take() {
+                announcements::send(pending);
+            }
         }
         if unsafe { pg_sys::ConfigReloadPending } != 0 {
             return;
