@@ -2,7 +2,6 @@
 //! (a separate process, as in production) until none is left; with the
 //! defaults, and with the best settings docs/benchmarks.md documents.
 
-use std::process::Stdio;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use crate::db;
 use crate::raw::Ceilings;
 use crate::report;
+use crate::workers;
 use crate::Bench;
 
 /// The fastest settings measured on a 2-core machine (docs/benchmarks.md):
@@ -47,12 +47,7 @@ async fn drain_once(bench: &Bench, jobs: u64, arguments: &[&str]) -> Result<f64>
     db.batch_execute("VACUUM ANALYZE pdoflow.active_jobs")
         .await?;
     let started = Instant::now();
-    let status = tokio::process::Command::new(&bench.pdoflow_run)
-        .arg("--database-url")
-        .arg(&bench.url)
-        .args(["--log-level", "warn"])
-        .args(arguments)
-        .stdin(Stdio::null())
+    let status = workers::pdoflow_run(bench, arguments)
         .status()
         .await
         .with_context(|| format!("running {}", bench.pdoflow_run.display()))?;

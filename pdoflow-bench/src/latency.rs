@@ -6,14 +6,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use pdoflow_client::config::ConnectionSettings;
-use pdoflow_client::{JobContext, Task, TaskError, TaskRegistry, Worker, WorkerConfig};
+use anyhow::Result;
+use pdoflow_client::{JobContext, Task, TaskError, TaskRegistry, WorkerConfig};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db;
 use crate::report;
+use crate::workers::InProcess;
 use crate::Bench;
 
 const QUEUE: &str = "latency";
@@ -69,20 +69,12 @@ async fn measure(bench: &Bench, mode: &str) -> Result<Vec<Duration>> {
     let started = Arc::new(Mutex::new(HashMap::new()));
     let mut registry = TaskRegistry::new();
     registry.register(Stamp(started.clone()))?;
-    let settings = ConnectionSettings {
-        config: bench.url.parse().context("parsing the database URL")?,
-        source: "pdoflow-bench".into(),
-    };
     let config = WorkerConfig {
         name: "bench-latency".into(),
         queues: Some(vec![QUEUE.into()]),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(settings, registry, config)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcess::start(bench, registry, config)?;
     // Let the worker connect and LISTEN before the clock starts.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -109,8 +101,7 @@ async fn measure(bench: &Bench, mode: &str) -> Result<Vec<Duration>> {
     {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let _ = stop.send(());
-    running.await.context("the latency worker panicked")??;
+    worker.stop().await?;
 
     let started = started
         .lock()

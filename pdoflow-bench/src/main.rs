@@ -15,6 +15,7 @@ mod memory;
 mod raw;
 mod report;
 mod sustained;
+mod workers;
 
 use std::path::PathBuf;
 use std::time::Duration;

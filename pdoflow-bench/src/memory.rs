@@ -1,13 +1,13 @@
 //! `memory`: the resident memory of a `pdoflow-run worker` running 100 jobs
 //! at once (`sleep` jobs, so that all 100 are in flight together).
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::db;
 use crate::report;
+use crate::workers;
 use crate::Bench;
 
 const CONCURRENCY: usize = 100;
@@ -35,12 +35,7 @@ pub async fn run(bench: &Bench) -> Result<()> {
         "--shutdown-grace",
         "1s",
     ];
-    let mut child = tokio::process::Command::new(&bench.pdoflow_run)
-        .arg("--database-url")
-        .arg(&bench.url)
-        .args(["--log-level", "warn"])
-        .args(arguments)
-        .stdin(Stdio::null())
+    let mut child = workers::pdoflow_run(bench, &arguments)
         .spawn()
         .with_context(|| format!("starting {}", bench.pdoflow_run.display()))?;
     let pid = child.id().context("pdoflow-run exited at once")?;

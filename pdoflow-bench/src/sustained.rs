@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use pdoflow_client::config::ConnectionSettings;
-use pdoflow_client::{JobContext, Task, TaskError, TaskRegistry, Worker, WorkerConfig};
+use pdoflow_client::{JobContext, Task, TaskError, TaskRegistry, WorkerConfig};
 use serde_json::Value;
 use tokio_postgres::Client;
 
 use crate::db;
 use crate::report;
+use crate::workers::InProcess;
 use crate::Bench;
 
 /// Jobs queued ahead of the worker: enough that it never waits for the
@@ -66,19 +66,11 @@ pub async fn run(bench: &Bench, idle: Option<IdleTransaction>) -> Result<()> {
     let done = Arc::new(AtomicU64::new(0));
     let mut registry = TaskRegistry::new();
     registry.register(Count(done.clone()))?;
-    let settings = ConnectionSettings {
-        config: bench.url.parse().context("parsing the database URL")?,
-        source: "pdoflow-bench".into(),
-    };
     let config = WorkerConfig {
         name: "bench-sustained".into(),
         ..WorkerConfig::default()
     };
-    let worker = Worker::new(settings, registry, config)?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let worker = InProcess::start(bench, registry, config)?;
     let mut producer = Some(tokio::spawn(produce(
         bench.url.clone(),
         total,
@@ -118,8 +110,7 @@ pub async fn run(bench: &Bench, idle: Option<IdleTransaction>) -> Result<()> {
         report::figure(&format!("{:>3}%: {rate:>8.0} jobs/s", tenth * 10), sizes);
     }
     let elapsed = started.elapsed();
-    let _ = stop.send(());
-    running.await.context("the worker panicked")??;
+    worker.stop().await?;
     if let Some(task) = producer {
         task.await.context("the producer panicked")??;
     }
