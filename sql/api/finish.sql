@@ -93,6 +93,7 @@ SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
+    current_mask boolean[];
     end_ids      uuid[];
     end_states   text[];
     end_errors   text[];
@@ -109,16 +110,38 @@ BEGIN
         PERFORM pdoflow._check_results(finish_many.results);
     END IF;
 
-    -- Lock the claims that are still current, in id order so that concurrent
-    -- batches (and the sweeper) never deadlock on each other, and decide from
-    -- the locked (latest) row versions. A failure is retried while attempts
-    -- remain, unless its posting was cancelled; in a paused posting the retry
-    -- waits for it to resume.
-    --
-    -- Every row is found by one primary-key probe (the LATERAL subquery
-    -- with FOR UPDATE cannot be flattened into a join), whatever the table
-    -- statistics say: a join planned from stale statistics (say, "nothing
-    -- is running" right after an ANALYZE of a full queue) was quadratic.
+    -- 1. Lock the claims that are still current, in id order so that
+    -- concurrent batches (and the sweeper) never deadlock on each other.
+    -- Every row is found by one primary-key probe (the LATERAL subquery with
+    -- FOR UPDATE cannot be flattened into a join), whatever the table
+    -- statistics say: a join planned from stale statistics (say, "nothing is
+    -- running" right after an ANALYZE of a full queue) was quadratic. The
+    -- result: per claim, in input order, whether it is current (and locked).
+    SELECT array_agg(j.attempt IS NOT NULL ORDER BY o.ord) INTO current_mask
+    FROM (
+        SELECT c.id, c.attempt, c.ord
+        FROM unnest(finish_many.ids, finish_many.attempts) WITH ORDINALITY AS c(id, attempt, ord)
+        ORDER BY c.id
+        OFFSET 0
+    ) AS o
+    LEFT JOIN LATERAL (
+        -- By id alone: a condition on state would let the planner pick the
+        -- partial index of running jobs and filter all of them per claim
+        -- (OFFSET 0 keeps the join's conditions from being pushed in here).
+        -- The claim is current if the locked version still matches it.
+        SELECT j.attempt, j.state
+        FROM pdoflow.active_jobs AS j
+        WHERE j.id = o.id
+        OFFSET 0
+        FOR UPDATE
+    ) AS j ON j.attempt = o.attempt AND j.state = 'running';
+
+    -- 2. Decide from a fresh snapshot, taken after the locks: the locked rows
+    -- cannot change under us, and a posting paused or cancelled while we
+    -- waited for them is seen (postings.sql: whoever re-queues a job reads
+    -- the posting's status after locking the job). A failure is retried
+    -- while attempts remain, unless its posting was cancelled; in a paused
+    -- posting the retry waits for it to resume.
     SELECT array_agg(o.id) FILTER (WHERE d.ends),
            array_agg(d.end_state) FILTER (WHERE d.ends),
            array_agg(d.end_error) FILTER (WHERE d.ends),
@@ -129,24 +152,14 @@ BEGIN
            -- Per claim, in input order: its new state, NULL if not current.
            array_agg(CASE WHEN d.ends THEN d.end_state WHEN NOT d.ends THEN 'queued' END ORDER BY o.ord)
     INTO end_ids, end_states, end_errors, end_results, retry_ids, retry_errors, retry_states, new_states
-    FROM (
-        SELECT c.id, c.attempt, c.error, c.result, c.ord
-        FROM unnest(finish_many.ids, finish_many.attempts, finish_many.errors, finish_many.results)
-             WITH ORDINALITY AS c(id, attempt, error, result, ord)
-        ORDER BY c.id
-        OFFSET 0
-    ) AS o
+    FROM unnest(finish_many.ids, finish_many.errors, finish_many.results, current_mask)
+         WITH ORDINALITY AS o(id, error, result, current, ord)
     LEFT JOIN LATERAL (
-        -- By id alone: a condition on state would let the planner pick the
-        -- partial index of running jobs and filter all of them per claim
-        -- (OFFSET 0 keeps the join's conditions from being pushed in here).
-        -- The claim is current if the locked version still matches it.
-        SELECT j.attempt, j.max_attempts, j.posting, j.state
+        SELECT j.attempt, j.max_attempts, j.posting
         FROM pdoflow.active_jobs AS j
         WHERE j.id = o.id
         OFFSET 0
-        FOR UPDATE
-    ) AS j ON j.attempt = o.attempt AND j.state = 'running'
+    ) AS j ON o.current
     LEFT JOIN LATERAL (
         SELECT CASE WHEN j.posting IS NOT NULL THEN
                    (SELECT p.status FROM pdoflow.postings AS p WHERE p.id = j.posting)

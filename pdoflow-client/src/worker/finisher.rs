@@ -8,7 +8,7 @@
 //! finished one claim at a time, so that one outcome the database cannot
 //! store (an oversized result, say) does not hold back the others.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::client::{Client, Finished, Outcome};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A job that ended: its claim and what it gave.
 pub(super) type Ended = (Uuid, i32, Outcome);
@@ -29,6 +29,9 @@ pub(super) type Ended = (Uuid, i32, Outcome);
 struct Shared {
     /// Outcomes handed over and not yet stored.
     pending: AtomicUsize,
+    /// The last attempt to store failed (or no connection could be made):
+    /// the worker should not claim more until storing works again.
+    failing: AtomicBool,
     /// Signalled after every stored batch.
     progress: Notify,
     succeeded: AtomicU64,
@@ -70,6 +73,11 @@ impl Finisher {
     /// Outcomes not yet stored.
     pub fn pending(&self) -> usize {
         self.shared.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether storing outcomes currently fails.
+    pub fn failing(&self) -> bool {
+        self.shared.failing.load(Ordering::SeqCst)
     }
 
     /// Completes after the next stored batch.
@@ -136,6 +144,7 @@ async fn run(
             match Client::connect_with(&config).await {
                 Ok(client) => db = Some(client),
                 Err(error) => {
+                    shared.failing.store(true, Ordering::SeqCst);
                     let delay = backoff.next_delay();
                     tracing::warn!(%error, retry_in = ?delay, "the finisher cannot reach the database");
                     tokio::time::sleep(delay).await;
@@ -146,16 +155,18 @@ async fn run(
         let Some(client) = db.as_ref() else {
             continue;
         };
-        match store(client, &batch, &shared).await {
+        let outcome = store(client, &mut batch, &shared).await;
+        shared.progress.notify_one();
+        match outcome {
             Ok(()) => {
                 backoff.reset();
-                shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
-                batch.clear();
-                shared.progress.notify_one();
+                shared.failing.store(false, Ordering::SeqCst);
             }
             Err(error) => {
-                // The connection is gone (or the database refuses even one
-                // claim at a time): keep the batch and try again.
+                // The connection is gone, or the database cannot take even
+                // one claim just now (a deadlock, a timeout): keep what is
+                // left of the batch and try again.
+                shared.failing.store(true, Ordering::SeqCst);
                 let delay = backoff.next_delay();
                 tracing::warn!(%error, retry_in = ?delay, "finishing failed");
                 if error.is_connection_lost() {
@@ -167,21 +178,37 @@ async fn run(
     }
 }
 
-/// Finishes `batch` in one statement; if the database refuses it (not for a
-/// lost connection), finishes the claims one by one.
-async fn store(db: &Client, batch: &[Ended], shared: &Shared) -> Result<()> {
+/// Errors that say "not now" rather than "not this outcome": a deadlock, a
+/// serialization failure, a statement or lock timeout, pdoflow missing.
+/// Retried later instead of stored as the job's failure.
+fn transient(error: &Error) -> bool {
+    error.is_connection_lost()
+        || matches!(
+            error.sqlstate(),
+            Some("40P01" | "40001" | "57014" | "55P03" | "42883" | "3F000" | "42P01")
+        )
+}
+
+/// Finishes `batch` in one statement; if the database refuses it for a
+/// reason of its own, finishes the claims one by one. What was stored leaves
+/// `batch` (and `pending`); on an error the rest stays for the next try.
+async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<()> {
     match db.finish_many(batch).await {
         Ok(results) => {
-            for (finished, (_, _, outcome)) in results.iter().zip(batch) {
+            for (finished, (_, _, outcome)) in results.iter().zip(batch.iter()) {
                 count(shared, finished, outcome);
             }
+            shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
+            batch.clear();
             Ok(())
         }
-        Err(error) if error.is_connection_lost() => Err(error),
+        Err(error) if transient(&error) => Err(error),
         Err(error) => {
             tracing::warn!(%error, "finishing a batch failed; finishing one by one");
-            for claim in batch {
+            while let Some(claim) = batch.first() {
                 store_alone(db, claim, shared).await?;
+                drop(batch.remove(0));
+                shared.pending.fetch_sub(1, Ordering::SeqCst);
             }
             Ok(())
         }
@@ -196,7 +223,7 @@ async fn store_alone(db: &Client, claim: &Ended, shared: &Shared) -> Result<()> 
             }
             Ok(())
         }
-        Err(error) if error.is_connection_lost() => Err(error),
+        Err(error) if transient(&error) => Err(error),
         Err(error) => {
             // Store the failure to store instead: the job still ends.
             let (id, attempt, _) = claim;

@@ -267,11 +267,15 @@ impl Worker {
         };
         let outcome = state.run(shutdown).await;
         listener.abort();
-        // Store what ended; within the grace when stopping, else briefly (a
-        // fatal error: the database is unusable anyway).
-        let within = match outcome {
-            Ok(_) => self.config.shutdown_grace.max(Duration::from_secs(5)),
-            Err(_) => Duration::from_secs(1),
+        // Store what ended: within what is left of the grace when stopping
+        // (at least a second, else every outcome still queued would be lost),
+        // briefly after a fatal error (the database is unusable anyway).
+        let within = match (&outcome, state.stopping_since) {
+            (Ok(_), Some(since)) => (since + self.config.shutdown_grace)
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_secs(1)),
+            (Ok(_), None) => self.config.shutdown_grace.max(Duration::from_secs(1)),
+            (Err(_), _) => Duration::from_secs(1),
         };
         state.finisher.close(within).await;
         let (succeeded, failed) = state.finisher.counts();
@@ -455,11 +459,14 @@ impl Loop<'_> {
         self.collect_ended();
     }
 
-    /// Too many outcomes wait to be stored: claim no more until the
-    /// finisher catches up (a slow or unreachable database).
+    /// Claim no more until the finisher catches up: storing fails (its
+    /// outcomes' claims are no longer heartbeated, so their leases run out),
+    /// or more outcomes wait than two claims' worth (one less halves the
+    /// drain rate at high concurrency: claiming then waits for every commit).
     fn finisher_full(&self) -> bool {
-        self.finisher.pending()
-            >= (self.claim_batch as usize).max(self.worker.config.concurrency) * 2
+        let pending = self.finisher.pending();
+        (pending > 0 && self.finisher.failing())
+            || pending >= (self.claim_batch as usize).max(self.worker.config.concurrency) * 2
     }
 
     fn collect_ended(&mut self) {
