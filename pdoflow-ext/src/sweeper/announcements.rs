@@ -25,6 +25,14 @@ const ANNOUNCE_EVERY_QUEUE: &str = "
 /// How long the sweeper lets announcements gather after the first wakes it.
 pub const GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
+/// Sends what is on the board now, if anything (between the steps of a
+/// round; they gathered while the step ran).
+pub fn send_waiting() {
+    if let Some(pending) = announce::board::take() {
+        send(pending);
+    }
+}
+
 pub fn send(pending: Pending) {
     let outcome = transaction::run(c"pdoflow: announcing new jobs", || {
         for queue in &pending.queues {

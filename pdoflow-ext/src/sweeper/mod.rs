@@ -169,9 +169,7 @@ fn wait_for_next_round() {
         // share one NOTIFY (each costs the sweeper a transaction).
         if announce::board::waiting() {
             std::thread::sleep(announcements::GATHER);
-            if let Some(pending) = announce::board::take() {
-                announcements::send(pending);
-            }
+            announcements::send_waiting();
         }
         if unsafe { pg_sys::ConfigReloadPending } != 0 {
             return;

@@ -11,6 +11,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::SpiResult;
 
+use super::announcements;
 use super::transaction::{self, Failure};
 
 /// Rows one batch may change: small enough that a batch commits in
@@ -219,16 +220,20 @@ impl Sweeper {
 }
 
 /// Runs one step of the sweep in its own transaction, under the database's
-/// current `ALTER DATABASE ... SET pdoflow.*` values.
+/// current `ALTER DATABASE ... SET pdoflow.*` values. Then sends what
+/// committed enqueues left to announce meanwhile: a long round (many
+/// batches of expired leases or old jobs) must not hold announcements back.
 fn step<T>(
     name: &'static str,
     activity: &'static CStr,
     body: impl FnOnce() -> SpiResult<T>,
 ) -> Result<T, (&'static str, Failure)> {
-    in_transaction(name, activity, || {
+    let outcome = in_transaction(name, activity, || {
         apply_database_settings()?;
         body()
-    })
+    });
+    announcements::send_waiting();
+    outcome
 }
 
 /// Runs `body` in its own transaction; a failure comes back tagged with
