@@ -381,44 +381,6 @@ impl Client {
             .collect::<Result<_, _>>()?)
     }
 
-    /// Finishes `claims` and claims new jobs in one transaction and one round
-    /// trip: the worker loop's turn, paying one commit instead of two. If
-    /// either statement fails, both are rolled back and the error returned.
-    pub async fn finish_and_claim(
-        &self,
-        claims: &[(Uuid, i32, Outcome)],
-        request: ClaimRequest<'_>,
-    ) -> Result<(Vec<Finished>, Vec<ClaimedJob>)> {
-        let prepared = self.loop_statements().await?;
-        let arrays = FinishArrays::new(claims);
-        let finish_params = arrays.params();
-        let seconds = request.lease.as_secs_f64();
-        let claim_params = request.params(&seconds);
-        // tokio-postgres sends each request when its future is first polled,
-        // and join! polls in order: BEGIN, finish, claim, COMMIT go out
-        // together. A failed statement makes the COMMIT a rollback.
-        let (begun, finished, claimed, committed) = tokio::join!(
-            self.db.batch_execute("BEGIN"),
-            self.db.query(&prepared.finish, &finish_params),
-            self.db.query(&prepared.claim, &claim_params),
-            self.db.batch_execute("COMMIT"),
-        );
-        begun?;
-        let finished = finished?;
-        let claimed = claimed?;
-        committed?;
-        Ok((
-            finished
-                .iter()
-                .map(Finished::from_row)
-                .collect::<Result<_, _>>()?,
-            claimed
-                .iter()
-                .map(ClaimedJob::from_row)
-                .collect::<Result<_, _>>()?,
-        ))
-    }
-
     /// The claim and finish statements, prepared on first use: a worker
     /// sends them thousands of times, each then one round trip without parsing.
     async fn loop_statements(&self) -> Result<&LoopStatements> {

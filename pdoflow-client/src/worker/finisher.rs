@@ -178,14 +178,16 @@ async fn run(
     }
 }
 
-/// Errors that say "not now" rather than "not this outcome": a deadlock, a
-/// serialization failure, a statement or lock timeout, pdoflow missing.
-/// Retried later instead of stored as the job's failure.
+/// Errors that say "not now" rather than "not this outcome": a lost
+/// connection, a deadlock, a serialization failure, a statement or lock
+/// timeout, pdoflow missing (`is_fatal`). Retried later instead of stored as
+/// the job's failure.
 fn transient(error: &Error) -> bool {
     error.is_connection_lost()
+        || super::is_fatal(error)
         || matches!(
             error.sqlstate(),
-            Some("40P01" | "40001" | "57014" | "55P03" | "42883" | "3F000" | "42P01")
+            Some("40P01" | "40001" | "57014" | "55P03")
         )
 }
 

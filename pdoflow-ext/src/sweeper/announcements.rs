@@ -6,7 +6,7 @@
 use pgrx::prelude::*;
 use pgrx::spi::Spi;
 
-use super::transaction;
+use super::round;
 use crate::announce::{self, board::Pending};
 
 /// Every queue with a job waiting, found by skipping through the per-queue
@@ -34,22 +34,20 @@ pub fn send_waiting() {
 }
 
 pub fn send(pending: Pending) {
-    let outcome = transaction::run(c"pdoflow: announcing new jobs", || {
-        for queue in &pending.queues {
-            announce::notify_now(queue);
-        }
-        if pending.overflow {
-            Spi::get_one::<i64>(ANNOUNCE_EVERY_QUEUE).map(|_| ())
-        } else {
+    let sent = round::in_transaction(
+        "announcing new jobs",
+        c"pdoflow: announcing new jobs",
+        || {
+            for queue in &pending.queues {
+                announce::notify_now(queue);
+            }
+            if pending.overflow {
+                Spi::get_one::<i64>(ANNOUNCE_EVERY_QUEUE)?;
+            }
             Ok(())
-        }
-    });
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => warning!("pdoflow sweeper: announcing new jobs failed: {error}"),
-        Err(failure) => warning!(
-            "pdoflow sweeper: announcing new jobs failed: {}",
-            failure.message
-        ),
+        },
+    );
+    if let Err((step, failure)) = sent {
+        warning!("pdoflow sweeper: {step} failed: {}", failure.message);
     }
 }

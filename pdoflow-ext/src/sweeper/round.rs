@@ -238,7 +238,7 @@ fn step<T>(
 
 /// Runs `body` in its own transaction; a failure comes back tagged with
 /// `name`.
-fn in_transaction<T>(
+pub(super) fn in_transaction<T>(
     name: &'static str,
     activity: &'static CStr,
     body: impl FnOnce() -> SpiResult<T>,
