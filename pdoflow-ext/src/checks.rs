@@ -110,8 +110,10 @@ fn positive(param: &str, value: Interval) -> Result<(), InputError> {
     Ok(())
 }
 
-/// Arguments of `pdoflow.enqueue`.
-#[pg_extern(stable, parallel_safe, name = "_check_job")]
+/// `_check_job`, which enqueue called until 0.3.0: the install scripts of
+/// earlier versions (sql/versions/) still declare it, so the library keeps
+/// the function they name. 0.3.0 drops it from the schema.
+#[pg_extern(stable, parallel_safe, sql = false, name = "_check_job")]
 fn check_job(
     task: Option<&str>,
     args: Option<AnyElement>,
@@ -120,10 +122,29 @@ fn check_job(
     run_at: Option<TimestampWithTimeZone>,
     max_attempts: Option<i32>,
 ) -> Checked {
+    enqueue_input(
+        task,
+        args.map(|args| args.datum()),
+        queue,
+        priority,
+        run_at,
+        max_attempts,
+    )
+}
+
+/// The input of `pdoflow.enqueue` (see `enqueue.rs`); `args` is its jsonb.
+pub fn enqueue_input(
+    task: Option<&str>,
+    args: Option<pg_sys::Datum>,
+    queue: Option<&str>,
+    priority: Option<i32>,
+    run_at: Option<TimestampWithTimeZone>,
+    max_attempts: Option<i32>,
+) -> Checked {
     let limits = current_limits();
     job_options(task, queue, priority, run_at, max_attempts, &limits)?;
     let args = present("args", args, Some(ARGS_NULL_HINT))?;
-    payload("args", jsonb_size(args.datum()), &limits)?;
+    payload("args", jsonb_size(args), &limits)?;
     Ok(())
 }
 

@@ -13,9 +13,11 @@ mod announce;
 mod checks;
 mod dag_document;
 mod dag_plan;
+mod enqueue;
 mod errors;
 mod ids;
 mod job_document;
+mod registered_tasks;
 mod retry_policy;
 mod settings;
 mod sql_api;
@@ -37,6 +39,7 @@ pub extern "C-unwind" fn _PG_init() {
     // shared_preload_libraries; a session loading pdoflow later gets none.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         announce::board::init();
+        registered_tasks::init();
         sweeper::register_workers();
     }
 }

@@ -44,7 +44,6 @@ extension_sql_file!(
         "postings",
         "tasks",
         ids::uuid_generate_v7,
-        checks::check_job,
         checks::check_dependencies
     ]
 );

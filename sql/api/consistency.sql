@@ -1,6 +1,6 @@
--- A self-check for DBAs and tests: rows that break pdoflow's invariants.
--- The table constraints catch what one row can get wrong; this looks across
--- rows and tables. No row back means everything holds.
+-- A self-check for DBAs and tests: rows that break pdoflow's invariants,
+-- within one active job (pdoflow.active_jobs has no CHECK constraints: see
+-- schema.sql) and across rows and tables. No row back means everything holds.
 
 CREATE FUNCTION pdoflow.check_consistency()
 RETURNS TABLE (problem text, job_id uuid)
@@ -8,6 +8,31 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
+    -- One active row at a time: the rules CHECK constraints would state.
+    SELECT CASE
+               WHEN a.state NOT IN ('queued', 'running', 'blocked', 'paused')
+                   THEN format('active job has state %L', a.state)
+               WHEN (a.depends_on IS NULL) <> (a.dependency_mode IS NULL)
+                   THEN 'active job has only one of depends_on and dependency_mode'
+               WHEN a.dependency_mode NOT IN ('all', 'any')
+                   THEN format('active job has dependency_mode %L', a.dependency_mode)
+               WHEN a.state = 'blocked' AND a.parents_pending <= 0
+                   THEN format('blocked job counts %s pending parents', a.parents_pending)
+               WHEN (a.state = 'running') <> (a.lease_expires_at IS NOT NULL)
+                   THEN format('%s job %s a lease', a.state,
+                               CASE WHEN a.lease_expires_at IS NULL THEN 'lacks' ELSE 'has' END)
+               WHEN NOT (a.attempt >= 0 AND a.attempt <= a.max_attempts AND a.max_attempts >= 1)
+                   THEN format('active job is at attempt %s of %s', a.attempt, a.max_attempts)
+           END,
+           a.id
+    FROM pdoflow.active_jobs AS a
+    WHERE a.state NOT IN ('queued', 'running', 'blocked', 'paused')
+       OR (a.depends_on IS NULL) <> (a.dependency_mode IS NULL)
+       OR a.dependency_mode NOT IN ('all', 'any')
+       OR (a.state = 'blocked' AND a.parents_pending <= 0)
+       OR (a.state = 'running') <> (a.lease_expires_at IS NOT NULL)
+       OR NOT (a.attempt >= 0 AND a.attempt <= a.max_attempts AND a.max_attempts >= 1)
+    UNION ALL
     SELECT 'job is both active and finished', a.id
     FROM pdoflow.active_jobs AS a JOIN pdoflow.finished_jobs AS f ON f.id = a.id
     UNION ALL
@@ -62,4 +87,4 @@ AS $$
 $$;
 
 COMMENT ON FUNCTION pdoflow.check_consistency() IS
-    'Rows that break pdoflow''s invariants across tables (a job in both tables, a stuck or wrongly released dependent, a job out of step with its posting); no row when all is well.';
+    'Rows that break pdoflow''s invariants: an active job whose own columns disagree, and across tables (a job in both tables, a stuck or wrongly released dependent, a job out of step with its posting); no row when all is well.';

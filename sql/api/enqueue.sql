@@ -57,6 +57,52 @@ BEGIN
 END
 $$;
 
+-- pdoflow.enqueue for the jobs its fast path leaves (see enqueue.rs in
+-- pdoflow-ext): jobs in a posting, with parents, of a task whose args must be
+-- checked, and every call while pdoflow.require_registered_tasks is on.
+-- Called by enqueue only, after its input checks.
+CREATE FUNCTION pdoflow._enqueue_general(
+    task            text,
+    args            jsonb,
+    queue           text,
+    priority        integer,
+    run_at          timestamptz,
+    max_attempts    integer,
+    posting         uuid,
+    depends_on      uuid[],
+    dependency_mode text
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+DECLARE
+    job_id uuid := pdoflow.uuid_generate_v7();
+    due_at timestamptz := coalesce(_enqueue_general.run_at, now());
+    place  record;
+BEGIN
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(_enqueue_general.task, ARRAY[_enqueue_general.args], ARRAY['args']);
+    END IF;
+    SELECT * INTO place
+    FROM pdoflow._new_job_placement(_enqueue_general.queue, _enqueue_general.priority,
+                                    _enqueue_general.posting, _enqueue_general.depends_on,
+                                    _enqueue_general.dependency_mode);
+    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
+                                     created_at, state, parents_pending, depends_on, dependency_mode)
+    VALUES (job_id, _enqueue_general.posting, _enqueue_general.task, place.job_queue, place.job_priority,
+            _enqueue_general.max_attempts, _enqueue_general.args, due_at, now(), place.job_state,
+            place.pending, place.parents, place.mode);
+    IF place.job_state = 'queued' AND due_at <= now() THEN
+        PERFORM pdoflow._announce(place.job_queue);
+    END IF;
+    RETURN job_id;
+END
+$$;
+
+-- One job. Written in Rust (enqueue.rs): it checks its input, then inserts
+-- the common job (no posting, no parents, no args schema) with one cached
+-- statement and hands the rest to _enqueue_general. A PL/pgSQL version spent
+-- as long around the INSERT as in it.
 CREATE FUNCTION pdoflow.enqueue(
     task            text,
     args            jsonb       DEFAULT '{}',
@@ -68,46 +114,10 @@ CREATE FUNCTION pdoflow.enqueue(
     depends_on      uuid[]      DEFAULT NULL,
     dependency_mode text        DEFAULT 'all'
 ) RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    job_id uuid;
-    due_at timestamptz := coalesce(enqueue.run_at, now());
-    place  record;
-BEGIN
-    PERFORM pdoflow._check_job(enqueue.task, enqueue.args, enqueue.queue,
-                               enqueue.priority, enqueue.run_at, enqueue.max_attempts);
-    IF pdoflow._task_checks_needed() THEN
-        PERFORM pdoflow._check_task_args(enqueue.task, ARRAY[enqueue.args], ARRAY['args']);
-    END IF;
-    job_id := pdoflow.uuid_generate_v7();
-    IF enqueue.posting IS NULL AND enqueue.depends_on IS NULL AND enqueue.dependency_mode = 'all' THEN
-        INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
-        VALUES (job_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.max_attempts,
-                enqueue.args, due_at, now());
-        IF due_at <= now() THEN
-            PERFORM pdoflow._announce(enqueue.queue);
-        END IF;
-        RETURN job_id;
-    END IF;
-
-    SELECT * INTO place
-    FROM pdoflow._new_job_placement(enqueue.queue, enqueue.priority, enqueue.posting,
-                                    enqueue.depends_on, enqueue.dependency_mode);
-    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                     created_at, state, parents_pending, depends_on, dependency_mode)
-    VALUES (job_id, enqueue.posting, enqueue.task, place.job_queue, place.job_priority,
-            enqueue.max_attempts, enqueue.args, due_at, now(), place.job_state, place.pending,
-            place.parents, place.mode);
-    IF place.job_state = 'queued' AND due_at <= now() THEN
-        PERFORM pdoflow._announce(place.job_queue);
-    END IF;
-    RETURN job_id;
-END
-$$;
+AS 'MODULE_PATHNAME', 'enqueue_wrapper';
 
 COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text) IS
     'Adds one job and returns its id. run_at NULL means now. With depends_on it waits (blocked) until all, or any, of those jobs succeeded.';

@@ -3,6 +3,18 @@
 -- on, only registered tasks may be enqueued. Validation runs in Rust
 -- (task_schema.rs, the jsonschema crate), before anything is written.
 
+-- Sessions keep a copy of the registrations for enqueue's fast path
+-- (registered_tasks.rs in pdoflow-ext); this trigger tells them when a
+-- transaction changes them.
+CREATE FUNCTION pdoflow._tasks_changed()
+RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tasks_changed_wrapper';
+
+CREATE TRIGGER tasks_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();
+
 CREATE FUNCTION pdoflow.register_task(
     name        text,
     args_schema jsonb DEFAULT NULL,

@@ -11,6 +11,13 @@
 --   index active_jobs_blocked_any_idx).
 -- * _task_checks_needed and _parent_results are PL/pgSQL, so that their
 --   plans are kept for the session.
+-- * enqueue is a Rust function (same signature) that inserts a plain job with
+--   one kept plan; other jobs go through the new _enqueue_general. Its input
+--   checks are part of it, so _check_job goes.
+-- * A trigger on tasks lets sessions keep a copy of the registrations, so
+--   that enqueue's fast path does not read the table at every call.
+-- * active_jobs has no CHECK constraints any more; check_consistency reports
+--   rows that break their rules.
 \echo Use "ALTER EXTENSION pdoflow UPDATE" to load this file. \quit
 
 CREATE FUNCTION pdoflow."_announce"(
@@ -303,7 +310,47 @@ BEGIN
 END
 $$;
 
--- sql/api/enqueue.sql: changed
+-- sql/api/enqueue.sql: new; enqueue's paths other than the plain job
+CREATE FUNCTION pdoflow._enqueue_general(
+    task            text,
+    args            jsonb,
+    queue           text,
+    priority        integer,
+    run_at          timestamptz,
+    max_attempts    integer,
+    posting         uuid,
+    depends_on      uuid[],
+    dependency_mode text
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+DECLARE
+    job_id uuid := pdoflow.uuid_generate_v7();
+    due_at timestamptz := coalesce(_enqueue_general.run_at, now());
+    place  record;
+BEGIN
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(_enqueue_general.task, ARRAY[_enqueue_general.args], ARRAY['args']);
+    END IF;
+    SELECT * INTO place
+    FROM pdoflow._new_job_placement(_enqueue_general.queue, _enqueue_general.priority,
+                                    _enqueue_general.posting, _enqueue_general.depends_on,
+                                    _enqueue_general.dependency_mode);
+    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
+                                     created_at, state, parents_pending, depends_on, dependency_mode)
+    VALUES (job_id, _enqueue_general.posting, _enqueue_general.task, place.job_queue, place.job_priority,
+            _enqueue_general.max_attempts, _enqueue_general.args, due_at, now(), place.job_state,
+            place.pending, place.parents, place.mode);
+    IF place.job_state = 'queued' AND due_at <= now() THEN
+        PERFORM pdoflow._announce(place.job_queue);
+    END IF;
+    RETURN job_id;
+END
+$$;
+REVOKE ALL ON FUNCTION pdoflow._enqueue_general(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text) FROM PUBLIC;
+
+-- sql/api/enqueue.sql: now written in Rust (enqueue.rs); its input checks with it
 CREATE OR REPLACE FUNCTION pdoflow.enqueue(
     task            text,
     args            jsonb       DEFAULT '{}',
@@ -315,46 +362,11 @@ CREATE OR REPLACE FUNCTION pdoflow.enqueue(
     depends_on      uuid[]      DEFAULT NULL,
     dependency_mode text        DEFAULT 'all'
 ) RETURNS uuid
-LANGUAGE plpgsql VOLATILE
+LANGUAGE c VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
-AS $$
-#variable_conflict use_column
-DECLARE
-    job_id uuid;
-    due_at timestamptz := coalesce(enqueue.run_at, now());
-    place  record;
-BEGIN
-    PERFORM pdoflow._check_job(enqueue.task, enqueue.args, enqueue.queue,
-                               enqueue.priority, enqueue.run_at, enqueue.max_attempts);
-    IF pdoflow._task_checks_needed() THEN
-        PERFORM pdoflow._check_task_args(enqueue.task, ARRAY[enqueue.args], ARRAY['args']);
-    END IF;
-    job_id := pdoflow.uuid_generate_v7();
-    IF enqueue.posting IS NULL AND enqueue.depends_on IS NULL AND enqueue.dependency_mode = 'all' THEN
-        INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
-        VALUES (job_id, enqueue.task, enqueue.queue, enqueue.priority, enqueue.max_attempts,
-                enqueue.args, due_at, now());
-        IF due_at <= now() THEN
-            PERFORM pdoflow._announce(enqueue.queue);
-        END IF;
-        RETURN job_id;
-    END IF;
-
-    SELECT * INTO place
-    FROM pdoflow._new_job_placement(enqueue.queue, enqueue.priority, enqueue.posting,
-                                    enqueue.depends_on, enqueue.dependency_mode);
-    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                     created_at, state, parents_pending, depends_on, dependency_mode)
-    VALUES (job_id, enqueue.posting, enqueue.task, place.job_queue, place.job_priority,
-            enqueue.max_attempts, enqueue.args, due_at, now(), place.job_state, place.pending,
-            place.parents, place.mode);
-    IF place.job_state = 'queued' AND due_at <= now() THEN
-        PERFORM pdoflow._announce(place.job_queue);
-    END IF;
-    RETURN job_id;
-END
-$$;
+AS 'MODULE_PATHNAME', 'enqueue_wrapper';
+DROP FUNCTION pdoflow._check_job(text, anyelement, text, integer, timestamptz, integer);
 
 -- sql/api/enqueue.sql: changed
 CREATE OR REPLACE FUNCTION pdoflow.enqueue_many(
@@ -772,3 +784,112 @@ BEGIN
 END
 $$;
 
+-- active_jobs loses its CHECK constraints: PostgreSQL 15 rebuilds them for
+-- every INSERT statement. check_consistency states their rules instead.
+ALTER TABLE pdoflow.active_jobs
+    DROP CONSTRAINT active_jobs_state_check,
+    DROP CONSTRAINT active_jobs_dependency_check,
+    DROP CONSTRAINT active_jobs_lease_check,
+    DROP CONSTRAINT active_jobs_attempt_check;
+
+-- sql/api/consistency.sql: changed
+CREATE OR REPLACE FUNCTION pdoflow.check_consistency()
+RETURNS TABLE (problem text, job_id uuid)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+    -- One active row at a time: the rules CHECK constraints would state.
+    SELECT CASE
+               WHEN a.state NOT IN ('queued', 'running', 'blocked', 'paused')
+                   THEN format('active job has state %L', a.state)
+               WHEN (a.depends_on IS NULL) <> (a.dependency_mode IS NULL)
+                   THEN 'active job has only one of depends_on and dependency_mode'
+               WHEN a.dependency_mode NOT IN ('all', 'any')
+                   THEN format('active job has dependency_mode %L', a.dependency_mode)
+               WHEN a.state = 'blocked' AND a.parents_pending <= 0
+                   THEN format('blocked job counts %s pending parents', a.parents_pending)
+               WHEN (a.state = 'running') <> (a.lease_expires_at IS NOT NULL)
+                   THEN format('%s job %s a lease', a.state,
+                               CASE WHEN a.lease_expires_at IS NULL THEN 'lacks' ELSE 'has' END)
+               WHEN NOT (a.attempt >= 0 AND a.attempt <= a.max_attempts AND a.max_attempts >= 1)
+                   THEN format('active job is at attempt %s of %s', a.attempt, a.max_attempts)
+           END,
+           a.id
+    FROM pdoflow.active_jobs AS a
+    WHERE a.state NOT IN ('queued', 'running', 'blocked', 'paused')
+       OR (a.depends_on IS NULL) <> (a.dependency_mode IS NULL)
+       OR a.dependency_mode NOT IN ('all', 'any')
+       OR (a.state = 'blocked' AND a.parents_pending <= 0)
+       OR (a.state = 'running') <> (a.lease_expires_at IS NOT NULL)
+       OR NOT (a.attempt >= 0 AND a.attempt <= a.max_attempts AND a.max_attempts >= 1)
+    UNION ALL
+    SELECT 'job is both active and finished', a.id
+    FROM pdoflow.active_jobs AS a JOIN pdoflow.finished_jobs AS f ON f.id = a.id
+    UNION ALL
+    SELECT 'job belongs to a posting that does not exist', j.id
+    FROM (SELECT id, posting FROM pdoflow.active_jobs UNION ALL SELECT id, posting FROM pdoflow.finished_jobs) AS j
+    WHERE j.posting IS NOT NULL AND NOT EXISTS (SELECT FROM pdoflow.postings AS p WHERE p.id = j.posting)
+    UNION ALL
+    SELECT 'job is paused but its posting is not', a.id
+    FROM pdoflow.active_jobs AS a LEFT JOIN pdoflow.postings AS p ON p.id = a.posting
+    WHERE a.state = 'paused' AND p.status IS DISTINCT FROM 'paused'
+    UNION ALL
+    SELECT 'job is queued in a paused posting', a.id
+    FROM pdoflow.active_jobs AS a JOIN pdoflow.postings AS p ON p.id = a.posting
+    WHERE a.state = 'queued' AND p.status = 'paused'
+    UNION ALL
+    SELECT 'job waits in a cancelled posting', a.id
+    FROM pdoflow.active_jobs AS a JOIN pdoflow.postings AS p ON p.id = a.posting
+    WHERE a.state IN ('queued', 'paused', 'blocked') AND p.status = 'cancelled'
+    UNION ALL
+    -- Blocked jobs: the count of parents still active must match, and the
+    -- parents that ended must not have decided the job already.
+    SELECT CASE
+               WHEN b.active_parents <> a.parents_pending
+                   THEN format('blocked job counts %s pending parents, but %s are active', a.parents_pending, b.active_parents)
+               WHEN a.dependency_mode = 'all' AND b.lost > 0 THEN 'blocked job has a parent that failed or was cancelled'
+               WHEN a.dependency_mode = 'any' AND b.succeeded > 0 THEN 'blocked job has a parent that succeeded'
+           END,
+           a.id
+    FROM pdoflow.active_jobs AS a
+    CROSS JOIN LATERAL (
+        SELECT count(*) FILTER (WHERE pa.id IS NOT NULL) AS active_parents,
+               count(*) FILTER (WHERE pf.state = 'succeeded') AS succeeded,
+               count(*) FILTER (WHERE pf.state IN ('failed', 'cancelled')) AS lost
+        FROM unnest(a.depends_on) AS d(id)
+        LEFT JOIN pdoflow.active_jobs AS pa ON pa.id = d.id
+        LEFT JOIN pdoflow.finished_jobs AS pf ON pf.id = d.id
+    ) AS b
+    WHERE a.state = 'blocked'
+      AND (b.active_parents <> a.parents_pending
+           OR (a.dependency_mode = 'all' AND b.lost > 0)
+           OR (a.dependency_mode = 'any' AND b.succeeded > 0))
+    UNION ALL
+    -- A mode-all job that left blocked before every parent succeeded (parents
+    -- deleted by retention count as succeeded: they were, or it would not run).
+    SELECT 'job was released before all its parents succeeded', a.id
+    FROM pdoflow.active_jobs AS a
+    WHERE a.state IN ('queued', 'paused', 'running') AND a.dependency_mode = 'all'
+      AND EXISTS (
+          SELECT FROM unnest(a.depends_on) AS d(id)
+          WHERE EXISTS (SELECT FROM pdoflow.active_jobs AS pa WHERE pa.id = d.id)
+             OR EXISTS (SELECT FROM pdoflow.finished_jobs AS pf WHERE pf.id = d.id AND pf.state <> 'succeeded'))
+$$;
+
+COMMENT ON FUNCTION pdoflow.check_consistency() IS
+    'Rows that break pdoflow''s invariants: an active job whose own columns disagree, and across tables (a job in both tables, a stuck or wrongly released dependent, a job out of step with its posting); no row when all is well.';
+
+-- sql/api/tasks.sql: new
+-- Sessions keep a copy of the registrations for enqueue's fast path
+-- (registered_tasks.rs in pdoflow-ext); this trigger tells them when a
+-- transaction changes them.
+CREATE FUNCTION pdoflow._tasks_changed()
+RETURNS trigger
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'tasks_changed_wrapper';
+REVOKE ALL ON FUNCTION pdoflow._tasks_changed() FROM PUBLIC;
+
+CREATE TRIGGER tasks_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();

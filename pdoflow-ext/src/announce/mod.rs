@@ -37,7 +37,7 @@ thread_local! {
 /// Announces that `queue` has work, as `pdoflow.notify` says. Internal: the
 /// API functions call it where they used to call `pg_notify`.
 #[pg_extern(volatile, parallel_unsafe, name = "_announce")]
-fn announce(queue: &str) {
+pub fn announce(queue: &str) {
     match settings::NOTIFY.get() {
         NotifyMode::Off => {}
         NotifyMode::Direct => notify_now(queue),

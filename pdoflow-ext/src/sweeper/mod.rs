@@ -165,12 +165,7 @@ fn wait_for_next_round() {
         }
         pg_sys::check_for_interrupts!();
         // Committed enqueues set the latch to have their queues announced.
-        // Waiting a moment first lets the commits of concurrent producers
-        // share one NOTIFY (each costs the sweeper a transaction).
-        if announce::board::waiting() {
-            std::thread::sleep(announcements::GATHER);
-            announcements::send_waiting();
-        }
+        announcements::send_waiting();
         if unsafe { pg_sys::ConfigReloadPending } != 0 {
             return;
         }
