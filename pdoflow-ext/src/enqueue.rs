@@ -17,17 +17,16 @@
 #![allow(clippy::result_large_err)]
 
 use std::cell::OnceCell;
-use std::thread::LocalKey;
 
 use pgrx::datum::{AnyElement, DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::pg_sys::PgOid;
 use pgrx::prelude::*;
-use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiError, SpiTupleTable};
+use pgrx::spi::SpiError;
 
 use crate::announce;
 use crate::checks;
 use crate::ids;
+use crate::kept_plan;
 use crate::registered_tasks;
 
 /// Inserts a plain queued job.
@@ -60,10 +59,8 @@ const GENERAL_TYPES: [pg_sys::Oid; 9] = [
 ];
 
 thread_local! {
-    // Plans kept for the session; PostgreSQL re-plans them itself when the
-    // tables or functions they use change.
-    static PLAIN_INSERT_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
-    static GENERAL_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    static PLAIN_INSERT_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
+    static GENERAL_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
 }
 
 /// `pdoflow.enqueue(task, args, queue, priority, run_at, max_attempts,
@@ -96,7 +93,7 @@ fn enqueue(
         if let (true, Some(task)) = (plain, task) {
             if !registered_tasks::needs_look(client, task)? {
                 let id = ids::new_id();
-                execute(
+                kept_plan::execute(
                     client,
                     &PLAIN_INSERT_PLAN,
                     PLAIN_INSERT,
@@ -117,7 +114,7 @@ fn enqueue(
                 return Ok(Some(id));
             }
         }
-        let table = execute(
+        let table = kept_plan::execute(
             client,
             &GENERAL_PLAN,
             GENERAL,
@@ -137,27 +134,6 @@ fn enqueue(
         table.first().get_one::<pgrx::Uuid>()
     })
     .map_err(internal)
-}
-
-/// Runs a statement whose plan the session keeps, preparing it on first use.
-fn execute<'conn>(
-    client: &mut SpiClient<'conn>,
-    plan: &'static LocalKey<OnceCell<OwnedPreparedStatement>>,
-    query: &str,
-    types: &[pg_sys::Oid],
-    args: &[DatumWithOid],
-) -> Result<SpiTupleTable<'conn>, SpiError> {
-    plan.with(|cell| {
-        let statement = match cell.get() {
-            Some(kept) => kept,
-            None => {
-                let types: Vec<PgOid> = types.iter().map(|&oid| PgOid::from(oid)).collect();
-                let kept = client.prepare_mut(query, &types)?.keep();
-                cell.get_or_init(|| kept)
-            }
-        };
-        client.update(statement, None, args)
-    })
 }
 
 /// An argument of this call handed on as it came: `oid` is its declared type.

@@ -17,6 +17,7 @@ mod enqueue;
 mod errors;
 mod ids;
 mod job_document;
+mod kept_plan;
 mod registered_tasks;
 mod retry_policy;
 mod settings;

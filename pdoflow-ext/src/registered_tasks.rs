@@ -17,7 +17,7 @@
 //! commit counts as committing until the server restarts: the copy is no
 //! longer used, which is slower but never wrong.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -25,6 +25,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiError};
 use pgrx::{pg_shmem_init, register_xact_callback, PgAtomic, PgXactCallbackEvent};
 
+use crate::kept_plan;
 use crate::settings::REQUIRE_REGISTERED_TASKS;
 
 /// Low 20 bits: transactions committing a change to `pdoflow.tasks` (more
@@ -45,6 +46,7 @@ struct Copy {
 }
 
 thread_local! {
+    static ONE_TASK_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
     static COPY: RefCell<Option<Copy>> = const { RefCell::new(None) };
     /// This transaction wrote `pdoflow.tasks`.
     static CHANGED_HERE: Cell<bool> = const { Cell::new(false) };
@@ -86,9 +88,13 @@ pub fn needs_look(client: &mut SpiClient<'_>, task: &str) -> Result<bool, SpiErr
         };
         return Ok(found.unwrap_or(required));
     }
-    let table = client.update(
+    // Without a trusted copy (pdoflow not preloaded: every call) one task's
+    // row, from a kept plan.
+    let table = kept_plan::execute(
+        client,
+        &ONE_TASK_PLAN,
         "SELECT t.args_schema IS NOT NULL FROM pdoflow.tasks AS t WHERE t.name OPERATOR(pg_catalog.=) $1",
-        Some(1),
+        &[pg_sys::TEXTOID],
         &[task.into()],
     )?;
     if table.is_empty() {

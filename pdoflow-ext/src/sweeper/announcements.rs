@@ -30,7 +30,7 @@ const ANNOUNCE_EVERY_QUEUE: &str = "
 /// committing, what they leave meanwhile goes out together when the gap
 /// ends. Each announcing transaction costs the sweeper, and every listener,
 /// a wake-up: at 10,000 enqueues/s a 0.5 ms gather sent one per 6.6 jobs.
-pub const MIN_GAP: Duration = Duration::from_millis(2);
+const MIN_GAP: Duration = Duration::from_millis(2);
 
 thread_local! {
     static LAST_SENT: Cell<Option<Instant>> = const { Cell::new(None) };
