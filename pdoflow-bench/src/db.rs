@@ -30,11 +30,34 @@ pub async fn reset(db: &Client) -> Result<()> {
         "TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.postings, pdoflow.workers, bench_raw_jobs",
         "VACUUM ANALYZE pdoflow.active_jobs, pdoflow.finished_jobs, bench_raw_jobs",
     ] {
-        db.batch_execute(statement)
+        execute_retrying_deadlocks(db, statement)
             .await
             .with_context(|| format!("resetting the benchmark tables: {statement}"))?;
     }
     Ok(())
+}
+
+/// Runs `statement`, again if PostgreSQL broke a deadlock by cancelling it:
+/// the TRUNCATE locks the tables in its own order, and the sweeper (a
+/// retention delete, say) may hold one of them and wait for another.
+async fn execute_retrying_deadlocks(
+    db: &Client,
+    statement: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut attempts = 0;
+    loop {
+        match db.batch_execute(statement).await {
+            Err(error)
+                if attempts < 5
+                    && error.code()
+                        == Some(&tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED) =>
+            {
+                attempts += 1;
+                tracing::debug!(%error, statement, "deadlock while resetting; again");
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Creates the plain-SQL queue table the ceilings are measured on: what a

@@ -3,10 +3,11 @@
 //! Most jobs have no posting, no parents and no args schema to check (the
 //! session's copy of the registrations says so: `registered_tasks.rs`). For
 //! them this function is the whole enqueue: it checks the input, makes the
-//! id, inserts the row with one statement whose plan the session keeps, and
-//! notes the queue for announcement. Everything else goes to the PL/pgSQL
+//! id, writes the row without the executor (`plain_insert.rs`), and notes
+//! the queue for announcement. Everything else goes to the PL/pgSQL
 //! `pdoflow._enqueue_general` (sql/api/enqueue.sql), which locks postings and
-//! parents and checks args against their task's schema.
+//! parents and checks args against their task's schema; so does a plain job
+//! when a DBA's trigger, rule or column on `active_jobs` needs SQL's INSERT.
 //!
 //! Single-job enqueue is the hot path of every producer; as PL/pgSQL it
 //! spent as long around its INSERT (checks, helper calls) as in it. The SQL
@@ -27,22 +28,8 @@ use crate::announce;
 use crate::checks;
 use crate::ids;
 use crate::kept_plan;
+use crate::plain_insert;
 use crate::registered_tasks;
-
-/// Inserts a plain queued job.
-const PLAIN_INSERT: &str = "
-    INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
-    VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, pg_catalog.now()), pg_catalog.now())";
-
-const PLAIN_INSERT_TYPES: [pg_sys::Oid; 7] = [
-    pg_sys::UUIDOID,
-    pg_sys::TEXTOID,
-    pg_sys::TEXTOID,
-    pg_sys::INT4OID,
-    pg_sys::INT4OID,
-    pg_sys::JSONBOID,
-    pg_sys::TIMESTAMPTZOID,
-];
 
 const GENERAL: &str = "SELECT pdoflow._enqueue_general($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
@@ -59,7 +46,6 @@ const GENERAL_TYPES: [pg_sys::Oid; 9] = [
 ];
 
 thread_local! {
-    static PLAIN_INSERT_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
     static GENERAL_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
 }
 
@@ -92,26 +78,11 @@ fn enqueue(
     Spi::connect_mut(|client| {
         if let (true, Some(task)) = (plain, task) {
             if !registered_tasks::needs_look(client, task)? {
-                let id = ids::new_id();
-                kept_plan::execute(
-                    client,
-                    &PLAIN_INSERT_PLAN,
-                    PLAIN_INSERT,
-                    &PLAIN_INSERT_TYPES,
-                    &[
-                        id.into(),
-                        task.into(),
-                        queue.into(),
-                        priority.into(),
-                        max_attempts.into(),
-                        passed_through(args, pg_sys::JSONBOID),
-                        run_at.into(),
-                    ],
-                )?;
-                if let (true, Some(queue)) = (is_due(run_at), queue) {
-                    announce::announce(queue);
+                if let Some(id) =
+                    insert_plain(task, args.as_ref(), queue, priority, run_at, max_attempts)
+                {
+                    return Ok(Some(id));
                 }
-                return Ok(Some(id));
             }
         }
         let table = kept_plan::execute(
@@ -136,6 +107,50 @@ fn enqueue(
     .map_err(internal)
 }
 
+/// Inserts a plain job without SQL (`plain_insert.rs`) and notes its queue
+/// for announcement; None when the input or the table asks for the general
+/// path.
+fn insert_plain(
+    task: &str,
+    args: Option<&AnyElement>,
+    queue: Option<&str>,
+    priority: Option<i32>,
+    run_at: Option<TimestampWithTimeZone>,
+    max_attempts: Option<i32>,
+) -> Option<pgrx::Uuid> {
+    // The checks refused these NULLs already; the general path reports them.
+    let (Some(args), Some(queue), Some(priority), Some(max_attempts)) =
+        (args, queue, priority, max_attempts)
+    else {
+        return None;
+    };
+    let now = transaction_start();
+    let run_at = run_at.map_or(now, pg_sys::TimestampTz::from);
+    let job = plain_insert::PlainJob {
+        id: ids::new_id(),
+        task,
+        queue,
+        priority,
+        max_attempts,
+        args: args.datum(),
+        run_at,
+        created_at: now,
+    };
+    if !plain_insert::insert(&job) {
+        return None;
+    }
+    if run_at <= now {
+        announce::announce(queue);
+    }
+    Some(job.id)
+}
+
+/// now(): the current transaction's start time.
+fn transaction_start() -> pg_sys::TimestampTz {
+    // SAFETY: reads a timestamp the transaction set when it started.
+    unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
+}
+
 /// An argument of this call handed on as it came: `oid` is its declared type.
 fn passed_through(value: Option<AnyElement>, oid: pg_sys::Oid) -> DatumWithOid<'static> {
     match value {
@@ -143,13 +158,6 @@ fn passed_through(value: Option<AnyElement>, oid: pg_sys::Oid) -> DatumWithOid<'
         Some(value) => unsafe { DatumWithOid::new(value, oid) },
         None => DatumWithOid::null_oid(oid),
     }
-}
-
-/// Runs now: no run_at, or one not in the future.
-fn is_due(run_at: Option<TimestampWithTimeZone>) -> bool {
-    // SAFETY: reads the current transaction's start time, which now() is.
-    let now = unsafe { pg_sys::GetCurrentTransactionStartTimestamp() };
-    run_at.is_none_or(|at| pg_sys::TimestampTz::from(at) <= now)
 }
 
 /// An SPI failure that is not an SQL error (those propagate as they are).

@@ -281,6 +281,38 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
         .unwrap_or("(not a server error)")
 }
 
+/// Enqueues one plain job (task `t`, queue `default`) in a transaction of its
+/// own; true when it went through `pdoflow._enqueue_general`'s SQL rather
+/// than enqueue's direct write (as counted by `track_functions`).
+pub async fn enqueue_took_the_sql_path(client: &Client) -> bool {
+    // A backend reports its function calls now and then, not at each commit:
+    // the count before the call, in the same transaction, is the baseline.
+    const CALLS: &str = "SELECT coalesce(sum(calls), 0) FROM pg_stat_xact_user_functions
+                          WHERE schemaname = 'pdoflow' AND funcname = '_enqueue_general'";
+    let messages = client
+        .simple_query(&format!(
+            "BEGIN;
+             SET LOCAL track_functions = 'pl';
+             {CALLS};
+             SELECT pdoflow.enqueue('t', '{{}}') IS NOT NULL;
+             {CALLS};
+             COMMIT;"
+        ))
+        .await
+        .unwrap_or_else(|error| panic!("enqueue: {}", describe(&error)));
+    let values: Vec<String> = messages
+        .iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect();
+    match &values[..] {
+        [before, _, after] => before != after,
+        _ => panic!("unexpected results: {values:?}"),
+    }
+}
+
 /// A job's state, attempt and last error, as `pdoflow.jobs` shows them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobState {

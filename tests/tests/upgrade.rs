@@ -4,7 +4,7 @@
 //! works on them, and its schema is, object by object, a fresh install's.
 //! A schema change without its upgrade script fails the comparison.
 
-use pdoflow_tests::TestDatabase;
+use pdoflow_tests::{enqueue_took_the_sql_path, TestDatabase};
 use tokio_postgres::Client;
 
 /// Every pdoflow object's definition, as text, in a fixed order: functions
@@ -117,6 +117,10 @@ async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() 
         .await
         .unwrap_err();
     assert_eq!(refused.code().map(|code| code.code()), Some("22023"));
+    assert!(
+        !enqueue_took_the_sql_path(&db).await,
+        "after the update, a plain job is not written directly"
+    );
     assert!(db
         .query("SELECT * FROM pdoflow.check_consistency()", &[])
         .await
