@@ -116,15 +116,22 @@ unsafe fn rebuild(rel: pg_sys::Relation) {
     // Owns the compiled expressions (in its query memory, under `context`).
     let estate = pg_sys::CreateExecutorState();
     let list = pg_sys::RelationGetIndexList(rel);
+    let oids: Vec<pg_sys::Oid> = (0..pg_sys::list_length(list))
+        .map(|position| pg_sys::list_nth_oid(list, position))
+        .collect();
+    // Locking each index below reads invalidations: one of an index read
+    // already (CREATE INDEX CONCURRENTLY making it ready) must count too.
+    WATCHED.set(std::iter::once(table).chain(oids.iter().copied()).collect());
     let mut indexes = Vec::new();
-    for position in 0..pg_sys::list_length(list) {
-        let index = pg_sys::list_nth_oid(list, position);
+    for index in oids {
         let descriptor = pg_sys::index_open(index, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
         let info = pg_sys::BuildIndexInfo(descriptor);
-        if !(*info).ii_Predicate.is_null() {
+        // Compiled once only when evaluating keeps nothing between rows;
+        // otherwise ExecInsertIndexTuples compiles it for each insert.
+        if !(*info).ii_Predicate.is_null() && keeps_no_state((*info).ii_Predicate) {
             (*info).ii_PredicateState = pg_sys::ExecPrepareQual((*info).ii_Predicate, estate);
         }
-        if !(*info).ii_Expressions.is_null() {
+        if !(*info).ii_Expressions.is_null() && keeps_no_state((*info).ii_Expressions) {
             (*info).ii_ExpressionsState =
                 pg_sys::ExecPrepareExprList((*info).ii_Expressions, estate);
         }
@@ -133,16 +140,46 @@ unsafe fn rebuild(rel: pg_sys::Relation) {
     }
     pg_sys::MemoryContextSwitchTo(caller_context);
     pg_sys::MemoryContextSetParent(context, pg_sys::TopMemoryContext);
-    WATCHED.set(
-        std::iter::once(table)
-            .chain(indexes.iter().map(|&(index, _)| index))
-            .collect(),
-    );
     KEPT.set(Some(Kept {
         table,
         context,
         indexes,
     }));
+}
+
+/// Whether evaluating `expression` (an index's predicate or expressions)
+/// keeps nothing from one row to the next, so that its compiled form may
+/// serve every insert of the session: columns, constants, built-in
+/// operators and functions, AND/OR/NOT, scalar IS [NOT] NULL and
+/// binary-compatible casts. A whole-row reference, for one, caches the
+/// row's descriptor in the memory of the insert that first evaluated it;
+/// a user's function or a domain may change without touching the index.
+unsafe fn keeps_no_state(expression: *mut pg_sys::List) -> bool {
+    !has_stateful_node(expression.cast(), std::ptr::null_mut())
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn has_stateful_node(
+    node: *mut pg_sys::Node,
+    context: *mut std::ffi::c_void,
+) -> bool {
+    use pg_sys::NodeTag;
+    if node.is_null() {
+        return false;
+    }
+    let built_in = |oid: pg_sys::Oid| oid.to_u32() < pg_sys::FirstNormalObjectId;
+    let stateless = match (*node).type_ {
+        NodeTag::T_List | NodeTag::T_Const | NodeTag::T_BoolExpr | NodeTag::T_RelabelType => true,
+        NodeTag::T_Var => {
+            let var = node.cast::<pg_sys::Var>();
+            (*var).varattno > 0 && (*var).varlevelsup == 0
+        }
+        NodeTag::T_OpExpr => built_in((*node.cast::<pg_sys::OpExpr>()).opno),
+        NodeTag::T_FuncExpr => built_in((*node.cast::<pg_sys::FuncExpr>()).funcid),
+        NodeTag::T_NullTest => !(*node.cast::<pg_sys::NullTest>()).argisrow,
+        _ => false,
+    };
+    !stateless || pg_sys::expression_tree_walker(node, Some(has_stateful_node), context)
 }
 
 /// Registers the invalidation callback, once per session.

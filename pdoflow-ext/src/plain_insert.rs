@@ -71,7 +71,7 @@ pub fn insert(job: &PlainJob) -> bool {
     // end (or with the transaction when an ERROR leaves early).
     unsafe {
         let rel = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
-        if !written_directly(rel) {
+        if !written_directly(rel) || !may_insert(relid) {
             pg_sys::table_close(rel, pg_sys::NoLock as pg_sys::LOCKMODE);
             return false;
         }
@@ -126,6 +126,16 @@ fn active_jobs_oid() -> Option<pg_sys::Oid> {
     }
 }
 
+/// Whether the current user (the table's owner, in enqueue) may insert, as
+/// the executor would check; if not, the SQL path raises the error.
+unsafe fn may_insert(relid: pg_sys::Oid) -> bool {
+    pg_sys::pg_class_aclcheck(
+        relid,
+        pg_sys::GetUserId(),
+        pg_sys::AclMode::from(pg_sys::ACL_INSERT),
+    ) == pg_sys::AclResult::ACLCHECK_OK
+}
+
 /// Whether an insert without the executor does all an SQL INSERT would:
 /// a plain table with the columns of [`COLUMNS`], and nothing (trigger, rule,
 /// row security) that an INSERT statement would run besides.
@@ -135,6 +145,7 @@ fn active_jobs_oid() -> Option<pg_sys::Oid> {
 unsafe fn written_directly(rel: pg_sys::Relation) -> bool {
     let class = &*(*rel).rd_rel;
     if class.relkind != pg_sys::RELKIND_RELATION as std::ffi::c_char
+        || class.relispartition
         || class.relhasrules
         || class.relrowsecurity
         || !(*rel).trigdesc.is_null()
@@ -149,13 +160,40 @@ unsafe fn written_directly(rel: pg_sys::Relation) -> bool {
         && attributes
             .iter()
             .zip(COLUMNS)
-            .all(|(attribute, (name, type_oid))| {
-                !attribute.attisdropped
-                    && attribute.attgenerated == 0
-                    && attribute.atttypid == type_oid
-                    && CStr::from_ptr(attribute.attname.data.as_ptr()).to_bytes() == name.as_bytes()
-            })
+            .all(|(attribute, (name, type_oid))| as_created(attribute, name, type_oid))
 }
+
+/// Whether `attribute` is the column `name` of type `type_oid` as
+/// sql/schema.sql creates it, with nothing an INSERT would compute for it.
+unsafe fn as_created(
+    attribute: &pg_sys::FormData_pg_attribute,
+    name: &str,
+    type_oid: pg_sys::Oid,
+) -> bool {
+    // A default on a column left NULL would be SQL's to apply.
+    let default_applies = attribute.atthasdef && !WRITTEN.contains(&name);
+    !attribute.attisdropped
+        && !default_applies
+        && attribute.attidentity == 0
+        && attribute.attgenerated == 0
+        && attribute.atttypmod == -1
+        && attribute.atttypid == type_oid
+        && CStr::from_ptr(attribute.attname.data.as_ptr()).to_bytes() == name.as_bytes()
+}
+
+/// The columns [`fill`] writes; the others are NULL.
+const WRITTEN: [&str; 10] = [
+    "id",
+    "run_at",
+    "created_at",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "state",
+    "queue",
+    "task",
+    "args",
+];
 
 /// Puts `job` into the empty `slot`, column by column as in [`COLUMNS`].
 ///

@@ -157,7 +157,10 @@ async fn indexes_a_dba_creates_or_drops_elsewhere_are_kept_up_to_date() {
         .batch_execute(
             "CREATE INDEX extra_expression_idx ON pdoflow.active_jobs ((args->>'k'))
                  WHERE queue = 'q2';
-             CREATE INDEX extra_args_idx ON pdoflow.active_jobs USING gin (args jsonb_path_ops);",
+             CREATE INDEX extra_args_idx ON pdoflow.active_jobs USING gin (args jsonb_path_ops);
+             -- A whole-row reference is compiled for each insert, not kept.
+             CREATE INDEX extra_whole_row_idx ON pdoflow.active_jobs (id)
+                 WHERE (active_jobs).queue = 'q2';",
         )
         .await
         .expect("create indexes");
@@ -175,10 +178,18 @@ async fn indexes_a_dba_creates_or_drops_elsewhere_are_kept_up_to_date() {
         4,
         "the GIN index"
     );
+    assert_eq!(
+        count_by_index(&admin, "(active_jobs).queue = 'q2'").await,
+        3,
+        "the index whose predicate reads the whole row"
+    );
     assert_indexes_complete(&admin).await;
 
     admin
-        .batch_execute("DROP INDEX pdoflow.extra_expression_idx; DROP INDEX pdoflow.extra_args_idx")
+        .batch_execute(
+            "DROP INDEX pdoflow.extra_expression_idx, pdoflow.extra_args_idx,
+                        pdoflow.extra_whole_row_idx",
+        )
         .await
         .expect("drop indexes");
     enqueue(&producer, "q2", r#"{"k": "x"}"#).await;
