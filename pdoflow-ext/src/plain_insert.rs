@@ -19,6 +19,7 @@
 use std::ffi::CStr;
 
 use pgrx::pg_sys;
+use pgrx::IntoDatum;
 
 use crate::kept_indexes;
 
@@ -35,28 +36,47 @@ pub struct PlainJob<'a> {
     pub created_at: pg_sys::TimestampTz,
 }
 
-/// `active_jobs`' columns in table order, as sql/schema.sql creates them.
-const COLUMNS: [(&str, pg_sys::Oid); 20] = [
-    ("id", pg_sys::UUIDOID),
-    ("posting", pg_sys::UUIDOID),
-    ("run_at", pg_sys::TIMESTAMPTZOID),
-    ("created_at", pg_sys::TIMESTAMPTZOID),
-    ("started_at", pg_sys::TIMESTAMPTZOID),
-    ("heartbeat_at", pg_sys::TIMESTAMPTZOID),
-    ("lease_expires_at", pg_sys::TIMESTAMPTZOID),
-    ("priority", pg_sys::INT4OID),
-    ("attempt", pg_sys::INT4OID),
-    ("max_attempts", pg_sys::INT4OID),
-    ("parents_pending", pg_sys::INT4OID),
-    ("state", pg_sys::TEXTOID),
-    ("queue", pg_sys::TEXTOID),
-    ("task", pg_sys::TEXTOID),
-    ("worker", pg_sys::TEXTOID),
-    ("dependency_mode", pg_sys::TEXTOID),
-    ("node", pg_sys::TEXTOID),
-    ("last_error", pg_sys::TEXTOID),
-    ("depends_on", pg_sys::UUIDARRAYOID),
-    ("args", pg_sys::JSONBOID),
+/// What a column of a plain job's row holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Value {
+    Id,
+    RunAt,
+    CreatedAt,
+    Priority,
+    /// 0: not started yet.
+    NoAttempt,
+    MaxAttempts,
+    /// The state 'queued'.
+    Queued,
+    Queue,
+    Task,
+    Args,
+    Null,
+}
+
+/// `active_jobs`' columns in table order, as sql/schema.sql creates them,
+/// with what a plain job holds in each.
+const COLUMNS: [(&str, pg_sys::Oid, Value); 20] = [
+    ("id", pg_sys::UUIDOID, Value::Id),
+    ("posting", pg_sys::UUIDOID, Value::Null),
+    ("run_at", pg_sys::TIMESTAMPTZOID, Value::RunAt),
+    ("created_at", pg_sys::TIMESTAMPTZOID, Value::CreatedAt),
+    ("started_at", pg_sys::TIMESTAMPTZOID, Value::Null),
+    ("heartbeat_at", pg_sys::TIMESTAMPTZOID, Value::Null),
+    ("lease_expires_at", pg_sys::TIMESTAMPTZOID, Value::Null),
+    ("priority", pg_sys::INT4OID, Value::Priority),
+    ("attempt", pg_sys::INT4OID, Value::NoAttempt),
+    ("max_attempts", pg_sys::INT4OID, Value::MaxAttempts),
+    ("parents_pending", pg_sys::INT4OID, Value::Null),
+    ("state", pg_sys::TEXTOID, Value::Queued),
+    ("queue", pg_sys::TEXTOID, Value::Queue),
+    ("task", pg_sys::TEXTOID, Value::Task),
+    ("worker", pg_sys::TEXTOID, Value::Null),
+    ("dependency_mode", pg_sys::TEXTOID, Value::Null),
+    ("node", pg_sys::TEXTOID, Value::Null),
+    ("last_error", pg_sys::TEXTOID, Value::Null),
+    ("depends_on", pg_sys::UUIDARRAYOID, Value::Null),
+    ("args", pg_sys::JSONBOID, Value::Args),
 ];
 
 /// Inserts `job` as a queued row of `pdoflow.active_jobs`. False, with
@@ -160,7 +180,9 @@ unsafe fn written_directly(rel: pg_sys::Relation) -> bool {
         && attributes
             .iter()
             .zip(COLUMNS)
-            .all(|(attribute, (name, type_oid))| as_created(attribute, name, type_oid))
+            .all(|(attribute, (name, type_oid, value))| {
+                as_created(attribute, name, type_oid, value)
+            })
 }
 
 /// Whether `attribute` is the column `name` of type `type_oid` as
@@ -169,9 +191,10 @@ unsafe fn as_created(
     attribute: &pg_sys::FormData_pg_attribute,
     name: &str,
     type_oid: pg_sys::Oid,
+    value: Value,
 ) -> bool {
     // A default on a column left NULL would be SQL's to apply.
-    let default_applies = attribute.atthasdef && !WRITTEN.contains(&name);
+    let default_applies = attribute.atthasdef && value == Value::Null;
     !attribute.attisdropped
         && !default_applies
         && attribute.attidentity == 0
@@ -181,20 +204,6 @@ unsafe fn as_created(
         && CStr::from_ptr(attribute.attname.data.as_ptr()).to_bytes() == name.as_bytes()
 }
 
-/// The columns [`fill`] writes; the others are NULL.
-const WRITTEN: [&str; 10] = [
-    "id",
-    "run_at",
-    "created_at",
-    "priority",
-    "attempt",
-    "max_attempts",
-    "state",
-    "queue",
-    "task",
-    "args",
-];
-
 /// Puts `job` into the empty `slot`, column by column as in [`COLUMNS`].
 ///
 /// # Safety
@@ -203,72 +212,21 @@ const WRITTEN: [&str; 10] = [
 unsafe fn fill(slot: *mut pg_sys::TupleTableSlot, job: &PlainJob) {
     let values = std::slice::from_raw_parts_mut((*slot).tts_values, COLUMNS.len());
     let nulls = std::slice::from_raw_parts_mut((*slot).tts_isnull, COLUMNS.len());
-    nulls.fill(true);
-    let mut set = |index: usize, value: pg_sys::Datum| {
-        values[index] = value;
-        nulls[index] = false;
-    };
-    set(const { column("id") }, uuid_datum(&job.id));
-    set(const { column("run_at") }, pg_sys::Datum::from(job.run_at));
-    set(
-        const { column("created_at") },
-        pg_sys::Datum::from(job.created_at),
-    );
-    set(
-        const { column("priority") },
-        pg_sys::Datum::from(job.priority),
-    );
-    set(const { column("attempt") }, pg_sys::Datum::from(0_i32));
-    set(
-        const { column("max_attempts") },
-        pg_sys::Datum::from(job.max_attempts),
-    );
-    set(const { column("state") }, text_datum("queued"));
-    set(const { column("queue") }, text_datum(job.queue));
-    set(const { column("task") }, text_datum(job.task));
-    set(const { column("args") }, job.args);
-}
-
-/// The index of `name` in [`COLUMNS`]; evaluated at compile time, where an
-/// unknown name fails the build.
-const fn column(name: &str) -> usize {
-    let mut index = 0;
-    while index < COLUMNS.len() {
-        if same(COLUMNS[index].0.as_bytes(), name.as_bytes()) {
-            return index;
-        }
-        index += 1;
+    for (index, &(_, _, value)) in COLUMNS.iter().enumerate() {
+        let datum = match value {
+            Value::Id => job.id.into_datum(),
+            Value::RunAt => job.run_at.into_datum(),
+            Value::CreatedAt => job.created_at.into_datum(),
+            Value::Priority => job.priority.into_datum(),
+            Value::NoAttempt => 0_i32.into_datum(),
+            Value::MaxAttempts => job.max_attempts.into_datum(),
+            Value::Queued => "queued".into_datum(),
+            Value::Queue => job.queue.into_datum(),
+            Value::Task => job.task.into_datum(),
+            Value::Args => Some(job.args),
+            Value::Null => None,
+        };
+        values[index] = datum.unwrap_or(pg_sys::Datum::from(0));
+        nulls[index] = datum.is_none();
     }
-    panic!("not a column of active_jobs")
-}
-
-const fn same(left: &[u8], right: &[u8]) -> bool {
-    if left.len() != right.len() {
-        return false;
-    }
-    let mut index = 0;
-    while index < left.len() {
-        if left[index] != right[index] {
-            return false;
-        }
-        index += 1;
-    }
-    true
-}
-
-/// A uuid Datum (a pointer to its 16 bytes) in the current memory context.
-unsafe fn uuid_datum(id: &pgrx::Uuid) -> pg_sys::Datum {
-    let bytes = pg_sys::palloc(16).cast::<u8>();
-    std::ptr::copy_nonoverlapping(id.as_bytes().as_ptr(), bytes, 16);
-    pg_sys::Datum::from(bytes)
-}
-
-/// A text Datum in the current memory context.
-unsafe fn text_datum(value: &str) -> pg_sys::Datum {
-    // Lengths come from text arguments, so they fit in an int.
-    let length = i32::try_from(value.len()).unwrap_or(i32::MAX);
-    pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-        value.as_ptr().cast(),
-        length,
-    ))
 }
