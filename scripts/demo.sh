@@ -30,6 +30,11 @@ CREATE EXTENSION pdoflow;
 ALTER SYSTEM SET pdoflow.retry_backoff_base = '200ms';
 SELECT pg_reload_conf();
 
+-- The built-in shell task runs commands on the worker's host: only the
+-- demo's superuser may enqueue it (a worker started with --enable-shell
+-- refuses to start until someone is granted it).
+SELECT pdoflow.grant_task('shell', current_user::regrole);
+
 -- Five e-mails in the default queue (the built-in shell task keeps each
 -- command's output in the worker's log directory).
 SELECT pdoflow.enqueue('shell', jsonb_build_object('command', jsonb_build_array('echo', 'mail to user' || i || '@example.com')))
@@ -66,7 +71,7 @@ psql_demo -c "SELECT queue, task, state, count(*) AS jobs FROM pdoflow.jobs GROU
 say "Working the queue with pdoflow-run"
 logs="${PG_ROOT}/demo-logs"
 mkdir -p "${logs}"
-"${run}" --database-url "${url}" worker --concurrency 8 --poll-interval 1s --log-dir "${logs}" \
+"${run}" --database-url "${url}" worker --concurrency 8 --poll-interval 1s --enable-shell --log-dir "${logs}" \
     >"${logs}/worker.log" 2>&1 &
 worker_pid=$!
 trap 'kill "${worker_pid}" 2>/dev/null || true' EXIT

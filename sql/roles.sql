@@ -5,8 +5,11 @@
 --   pdoflow_worker    a producer that also claims, finishes, heartbeats and
 --                     releases jobs, registers itself and sweeps
 --   pdoflow_admin     a worker that also cancels and retries jobs, changes
---                     and deletes postings, registers tasks, reads the
---                     workers registry and checks consistency
+--                     and deletes postings, registers tasks, grants who may
+--                     enqueue them, reads the workers registry and checks
+--                     consistency; may enqueue every task
+--
+-- Per task, grant_task narrows who may enqueue it (see sql/api/tasks.sql).
 --
 -- Nobody gets privileges on the tables: every change goes through the API
 -- functions, which run as the extension's owner (SECURITY DEFINER) with a
@@ -48,7 +51,8 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.submit_dag(jsonb, uuid),
     pdoflow.uuid_generate_v7()
 TO pdoflow_producer;
-GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks TO pdoflow_producer;
+GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks,
+    pdoflow.task_grants TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
     pdoflow.claim(integer, text[], text, interval, text[]),
@@ -69,6 +73,8 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.delete_posting(uuid),
     pdoflow.check_consistency(),
     pdoflow.register_task(text, jsonb, text),
-    pdoflow.unregister_task(text)
+    pdoflow.unregister_task(text),
+    pdoflow.grant_task(text, regrole),
+    pdoflow.revoke_task(text, regrole)
 TO pdoflow_admin;
 GRANT SELECT ON pdoflow.workers TO pdoflow_admin;

@@ -19,6 +19,42 @@ BEGIN
 END
 $$;
 
+-- CREATE EXTENSION reuses a schema named pdoflow that exists already. The
+-- background sweeper calls pdoflow's functions as a superuser, and every
+-- function here runs as the extension's owner: a schema that another role
+-- owns, or where another role may create objects, would let that role put
+-- objects of its own beside them (or replace them later).
+DO $$
+DECLARE
+    schema_owner oid;
+    creators     text;
+BEGIN
+    SELECT n.nspowner INTO schema_owner FROM pg_catalog.pg_namespace AS n WHERE n.nspname = 'pdoflow';
+    IF schema_owner <> (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user)
+       AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.oid = schema_owner) THEN
+        RAISE EXCEPTION 'schema "pdoflow" is owned by role "%", not by "%" who is installing the extension',
+            pg_catalog.pg_get_userbyid(schema_owner), current_user
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'pdoflow runs its functions with its owner''s privileges, so it installs only into a '
+                         'schema of its own: drop or rename that schema (or ALTER SCHEMA pdoflow OWNER TO '
+                         'the installing role) and try again.';
+    END IF;
+    SELECT pg_catalog.string_agg(DISTINCT
+               CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END,
+               ', ')
+    INTO creators
+    FROM pg_catalog.pg_namespace AS n
+    CROSS JOIN LATERAL pg_catalog.aclexplode(n.nspacl) AS a
+    WHERE n.nspname = 'pdoflow' AND a.privilege_type = 'CREATE' AND a.grantee <> n.nspowner
+      AND NOT coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.oid = a.grantee), false);
+    IF creators IS NOT NULL THEN
+        RAISE EXCEPTION 'other roles may create objects in schema "pdoflow": %', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'REVOKE CREATE ON SCHEMA pdoflow FROM those roles, then install the extension.';
+    END IF;
+END
+$$;
+
 -- Postings: named batches of jobs with a status. Jobs point at their posting;
 -- a posting's queue and priority apply to jobs enqueued into it that leave
 -- enqueue's queue and priority at their defaults.
@@ -66,6 +102,9 @@ CREATE TABLE pdoflow.active_jobs (
     last_error       text,
     depends_on       uuid[],
     args             jsonb       NOT NULL,
+    -- The role that enqueued the job (see pdoflow._calling_role); NULL for
+    -- jobs enqueued before pdoflow 0.4.0.
+    enqueued_by      text,
     -- No CHECK constraints: PostgreSQL 15 rebuilds a table's CHECKs from their
     -- stored text for every INSERT statement, which cost single-job enqueue a
     -- tenth of its rate. Only the pdoflow functions write this table; the
@@ -143,6 +182,7 @@ CREATE TABLE pdoflow.finished_jobs (
     depends_on   uuid[],
     args         jsonb       NOT NULL,
     result       jsonb,
+    enqueued_by  text,
     CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
     CONSTRAINT finished_jobs_state_check CHECK (state IN ('succeeded', 'failed', 'cancelled'))
 );
@@ -162,13 +202,13 @@ SELECT id, task, queue, priority,
        attempt, max_attempts, args,
        NULL::jsonb AS result, last_error, run_at, created_at, started_at,
        NULL::timestamptz AS finished_at, lease_expires_at, worker, heartbeat_at,
-       posting, depends_on, dependency_mode, node
+       posting, depends_on, dependency_mode, node, enqueued_by
 FROM pdoflow.active_jobs
 UNION ALL
 SELECT id, task, queue, priority, state, attempt, max_attempts, args,
        result, last_error, run_at, created_at, started_at,
        finished_at, NULL::timestamptz AS lease_expires_at, worker, NULL::timestamptz AS heartbeat_at,
-       posting, depends_on, dependency_mode, node
+       posting, depends_on, dependency_mode, node, enqueued_by
 FROM pdoflow.finished_jobs;
 
 COMMENT ON VIEW pdoflow.jobs IS
@@ -221,8 +261,23 @@ CREATE TABLE pdoflow.tasks (
 COMMENT ON TABLE pdoflow.tasks IS
     'Tasks registered with pdoflow.register_task: their description and the JSON Schema their args must match.';
 
+-- Who may enqueue which task (pdoflow.grant_task; read pdoflow.task_grants).
+-- A task without rows here is open to every producer. Roles are kept as
+-- regrole: they follow a rename, and pg_dump writes them by name.
+CREATE TABLE pdoflow.task_privileges (
+    task       text        COLLATE "C" NOT NULL,
+    grantee    regrole     NOT NULL,
+    granted_by text        NOT NULL,
+    granted_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT task_privileges_pkey PRIMARY KEY (task, grantee)
+);
+
+COMMENT ON TABLE pdoflow.task_privileges IS
+    'Per-task enqueue grants. Read pdoflow.task_grants; change them only with pdoflow.grant_task and pdoflow.revoke_task.';
+
 -- pg_dump must keep the jobs themselves, not only the table definitions.
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.active_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.finished_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.postings', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.tasks', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.task_privileges', '');

@@ -34,10 +34,8 @@ pub struct InProcess {
 impl InProcess {
     /// Starts a worker with `registry` and `config` on the benchmark database.
     pub fn start(bench: &Bench, registry: TaskRegistry, config: WorkerConfig) -> Result<Self> {
-        let settings = ConnectionSettings {
-            config: bench.url.parse().context("parsing the database URL")?,
-            source: "pdoflow-bench".into(),
-        };
+        let settings = ConnectionSettings::from_url(&bench.url, "pdoflow-bench")
+            .context("parsing the database URL")?;
         let worker = Worker::new(settings, registry, config)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(worker.run(async {

@@ -1,4 +1,13 @@
-//! The tasks every `pdoflow-run` worker has: `shell`, `noop` and `sleep`.
+//! The tasks `pdoflow-run` workers have: `noop` and `sleep` always, and
+//! `shell` only when started with `--enable-shell`.
+//!
+//! `shell` runs whatever command its job's args name, as the worker's OS
+//! user, with the worker's environment and files (its database password
+//! among them), and stores the end of its output in the job's result, which
+//! every producer can read. So enabling it means trusting every role that
+//! may enqueue it; `pdoflow-run worker --enable-shell` refuses to start until
+//! `pdoflow.grant_task('shell', ...)` has limited who that is (see
+//! docs/security.md).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,9 +23,25 @@ use crate::task::{JobContext, Task, TaskError, TaskRegistry};
 /// How much of a log goes into a job's result (stdout) or error (stderr).
 const LOG_TAIL_BYTES: usize = 2_000;
 
-/// Registers the built-in tasks; `log_dir` is where `shell` writes output.
-pub fn register_builtins(registry: &mut TaskRegistry, log_dir: PathBuf) -> Result<()> {
-    registry.register(Shell { log_dir })?;
+/// The name of the `shell` task, the one that runs commands.
+pub const SHELL: &str = Shell::NAME;
+
+/// Which built-in tasks a worker registers.
+#[derive(Clone, Debug)]
+pub struct Builtins {
+    /// Register `shell` (default false: see the module documentation).
+    pub shell: bool,
+    /// Where `shell` writes each job's output.
+    pub log_dir: PathBuf,
+}
+
+/// Registers the built-in tasks: `noop`, `sleep`, and `shell` when asked.
+pub fn register_builtins(registry: &mut TaskRegistry, builtins: Builtins) -> Result<()> {
+    if builtins.shell {
+        registry.register(Shell {
+            log_dir: builtins.log_dir,
+        })?;
+    }
     registry.register(Noop)?;
     registry.register(Sleep)?;
     Ok(())

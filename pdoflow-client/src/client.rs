@@ -5,9 +5,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Config, NoTls, Statement};
+use tokio_postgres::{Config, Statement};
 use uuid::Uuid;
 
+use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobFilter, NewJob, PriorityCount, QueueCount, JOB_COLUMNS};
 
@@ -167,23 +168,29 @@ pub struct Finished {
 }
 
 impl Client {
-    /// Connects with a `postgresql://` URL or a key=value connection string.
+    /// Connects with a `postgresql://` URL or a key=value connection string,
+    /// which may hold libpq's TLS parameters (`sslmode`, `sslrootcert`,
+    /// `sslcert`, `sslkey`, `sslsni`; else `PGSSLMODE`, ... apply), with the
+    /// default session settings (`connect::SessionSettings`).
     pub async fn connect(url: &str) -> Result<Client> {
-        let config = url.parse::<Config>().map_err(|error| {
-            Error::Config(format!("not a PostgreSQL connection string: {error}"))
-        })?;
-        Client::connect_with(&config).await
+        let settings = ConnectionSettings::from_url(url, "Client::connect")?;
+        Client::connect_with_settings(&settings).await
     }
 
-    /// Connects with tokio-postgres settings (see `config::resolve`).
+    /// Connects with tokio-postgres settings: TLS from its `ssl_mode` and
+    /// the environment (see `ConnectionSettings::from_config`), the default
+    /// session settings.
     pub async fn connect_with(config: &Config) -> Result<Client> {
-        let (db, connection) = config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "database connection ended");
-            }
-        });
-        Ok(Client::from_postgres(db))
+        let settings = ConnectionSettings::from_config(config.clone(), "Client::connect_with")?;
+        Client::connect_with_settings(&settings).await
+    }
+
+    /// Connects with `settings` (see `config::resolve`): their TLS, then the
+    /// session settings in one round trip.
+    pub async fn connect_with_settings(settings: &ConnectionSettings) -> Result<Client> {
+        Ok(Client::from_postgres(
+            crate::connect::connect(settings).await?,
+        ))
     }
 
     /// Wraps a connection made elsewhere.

@@ -4,7 +4,8 @@
 //! 2. an explicitly named config file (`--config`, `PDOFLOW_CONFIG`);
 //! 3. the environment: `PDOFLOW_DATABASE_URL`, then `DATABASE_URL`;
 //! 4. the config file `~/.config/pdoflow/db.conf` (or `$XDG_CONFIG_HOME/...`),
-//!    in the INI format of the original pdoflow:
+//!    in the INI format of the original pdoflow, plus libpq's TLS
+//!    parameters (all optional):
 //!
 //! ```ini
 //! [postgresql]
@@ -13,31 +14,95 @@
 //! host = db.internal
 //! port = 5432
 //! database = app
+//! sslmode = verify-full
+//! sslrootcert = /etc/ssl/certs/db-ca.pem
+//! sslcert = /etc/pdoflow/client.crt
+//! sslkey = /etc/pdoflow/client.key
 //! ```
+//!
+//! The TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
+//! `sslsni`) mean what they mean to libpq, in a URL
+//! (`?sslmode=verify-full&sslrootcert=ca.pem`), a `key=value` string or
+//! `db.conf`; where not given there, `PGSSLMODE`, `PGSSLROOTCERT`,
+//! `PGSSLCERT`, `PGSSLKEY` and `PGSSLSNI` apply (see `connect`).
 
 use std::path::{Path, PathBuf};
 
 use tokio_postgres::Config;
 
+use crate::connect::{self, SessionSettings, TlsParameters, TlsSettings};
 use crate::error::{Error, Result};
 
 pub const URL_VARIABLES: [&str; 2] = ["PDOFLOW_DATABASE_URL", "DATABASE_URL"];
 const SECTION: &str = "postgresql";
-const KEYS: [&str; 5] = ["user", "password", "host", "port", "database"];
+const KEYS: [&str; 10] = [
+    "user",
+    "password",
+    "host",
+    "port",
+    "database",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+    "sslsni",
+];
 
-/// Connection settings and a description of where they came from (for logs
-/// and error messages; never includes the password).
+/// Everything a connection of the client is made with (see `connect`), and
+/// a description of where it came from (for logs and error messages; never
+/// includes the password).
 #[derive(Clone, Debug)]
 pub struct ConnectionSettings {
+    /// Where to connect and as whom. Its `ssl_mode` is not used: `tls` says.
     pub config: Config,
+    /// TLS, as libpq's `sslmode`, `sslrootcert`, ... give it.
+    pub tls: TlsSettings,
+    /// What each connection sets for its session (lock and statement
+    /// timeouts; defaults 5 s and 1 min).
+    pub session: SessionSettings,
     pub source: String,
 }
 
+impl ConnectionSettings {
+    /// Settings from a `postgresql://` URL or a `key=value` connection
+    /// string, with libpq's TLS parameters in it or in the environment
+    /// (`PGSSLMODE`, ...), and the default session settings. `source` names
+    /// where the string came from in error messages.
+    pub fn from_url(url: &str, source: &str) -> Result<ConnectionSettings> {
+        parse_url(url, source, &connect::process_env)
+    }
+
+    /// Settings from a tokio-postgres `Config`: its `ssl_mode` when set to
+    /// `disable` or `require` (`prefer`, the default, gives way to
+    /// `PGSSLMODE`), the other TLS parameters from the environment, and the
+    /// default session settings.
+    pub fn from_config(config: Config, source: &str) -> Result<ConnectionSettings> {
+        let tls = connect::tls_from_config(&config, &connect::process_env)
+            .map_err(|error| Error::Config(format!("{source}: {error}")))?;
+        Ok(ConnectionSettings {
+            config,
+            tls,
+            session: SessionSettings::default(),
+            source: source.to_owned(),
+        })
+    }
+}
+
 /// Resolves the connection settings in the documented order. `config_file`
-/// overrides the default location of `db.conf`.
+/// overrides the default location of `db.conf`. The TLS files they name
+/// are read once here, so that a missing or unreadable one is reported
+/// before anything starts.
 pub fn resolve(url: Option<&str>, config_file: Option<&Path>) -> Result<ConnectionSettings> {
+    let settings = find(url, config_file)?;
+    connect::check_tls(&settings.tls)
+        .map_err(|error| Error::Config(format!("{}: {error}", settings.source)))?;
+    Ok(settings)
+}
+
+/// The settings of `resolve`, not yet checked.
+fn find(url: Option<&str>, config_file: Option<&Path>) -> Result<ConnectionSettings> {
     if let Some(url) = url {
-        return parse_url(url, "--database-url");
+        return parse_url(url, "--database-url", &connect::process_env);
     }
     // A config file named explicitly outranks the environment's URLs.
     if let Some(path) = config_file {
@@ -47,15 +112,12 @@ pub fn resolve(url: Option<&str>, config_file: Option<&Path>) -> Result<Connecti
                 message: "no such file".into(),
             });
         }
-        return Ok(ConnectionSettings {
-            config: read_config_file(path)?,
-            source: path.display().to_string(),
-        });
+        return read_config_file(path);
     }
     for variable in URL_VARIABLES {
         if let Ok(url) = std::env::var(variable) {
             if !url.is_empty() {
-                return parse_url(&url, variable);
+                return parse_url(&url, variable, &connect::process_env);
             }
         }
     }
@@ -72,10 +134,7 @@ pub fn resolve(url: Option<&str>, config_file: Option<&Path>) -> Result<Connecti
         }
         return Err(no_settings());
     }
-    Ok(ConnectionSettings {
-        config: read_config_file(&path)?,
-        source: path.display().to_string(),
-    })
+    read_config_file(&path)
 }
 
 fn no_settings() -> Error {
@@ -86,16 +145,51 @@ fn no_settings() -> Error {
     )
 }
 
-fn parse_url(url: &str, source: &str) -> Result<ConnectionSettings> {
-    let config = url.parse::<Config>().map_err(|error| {
+/// A connection string's settings: its TLS parameters taken out (for
+/// tokio-postgres rejects most of them) and resolved with `env`'s
+/// `PGSSLMODE`, ..., the rest parsed by tokio-postgres.
+fn parse_url(
+    url: &str,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConnectionSettings> {
+    let not_one = |error: String| {
         Error::Config(format!(
             "{source}: not a PostgreSQL connection string: {error}"
         ))
-    })?;
-    Ok(ConnectionSettings {
+    };
+    let (rest, parameters) = connect::split(url).map_err(not_one)?;
+    let mut config = rest
+        .parse::<Config>()
+        .map_err(|error| not_one(error.to_string()))?;
+    settings_with_tls(&mut config, &parameters, source, env).map(|tls| ConnectionSettings {
         config,
+        tls,
+        session: SessionSettings::default(),
         source: source.to_owned(),
     })
+}
+
+/// The TLS settings of `parameters` (and `env`), checked, with `config`'s
+/// `ssl_mode` set to match as nearly as tokio-postgres can say, so that it
+/// tells the truth to whoever reads it.
+fn settings_with_tls(
+    config: &mut Config,
+    parameters: &TlsParameters,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<TlsSettings> {
+    let tls = parameters
+        .resolve(env)
+        .map_err(|error| Error::Config(format!("{source}: {error}")))?;
+    config.ssl_mode(match tls.mode {
+        connect::SslMode::Disable | connect::SslMode::Allow => {
+            tokio_postgres::config::SslMode::Disable
+        }
+        connect::SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    Ok(tls)
 }
 
 /// `$XDG_CONFIG_HOME/pdoflow/db.conf`, else `~/.config/pdoflow/db.conf`.
@@ -117,9 +211,18 @@ pub(crate) fn xdg_dir(variable: &str, fallback: &str) -> Option<PathBuf> {
 }
 
 /// Reads a `db.conf` file: section `[postgresql]` with the keys user,
-/// password, host, port and database. Unknown sections or keys are errors,
-/// so a typo does not silently connect somewhere else.
-pub fn read_config_file(path: &Path) -> Result<Config> {
+/// password, host, port and database, and libpq's TLS parameters sslmode,
+/// sslrootcert, sslcert, sslkey and sslsni (the environment's `PGSSLMODE`,
+/// ... where they are not given). Unknown sections or keys are errors, so a
+/// typo does not silently connect somewhere else, or without TLS.
+pub fn read_config_file(path: &Path) -> Result<ConnectionSettings> {
+    read_config_file_with(path, &connect::process_env)
+}
+
+fn read_config_file_with(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConnectionSettings> {
     let fail = |message: String| Error::ConfigFile {
         path: path.to_owned(),
         message,
@@ -127,6 +230,7 @@ pub fn read_config_file(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
     let ini = ini::Ini::load_from_str(&text).map_err(|error| fail(error.to_string()))?;
     let mut config = Config::new();
+    let mut tls = TlsParameters::default();
     let mut found = false;
     for (section, properties) in ini.iter() {
         match section {
@@ -165,6 +269,9 @@ pub fn read_config_file(path: &Path) -> Result<Config> {
                     })?;
                     config.port(port);
                 }
+                "sslmode" | "sslrootcert" | "sslcert" | "sslkey" | "sslsni" => {
+                    tls.take(key, value.to_owned()).map_err(fail)?;
+                }
                 other => {
                     return Err(fail(format!(
                         "unknown key {other:?} in [{SECTION}]; expected one of {}",
@@ -180,12 +287,24 @@ pub fn read_config_file(path: &Path) -> Result<Config> {
     if config.get_hosts().is_empty() {
         config.host("localhost");
     }
-    Ok(config)
+    let source = path.display().to_string();
+    let tls = settings_with_tls(&mut config, &tls, &source, env)?;
+    Ok(ConnectionSettings {
+        config,
+        tls,
+        session: SessionSettings::default(),
+        source,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connect::{RootCertificates, SslMode};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
 
     fn write(text: &str) -> (PathBuf, impl Drop) {
         struct Remove(PathBuf);
@@ -204,7 +323,9 @@ mod tests {
         let (path, _cleanup) = write(
             "[postgresql]\nuser = app\npassword = secret\nhost = db.internal\nport = 6543\ndatabase = jobs\n",
         );
-        let config = read_config_file(&path).unwrap();
+        let settings = read_config_file_with(&path, &no_env).unwrap();
+        assert_eq!(settings.tls, TlsSettings::default());
+        let config = settings.config;
         assert_eq!(config.get_user(), Some("app"));
         assert_eq!(config.get_dbname(), Some("jobs"));
         assert_eq!(config.get_ports(), &[6543]);
@@ -216,13 +337,17 @@ mod tests {
         for (text, expected) in [
             ("[postgres]\nuser = app\n", "unknown section [postgres]"),
             ("[postgresql]\nusername = app\n", "unknown key \"username\""),
+            ("[postgresql]\nsslcrl = x\n", "unknown key \"sslcrl\""),
+            ("[postgresql]\nsslmode = on\n", "sslmode=\"on\": not one of"),
             ("[postgresql]\nport = fifty\n", "port must be a number"),
             ("user = app\n", "outside a section"),
             ("", "no [postgresql] section"),
             ("[postgresql\nuser = app\n", ""),
         ] {
             let (path, _cleanup) = write(text);
-            let error = read_config_file(&path).unwrap_err().to_string();
+            let error = read_config_file_with(&path, &no_env)
+                .unwrap_err()
+                .to_string();
             assert!(error.starts_with(&path.display().to_string()), "{error}");
             assert!(error.contains(expected), "{text:?}: {error}");
         }
@@ -234,5 +359,65 @@ mod tests {
         assert_eq!(settings.source, "--database-url");
         let error = resolve(Some("postgresql://h:notaport/d"), None).unwrap_err();
         assert!(error.to_string().starts_with("--database-url: "), "{error}");
+        let error = resolve(Some("postgresql://h/d?sslmode=strict"), None).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("--database-url: sslmode=\"strict\": not one of"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn db_conf_has_the_tls_parameters() {
+        let (path, _cleanup) = write(
+            "[postgresql]\nhost = db\nsslmode = verify-ca\nsslrootcert = /etc/ca.pem\n\
+             sslcert = /etc/c.crt\nsslkey = /etc/c.key\n",
+        );
+        let env = |name: &str| match name {
+            "PGSSLMODE" => Some("disable".to_owned()),
+            "PGSSLKEY" => Some("/env/c.key".to_owned()),
+            _ => None,
+        };
+        let settings = read_config_file_with(&path, &env).unwrap();
+        assert_eq!(settings.tls.mode, SslMode::VerifyCa);
+        assert_eq!(
+            settings.tls.root_certificates,
+            RootCertificates::File("/etc/ca.pem".into())
+        );
+        assert_eq!(settings.tls.client_certificate, Some("/etc/c.crt".into()));
+        // db.conf wins over the environment, which fills in what it lacks.
+        assert_eq!(settings.tls.client_key, Some("/etc/c.key".into()));
+        let (path, _cleanup) = write("[postgresql]\nhost = db\n");
+        let settings = read_config_file_with(&path, &env).unwrap();
+        assert_eq!(settings.tls.mode, SslMode::Disable);
+        assert_eq!(settings.tls.client_key, Some("/env/c.key".into()));
+        assert_eq!(
+            settings.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
+    }
+
+    #[test]
+    fn urls_take_the_environment_where_they_say_nothing() {
+        let env = |name: &str| match name {
+            "PGSSLMODE" => Some("verify-full".to_owned()),
+            "PGSSLROOTCERT" => Some("/env/ca.pem".to_owned()),
+            _ => None,
+        };
+        let settings = parse_url("postgresql://u@h/d", "x", &env).unwrap();
+        assert_eq!(settings.tls.mode, SslMode::VerifyFull);
+        assert_eq!(
+            settings.tls.root_certificates,
+            RootCertificates::File("/env/ca.pem".into())
+        );
+        assert_eq!(settings.session, SessionSettings::default());
+        let settings = parse_url("host=h user=u sslmode=require", "x", &env).unwrap();
+        assert_eq!(settings.tls.mode, SslMode::Require);
+        assert_eq!(settings.config.get_user(), Some("u"));
+        assert_eq!(
+            settings.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
     }
 }

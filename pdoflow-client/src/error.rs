@@ -64,7 +64,8 @@ impl Error {
 }
 
 /// tokio-postgres prints only "db error" for a server error; show the
-/// server's message, SQLSTATE and hint instead.
+/// server's message, SQLSTATE and hint instead. A failed TLS handshake,
+/// which it prints as "error performing TLS handshake", says why.
 fn describe_postgres(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
@@ -75,8 +76,72 @@ fn describe_postgres(error: &tokio_postgres::Error) -> String {
             text
         }
         None => match std::error::Error::source(error) {
+            Some(source) if crate::connect::is_tls_failure(error) => describe_tls(source),
             Some(source) => format!("{error}: {source}"),
             None => error.to_string(),
         },
+    }
+}
+
+/// A name as WebPKI presents it (`DnsName("db.example")`,
+/// `IpAddress(10.0.0.1)`), as a person writes it.
+fn plain_name(presented: &str) -> &str {
+    match presented.split_once('(') {
+        Some((kind, rest)) if kind.chars().all(char::is_alphanumeric) => {
+            rest.strip_suffix(')').unwrap_or(rest).trim_matches('"')
+        }
+        _ => presented,
+    }
+}
+
+/// Why a TLS handshake failed, in a few words, then rustls' own.
+fn describe_tls(source: &(dyn std::error::Error + 'static)) -> String {
+    use rustls::CertificateError;
+    // tokio-rustls hands rustls' error over inside an io::Error.
+    let rustls_error = source
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .or_else(|| source.downcast_ref::<rustls::Error>());
+    let Some(rustls_error) = rustls_error else {
+        return format!("TLS: {source}");
+    };
+    match rustls_error {
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+            expected,
+            presented,
+        }) => format!(
+            "TLS: the server's certificate is not valid for host {:?} (it is for {})",
+            expected.to_str(),
+            if presented.is_empty() {
+                "no host name".to_owned()
+            } else {
+                presented
+                    .iter()
+                    .map(|name| plain_name(name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => {
+            "TLS: the server's certificate is not valid for the host connected to".to_owned()
+        }
+        rustls::Error::InvalidCertificate(_) => {
+            format!("TLS: the server's certificate is not trusted: {rustls_error}")
+        }
+        rustls::Error::AlertReceived(_) => {
+            format!("TLS: the server ended the handshake: {rustls_error}")
+        }
+        other => format!("TLS: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn presented_names_read_as_written() {
+        assert_eq!(super::plain_name("DnsName(\"db.example\")"), "db.example");
+        assert_eq!(super::plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(super::plain_name("db.example"), "db.example");
     }
 }

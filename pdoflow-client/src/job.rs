@@ -198,13 +198,15 @@ pub struct Job {
     pub dependency_mode: Option<String>,
     /// The DAG node's full name (`sub/inner`) for a job from `submit_dag`.
     pub node: Option<String>,
+    /// The role that enqueued it (`None` for jobs from before pdoflow 0.4.0).
+    pub enqueued_by: Option<String>,
 }
 
 /// The columns `Job::from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str =
     "id, task, queue, priority, state, attempt, max_attempts, args, result, \
      last_error, run_at, created_at, started_at, finished_at, lease_expires_at, worker, \
-     posting, depends_on, dependency_mode, node";
+     posting, depends_on, dependency_mode, node, enqueued_by";
 
 impl Job {
     pub(crate) fn from_row(row: &Row) -> Result<Job, tokio_postgres::Error> {
@@ -229,6 +231,7 @@ impl Job {
             depends_on: row.try_get::<_, Option<Vec<Uuid>>>(17)?.unwrap_or_default(),
             dependency_mode: row.try_get(18)?,
             node: row.try_get(19)?,
+            enqueued_by: row.try_get(20)?,
         })
     }
 }

@@ -8,12 +8,16 @@
 //! - [`Task`] and [`TaskRegistry`]: handlers by task name.
 //! - [`Worker`]: the runtime that runs registered handlers.
 //! - [`cli`]: the `pdoflow-run` command line, reusable in your own binary.
+//! - [`config`] and [`connect`]: where the connection settings come from,
+//!   and how every connection is made (TLS as libpq does it, session
+//!   timeouts).
 
 mod backoff;
 pub mod builtin;
 pub mod cli;
 mod client;
 pub mod config;
+pub mod connect;
 mod dag;
 mod error;
 mod job;

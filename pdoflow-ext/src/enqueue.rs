@@ -1,5 +1,6 @@
 //! `pdoflow.enqueue`: one job.
 //!
+//! Every job's task is first checked against its grants (`task_grants.rs`).
 //! Most jobs have no posting, no parents and no args schema to check (the
 //! session's copy of the registrations says so: `registered_tasks.rs`). For
 //! them this function is the whole enqueue: it checks the input, makes the
@@ -7,7 +8,8 @@
 //! the queue for announcement. Everything else goes to the PL/pgSQL
 //! `pdoflow._enqueue_general` (sql/api/enqueue.sql), which locks postings and
 //! parents and checks args against their task's schema; so does a plain job
-//! when a DBA's trigger, rule or column on `active_jobs` needs SQL's INSERT.
+//! when a DBA's trigger, rule or column on `active_jobs` needs SQL's INSERT,
+//! or when the transaction is read-only (SQL's INSERT refuses it).
 //!
 //! Single-job enqueue is the hot path of every producer; as PL/pgSQL it
 //! spent as long around its INSERT (checks, helper calls) as in it. The SQL
@@ -30,6 +32,7 @@ use crate::ids;
 use crate::kept_plan;
 use crate::plain_insert;
 use crate::registered_tasks;
+use crate::task_grants;
 
 const GENERAL: &str = "SELECT pdoflow._enqueue_general($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
@@ -76,12 +79,21 @@ fn enqueue(
     )?;
     let plain = posting.is_none() && depends_on.is_none() && dependency_mode == Some("all");
     Spi::connect_mut(|client| {
+        let rules = match task {
+            Some(task) => registered_tasks::rules(client, task)?,
+            None => Default::default(),
+        };
+        if let Some(task) = task {
+            if let Err(refused) = task_grants::check(task, &rules.grantees) {
+                return Ok(Err(refused));
+            }
+        }
         if let (true, Some(task)) = (plain, task) {
-            if !registered_tasks::needs_look(client, task)? {
+            if !registered_tasks::needs_look(&rules) {
                 if let Some(id) =
                     insert_plain(task, args.as_ref(), queue, priority, run_at, max_attempts)
                 {
-                    return Ok(Some(id));
+                    return Ok(Ok(Some(id)));
                 }
             }
         }
@@ -102,9 +114,9 @@ fn enqueue(
                 dependency_mode.into(),
             ],
         )?;
-        table.first().get_one::<pgrx::Uuid>()
+        Ok(Ok(table.first().get_one::<pgrx::Uuid>()?))
     })
-    .map_err(internal)
+    .map_err(internal)?
 }
 
 /// Inserts a plain job without SQL (`plain_insert.rs`) and notes its queue
@@ -126,6 +138,7 @@ fn insert_plain(
     };
     let now = transaction_start();
     let run_at = run_at.map_or(now, pg_sys::TimestampTz::from);
+    let enqueued_by = task_grants::role_name(task_grants::calling_role());
     let job = plain_insert::PlainJob {
         id: ids::new_id(),
         task,
@@ -135,6 +148,7 @@ fn insert_plain(
         args: args.datum(),
         run_at,
         created_at: now,
+        enqueued_by: &enqueued_by,
     };
     if !plain_insert::insert(&job) {
         return None;

@@ -16,6 +16,7 @@ mod dag_plan;
 mod enqueue;
 mod errors;
 mod ids;
+mod isolation;
 mod job_document;
 mod kept_indexes;
 mod kept_plan;
@@ -25,6 +26,7 @@ mod retry_policy;
 mod settings;
 mod sql_api;
 mod sweeper;
+mod task_grants;
 mod task_schema;
 mod validate;
 

@@ -14,7 +14,9 @@
 //! Only a table exactly as pdoflow made it is written this way. A trigger,
 //! a rule or row security on it, or a column added, dropped or retyped, and
 //! [`insert`] declines: the caller then takes the general path, an SQL
-//! INSERT that honours all of them.
+//! INSERT that honours all of them. So it does in a read-only transaction
+//! (which SQL's INSERT refuses) and while a module checks every statement's
+//! permissions (sepgsql, pgaudit's object audit: `ExecutorCheckPerms_hook`).
 
 use std::ffi::CStr;
 
@@ -34,6 +36,8 @@ pub struct PlainJob<'a> {
     pub args: pg_sys::Datum,
     pub run_at: pg_sys::TimestampTz,
     pub created_at: pg_sys::TimestampTz,
+    /// The calling role's name (`task_grants::calling_role`).
+    pub enqueued_by: &'a str,
 }
 
 /// What a column of a plain job's row holds.
@@ -51,12 +55,13 @@ enum Value {
     Queue,
     Task,
     Args,
+    EnqueuedBy,
     Null,
 }
 
 /// `active_jobs`' columns in table order, as sql/schema.sql creates them,
 /// with what a plain job holds in each.
-const COLUMNS: [(&str, pg_sys::Oid, Value); 20] = [
+const COLUMNS: [(&str, pg_sys::Oid, Value); 21] = [
     ("id", pg_sys::UUIDOID, Value::Id),
     ("posting", pg_sys::UUIDOID, Value::Null),
     ("run_at", pg_sys::TIMESTAMPTZOID, Value::RunAt),
@@ -77,12 +82,16 @@ const COLUMNS: [(&str, pg_sys::Oid, Value); 20] = [
     ("last_error", pg_sys::TEXTOID, Value::Null),
     ("depends_on", pg_sys::UUIDARRAYOID, Value::Null),
     ("args", pg_sys::JSONBOID, Value::Args),
+    ("enqueued_by", pg_sys::TEXTOID, Value::EnqueuedBy),
 ];
 
 /// Inserts `job` as a queued row of `pdoflow.active_jobs`. False, with
 /// nothing written, when the table is not the one this module knows (see
 /// the module comment); the caller then inserts through SQL.
 pub fn insert(job: &PlainJob) -> bool {
+    if !executor_adds_nothing() {
+        return false;
+    }
     let Some(relid) = active_jobs_oid() else {
         return false;
     };
@@ -131,6 +140,17 @@ pub fn insert(job: &PlainJob) -> bool {
         pg_sys::CommandCounterIncrement();
     }
     true
+}
+
+/// Whether an INSERT statement would check nothing beyond what [`insert`]
+/// does: the transaction may write, and no module checks each statement's
+/// permissions.
+fn executor_adds_nothing() -> bool {
+    // SAFETY: reads (copies) the transaction's read-only flag and a hook
+    // pointer, which only this backend's own code changes.
+    let (read_only, permissions_hook) =
+        unsafe { (pg_sys::XactReadOnly, pg_sys::ExecutorCheckPerms_hook) };
+    !read_only && permissions_hook.is_none()
 }
 
 /// `pdoflow.active_jobs`' oid; None while the extension is being dropped.
@@ -224,6 +244,7 @@ unsafe fn fill(slot: *mut pg_sys::TupleTableSlot, job: &PlainJob) {
             Value::Queue => job.queue.into_datum(),
             Value::Task => job.task.into_datum(),
             Value::Args => Some(job.args),
+            Value::EnqueuedBy => job.enqueued_by.into_datum(),
             Value::Null => None,
         };
         values[index] = datum.unwrap_or(pg_sys::Datum::from(0));

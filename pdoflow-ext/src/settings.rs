@@ -32,6 +32,8 @@ pub static SWEEP_INTERVAL_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 pub static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3_600);
 /// How long a worker may stay silent before it is marked gone, in seconds.
 pub static WORKER_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(60);
+/// Longest the sweeper waits for a lock, in milliseconds.
+pub static SWEEP_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
 
 /// The values of `pdoflow.notify` (see `announce`).
 #[derive(PostgresGucEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -152,6 +154,18 @@ pub fn register() {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pdoflow.sweep_lock_timeout",
+        c"Longest the sweeper (and pdoflow.sweep()) waits for a lock.",
+        c"Ending a job waits for its blocked children's locks, which an open \
+          transaction may hold indefinitely. A step or job that cannot get its \
+          locks in time is left for the next round; the rest go ahead.",
+        &SWEEP_LOCK_TIMEOUT_MS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
     );
     // PostgreSQL allows a postmaster-level setting to be defined only while
     // shared_preload_libraries loads. A session that loads pdoflow later

@@ -23,7 +23,8 @@ extension_sql_file!(
         ids::uuid_generate_v7,
         checks::check_posting,
         checks::check_posting_ref,
-        checks::check_posting_status
+        checks::check_posting_status,
+        isolation::require_read_committed
     ]
 );
 extension_sql_file!(
@@ -34,7 +35,9 @@ extension_sql_file!(
         checks::check_worker_name,
         task_schema::check_args_schema,
         task_schema::validate_args,
-        settings::require_registered_tasks
+        settings::require_registered_tasks,
+        task_grants::check_task_grant,
+        task_grants::calling_role_name
     ]
 );
 extension_sql_file!(
@@ -44,7 +47,8 @@ extension_sql_file!(
         "postings",
         "tasks",
         ids::uuid_generate_v7,
-        checks::check_dependencies
+        checks::check_dependencies,
+        task_grants::check_task_grants
     ]
 );
 extension_sql_file!(
@@ -67,6 +71,7 @@ extension_sql_file!(
     name = "finish",
     requires = [
         "postings",
+        isolation::require_read_committed,
         checks::check_finish_batch,
         checks::check_results,
         retry_policy::retry_delay

@@ -1,6 +1,14 @@
 //! JSON Schema validation of job arguments for registered tasks
 //! (`pdoflow.register_task`, sql/api/tasks.sql). Compiled schemas are kept
 //! per backend, keyed by task, and recompiled when the schema changes.
+//!
+//! Validation can take long: a large payload against a `pattern` whose
+//! regular expression backtracks (the jsonschema crate's engine supports
+//! look-around and backreferences) runs for as long as every string takes.
+//! PostgreSQL can only cancel a backend (statement_timeout,
+//! pg_cancel_backend) where the backend checks for interrupts, so `pattern`
+//! is validated by the crate's own keyword wrapped in such a check, before
+//! every string it matches.
 
 // See checks.rs: an ErrorReport keeps its SQLSTATE only when returned as is.
 #![allow(clippy::result_large_err)]
@@ -9,8 +17,11 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use jsonschema::paths::{LazyLocation, Location};
+use jsonschema::{Keyword, ValidationError};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
+use serde_json::{Map, Value};
 
 use crate::errors::InputError;
 use crate::validate::present;
@@ -27,10 +38,63 @@ fn compile(param: &str, schema: &str) -> Result<jsonschema::Validator, InputErro
             param: param.to_owned(),
             reason: error.to_string(),
         })?;
-    jsonschema::validator_for(&value).map_err(|error| InputError::BadSchema {
-        param: param.to_owned(),
-        reason: error.to_string(),
-    })
+    jsonschema::options()
+        .with_keyword("pattern", interruptible_pattern)
+        .build(&value)
+        .map_err(|error| InputError::BadSchema {
+            param: param.to_owned(),
+            reason: error.to_string(),
+        })
+}
+
+/// `pattern` as the jsonschema crate validates it (a validator of the
+/// schema `{"pattern": ...}` alone), after a check for interrupts.
+struct InterruptiblePattern {
+    pattern: jsonschema::Validator,
+    schema_path: Location,
+}
+
+fn interruptible_pattern<'a>(
+    _parent: &'a Map<String, Value>,
+    value: &'a Value,
+    schema_path: Location,
+) -> Result<Box<dyn Keyword>, ValidationError<'a>> {
+    let pattern =
+        jsonschema::validator_for(&serde_json::json!({ "pattern": value })).map_err(|error| {
+            ValidationError::custom(
+                schema_path.clone(),
+                Location::new(),
+                value,
+                error.to_string(),
+            )
+        })?;
+    Ok(Box::new(InterruptiblePattern {
+        pattern,
+        schema_path,
+    }))
+}
+
+impl Keyword for InterruptiblePattern {
+    fn validate<'i>(
+        &self,
+        instance: &'i Value,
+        location: &LazyLocation,
+    ) -> Result<(), ValidationError<'i>> {
+        pg_sys::check_for_interrupts!();
+        self.pattern.validate(instance).map_err(|error| {
+            ValidationError::custom(
+                self.schema_path.clone(),
+                location.into(),
+                instance,
+                error.to_string(),
+            )
+        })
+    }
+
+    fn is_valid(&self, instance: &Value) -> bool {
+        pg_sys::check_for_interrupts!();
+        self.pattern.is_valid(instance)
+    }
 }
 
 fn validator(task: &str, schema: &str) -> Result<Rc<jsonschema::Validator>, InputError> {
@@ -80,6 +144,7 @@ fn validate_args(
             .cloned()
             .flatten()
             .unwrap_or_else(|| format!("args[{}]", index + 1));
+        pg_sys::check_for_interrupts!();
         let Some(value) = value else { continue };
         let value: serde_json::Value =
             serde_json::from_str(value).map_err(|error| InputError::Unreadable {

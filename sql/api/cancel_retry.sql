@@ -11,6 +11,7 @@ SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.cancel');
     PERFORM pdoflow._check_job_id(cancel.id);
     -- A concurrent retry can move the job from history back to the active
     -- table between our two looks; a second round sees where it landed.
@@ -48,6 +49,7 @@ DECLARE
     dependency record;
     posting    record;
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.retry');
     PERFORM pdoflow._check_job_id(retry.id);
     -- A concurrent cancel or finish can move the job into history between our
     -- looks; a second round sees where it landed.
@@ -77,10 +79,11 @@ BEGIN
             DELETE FROM pdoflow.finished_jobs AS f WHERE f.id = retry.id;
             INSERT INTO pdoflow.active_jobs (id, posting, run_at, created_at, priority, attempt, max_attempts,
                                              parents_pending, state, queue, task, dependency_mode, node,
-                                             last_error, depends_on, args)
+                                             last_error, depends_on, args, enqueued_by)
             VALUES (job.id, job.posting, now(), job.created_at, job.priority, job.attempt,
                     greatest(job.max_attempts, job.attempt + 1), pending, new_state, job.queue, job.task,
-                    job.dependency_mode, job.node, job.last_error, job.depends_on, job.args);
+                    job.dependency_mode, job.node, job.last_error, job.depends_on, job.args,
+                    job.enqueued_by);
             -- Children waiting for any one parent counted this one as ended:
             -- it may succeed again.
             UPDATE pdoflow.active_jobs AS c

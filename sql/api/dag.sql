@@ -34,8 +34,12 @@ DECLARE
     existing_ids  uuid[];
     existing_state text[];
     due_queues    text[];
+    enqueuer      text;
 BEGIN
     SELECT * INTO plan FROM pdoflow._plan_dag(submit_dag.dag::text);
+    PERFORM pdoflow._check_task_grants(array_agg(DISTINCT n.node::jsonb ->> 'task'))
+    FROM unnest(plan.nodes) AS n(node);
+    enqueuer := pdoflow._calling_role();
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
         FROM (
@@ -85,7 +89,8 @@ BEGIN
         LEFT JOIN edge AS d ON d.child = n.ord
     ), inserted AS (
         INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                         created_at, state, parents_pending, depends_on, dependency_mode, node)
+                                         created_at, state, parents_pending, depends_on, dependency_mode, node,
+                                         enqueued_by)
         SELECT j.id, submit_dag.posting, j.node ->> 'task',
                coalesce(j.node ->> 'queue', posting_row.queue, 'default'),
                coalesce(nullif(j.node -> 'priority', 'null')::integer, posting_row.priority, 0),
@@ -97,7 +102,7 @@ BEGIN
                     WHEN posting_row.status = 'paused' THEN 'paused'
                     ELSE 'queued' END,
                CASE WHEN j.start = 'blocked' THEN j.pending END,
-               j.parents, j.mode, j.name
+               j.parents, j.mode, j.name, enqueuer
         FROM job AS j
         ORDER BY j.ord
         RETURNING queue, state, run_at

@@ -60,7 +60,7 @@ $$;
 -- pdoflow.enqueue for the jobs its fast path leaves (see enqueue.rs in
 -- pdoflow-ext): jobs in a posting, with parents, of a task whose args must be
 -- checked, and every call while pdoflow.require_registered_tasks is on.
--- Called by enqueue only, after its input checks.
+-- Called by enqueue only, after its input and privilege checks.
 CREATE FUNCTION pdoflow._enqueue_general(
     task            text,
     args            jsonb,
@@ -88,10 +88,11 @@ BEGIN
                                     _enqueue_general.posting, _enqueue_general.depends_on,
                                     _enqueue_general.dependency_mode);
     INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                     created_at, state, parents_pending, depends_on, dependency_mode)
+                                     created_at, state, parents_pending, depends_on, dependency_mode,
+                                     enqueued_by)
     VALUES (job_id, _enqueue_general.posting, _enqueue_general.task, place.job_queue, place.job_priority,
             _enqueue_general.max_attempts, _enqueue_general.args, due_at, now(), place.job_state,
-            place.pending, place.parents, place.mode);
+            place.pending, place.parents, place.mode, pdoflow._calling_role());
     IF place.job_state = 'queued' AND due_at <= now() THEN
         PERFORM pdoflow._announce(place.job_queue);
     END IF;
@@ -144,9 +145,12 @@ DECLARE
     job_ids uuid[];
     due_at  timestamptz := coalesce(enqueue_many.run_at, now());
     place   record;
+    enqueuer text;
 BEGIN
     PERFORM pdoflow._check_job_batch(enqueue_many.task, enqueue_many.args, enqueue_many.queue,
                                      enqueue_many.priority, enqueue_many.run_at, enqueue_many.max_attempts);
+    PERFORM pdoflow._check_task_grants(ARRAY[enqueue_many.task]);
+    enqueuer := pdoflow._calling_role();
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(enqueue_many.task, enqueue_many.args);
     END IF;
@@ -163,10 +167,11 @@ BEGIN
     END IF;
     job_ids := pdoflow._uuid_v7_array(cardinality(enqueue_many.args));
     INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                     created_at, state, parents_pending, depends_on, dependency_mode)
+                                     created_at, state, parents_pending, depends_on, dependency_mode,
+                                     enqueued_by)
     SELECT new.id, enqueue_many.posting, enqueue_many.task, place.job_queue, place.job_priority,
            enqueue_many.max_attempts, new.args, due_at, now(), place.job_state, place.pending,
-           place.parents, place.mode
+           place.parents, place.mode, enqueuer
     FROM unnest(job_ids, enqueue_many.args) AS new(id, args);
     IF place.job_state = 'queued' AND due_at <= now() AND cardinality(job_ids) > 0 THEN
         PERFORM pdoflow._announce(place.job_queue);
@@ -191,9 +196,10 @@ DECLARE
     job_ids  uuid[];
     notified bigint;
     job      jsonb;
+    enqueuer text;
 BEGIN
     -- Jobs with postings or parents need locks and lookups each: one enqueue
-    -- call per job, in order.
+    -- call per job, in order (enqueue checks each task's grants).
     IF pdoflow._check_job_list(enqueue_many.jobs::text) THEN
         job_ids := '{}';
         FOR job IN SELECT jsonb_array_elements(enqueue_many.jobs) LOOP
@@ -212,6 +218,9 @@ BEGIN
         RETURN QUERY SELECT unnest(job_ids);
         RETURN;
     END IF;
+    PERFORM pdoflow._check_task_grants(array_agg(DISTINCT e.job ->> 'task'))
+    FROM jsonb_array_elements(enqueue_many.jobs) AS e(job);
+    enqueuer := pdoflow._calling_role();
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
         FROM (
@@ -224,7 +233,8 @@ BEGIN
     END IF;
     job_ids := pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs));
     WITH new AS (
-        INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at)
+        INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at,
+                                         enqueued_by)
         SELECT spec.id,
                spec.job ->> 'task',
                coalesce(spec.job ->> 'queue', 'default'),
@@ -232,7 +242,8 @@ BEGIN
                coalesce(nullif(spec.job -> 'max_attempts', 'null')::integer, 5),
                coalesce(nullif(spec.job -> 'args', 'null'::jsonb), '{}'::jsonb),
                coalesce((spec.job ->> 'run_at')::timestamptz, now()),
-               now()
+               now(),
+               enqueuer
         FROM ROWS FROM (jsonb_array_elements(enqueue_many.jobs), unnest(job_ids)) AS spec(job, id)
         RETURNING queue, run_at
     )

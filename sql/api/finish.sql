@@ -34,7 +34,7 @@ BEGIN
             END,
             CASE
                 WHEN job.state = 'running' THEN
-                    'The claim''s lease expired and the job was claimed again; only the current claim can finish it.'
+                    'The claim ended (released, or its lease expired) and the job was claimed again; only the current claim can finish it.'
                 WHEN job.attempt > 0 THEN
                     'The claim ended (finished with an error, lease expired or released) and the job waits for a new claim.'
             END;
@@ -104,6 +104,7 @@ DECLARE
     new_states   text[];
     due_queues   text[];
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.finish_many');
     PERFORM pdoflow._check_finish_batch(finish_many.ids, finish_many.attempts,
                                         cardinality(finish_many.errors), cardinality(finish_many.results));
     IF finish_many.results IS NOT NULL THEN
@@ -230,6 +231,7 @@ AS $$
 DECLARE
     outcome record;
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.finish');
     PERFORM pdoflow._check_job_claim(finish.id, finish.attempt, NULL);
     SELECT * INTO outcome
     FROM pdoflow.finish_many(ARRAY[finish.id], ARRAY[finish.attempt],

@@ -75,6 +75,7 @@ DECLARE
     old_status text;
     resumed    text[];
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.set_posting_status');
     PERFORM pdoflow._check_posting_status(set_posting_status.posting, set_posting_status.status);
     SELECT p.status INTO old_status
     FROM pdoflow.postings AS p
@@ -161,6 +162,7 @@ AS $$
 DECLARE
     unfinished bigint;
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.delete_posting');
     PERFORM pdoflow._check_posting_ref(delete_posting.posting);
     -- The row lock waits for enqueues into the posting to commit.
     PERFORM FROM pdoflow.postings AS p WHERE p.id = delete_posting.posting FOR UPDATE;

@@ -3,8 +3,11 @@
 
 -- Puts the job of the current claim (id, attempt) back in its queue, due as
 -- before (so it is claimed ahead of younger jobs), without counting the
--- attempt: the next claim gets the same attempt number. In a cancelled
--- posting the job ends as cancelled instead.
+-- attempt against max_attempts: the released attempt stays used up as a
+-- claim (attempt numbers name claims, and a released claim must never
+-- finish or heartbeat the job again), and max_attempts grows by one, so the
+-- job keeps as many tries as it had. In a cancelled posting the job ends as
+-- cancelled instead.
 -- Returns false, changing nothing, when the claim is not current (finished,
 -- taken back, cancelled): releasing is what a stopping worker does last, so it
 -- reports rather than raises.
@@ -20,6 +23,7 @@ DECLARE
     job_queue     text;
     posting_state text;
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.release');
     PERFORM pdoflow._check_job_claim(release.id, release.attempt, NULL);
     SELECT j.posting, j.queue INTO job_posting, job_queue
     FROM pdoflow.active_jobs AS j
@@ -37,7 +41,7 @@ BEGIN
     END IF;
     UPDATE pdoflow.active_jobs AS j
     SET state = CASE WHEN posting_state = 'paused' THEN 'paused' ELSE 'queued' END,
-        attempt = j.attempt - 1,
+        max_attempts = j.max_attempts + 1,
         worker = NULL,
         heartbeat_at = NULL,
         lease_expires_at = NULL
@@ -50,4 +54,4 @@ END
 $$;
 
 COMMENT ON FUNCTION pdoflow.release(uuid, integer) IS
-    'Hands the job of the current claim (id, attempt) back to its queue without counting the attempt; false if the claim is not current.';
+    'Hands the job of the current claim (id, attempt) back to its queue without counting the attempt against max_attempts; false if the claim is not current.';

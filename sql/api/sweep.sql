@@ -6,16 +6,22 @@
 -- for servers where the background worker cannot be loaded.
 --
 -- Every step skips rows that other transactions hold locked, so sweeping
--- never waits on, or deadlocks with, workers finishing their jobs. The
--- functions pin search_path: the background sweeper runs them as a superuser.
+-- never waits on, or deadlocks with, workers finishing their jobs. Ending a
+-- job still waits for its blocked children's locks (a producer enqueueing a
+-- grandchild holds one until it commits): the sweeper works under a
+-- lock_timeout (pdoflow.sweep_lock_timeout), and a job it cannot end within
+-- it is left for the next round while the others go ahead. The functions
+-- pin search_path: the background sweeper runs them as a superuser.
 
 -- Takes back up to max_jobs claims whose lease expired: a job with attempts
 -- left is queued again after the retry backoff, the others end as failed
 -- (or cancelled, in a cancelled posting; counted as failed).
 -- Either way last_error says which attempt lost its lease on which worker, and
--- the claim can no longer finish or heartbeat the job.
+-- the claim can no longer finish or heartbeat the job. A job whose ending
+-- has to wait for a lock longer than lock_timeout (or deadlocks) stays as it
+-- is, counted in skipped, for the next sweep.
 CREATE FUNCTION pdoflow._expire_leases(max_jobs integer)
-RETURNS TABLE (requeued bigint, failed bigint)
+RETURNS TABLE (requeued bigint, failed bigint, skipped bigint)
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
@@ -28,6 +34,8 @@ DECLARE
     retry_ids    uuid[];
     retry_errors text[];
     retry_states text[];
+    ended        bigint := 0;
+    left_over    bigint := 0;
 BEGIN
     -- A claim locked right now is being finished or heartbeated: leave it to
     -- that transaction; if its lease is still expired afterwards, the next sweep takes it.
@@ -64,13 +72,28 @@ BEGIN
     ) AS d
     WHERE j.id = ANY (expired_ids);
 
-    IF end_ids IS NOT NULL THEN
-        PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
-    END IF;
     IF retry_ids IS NOT NULL THEN
         PERFORM pdoflow._requeue(retry_ids, retry_errors, retry_states);
     END IF;
-    RETURN QUERY SELECT coalesce(cardinality(retry_ids), 0)::bigint, coalesce(cardinality(end_ids), 0)::bigint;
+    IF end_ids IS NOT NULL THEN
+        -- Ending settles the jobs' blocked children, which may have to wait
+        -- for their locks. When the batch cannot, each job is tried alone,
+        -- so that one job held up does not hold up the rest.
+        BEGIN
+            PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
+            ended := cardinality(end_ids);
+        EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            FOR i IN 1..cardinality(end_ids) LOOP
+                BEGIN
+                    PERFORM pdoflow._end_jobs(ARRAY[end_ids[i]], ARRAY[end_states[i]], ARRAY[end_errors[i]]);
+                    ended := ended + 1;
+                EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+                    left_over := left_over + 1;
+                END;
+            END LOOP;
+        END;
+    END IF;
+    RETURN QUERY SELECT coalesce(cardinality(retry_ids), 0)::bigint, ended, left_over;
 END
 $$;
 
@@ -220,17 +243,44 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 DECLARE
-    expired  record;
-    notified bigint;
-    deleted  bigint;
-    gone     bigint;
+    expired       record;
+    notified      bigint := 0;
+    deleted       bigint := 0;
+    gone          bigint := 0;
+    caller_wait   text := current_setting('lock_timeout');
+    step          text;
 BEGIN
+    PERFORM pdoflow._require_read_committed('pdoflow.sweep');
     PERFORM pdoflow._check_sweep(sweep.batch_size);
-    SELECT * INTO expired FROM pdoflow._expire_leases(sweep.batch_size);
-    -- After the leases, so that a retry due at once is announced now.
-    notified := pdoflow._notify_due_jobs();
-    deleted := pdoflow._delete_finished(sweep.batch_size);
-    gone := pdoflow._sweep_workers();
+    SELECT 0::bigint AS requeued, 0::bigint AS failed, 0::bigint AS skipped INTO expired;
+    -- Like the background sweeper: never wait long for a lock, and let a
+    -- step that could not lock what it needed not stop the others.
+    PERFORM set_config('lock_timeout', current_setting('pdoflow.sweep_lock_timeout'), true);
+    FOREACH step IN ARRAY ARRAY['leases', 'due jobs', 'retention', 'workers'] LOOP
+        BEGIN
+            CASE step
+                WHEN 'leases' THEN
+                    SELECT * INTO expired FROM pdoflow._expire_leases(sweep.batch_size);
+                    IF expired.skipped > 0 THEN
+                        RAISE WARNING 'pdoflow.sweep: % expired claims could not be taken back now', expired.skipped
+                            USING DETAIL = 'Ending those jobs has to wait for locks that other transactions hold '
+                                           '(a producer enqueueing jobs that depend on their children, say).',
+                                  HINT = 'They are tried again at the next sweep.';
+                    END IF;
+                -- After the leases, so that a retry due at once is announced now.
+                WHEN 'due jobs' THEN
+                    notified := pdoflow._notify_due_jobs();
+                WHEN 'retention' THEN
+                    deleted := pdoflow._delete_finished(sweep.batch_size);
+                ELSE
+                    gone := pdoflow._sweep_workers();
+            END CASE;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'pdoflow.sweep: skipped the % step: %', step, SQLERRM
+                USING HINT = 'Another transaction holds a lock it needs; it is tried again at the next sweep.';
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', caller_wait, true);
     RETURN QUERY SELECT expired.requeued, expired.failed, notified, deleted, gone;
 END
 $$;

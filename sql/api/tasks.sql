@@ -14,6 +14,13 @@ AS 'MODULE_PATHNAME', 'tasks_changed_wrapper';
 CREATE TRIGGER tasks_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.tasks
     FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();
+CREATE TRIGGER task_privileges_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.task_privileges
+    FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();
+-- Also when rows arrive by logical replication or a restore, which run with
+-- session_replication_role = replica (where ordinary triggers stay silent).
+ALTER TABLE pdoflow.tasks ENABLE ALWAYS TRIGGER tasks_changed;
+ALTER TABLE pdoflow.task_privileges ENABLE ALWAYS TRIGGER task_privileges_changed;
 
 CREATE FUNCTION pdoflow.register_task(
     name        text,
@@ -94,3 +101,55 @@ BEGIN
     END IF;
 END
 $$;
+
+-- Per-task enqueue privileges. A task with at least one grant may be
+-- enqueued, in any form, only by roles that have the privileges of a granted
+-- role, and by pdoflow_admin members (enforced by pdoflow._check_task_grants,
+-- task_grants.rs in pdoflow-ext). Tasks without grants stay open to every
+-- producer.
+CREATE FUNCTION pdoflow.grant_task(task text, grantee regrole)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    inserted boolean;
+BEGIN
+    PERFORM pdoflow._check_task_grant(grant_task.task, grant_task.grantee);
+    INSERT INTO pdoflow.task_privileges AS p (task, grantee, granted_by)
+    VALUES (grant_task.task, grant_task.grantee, pdoflow._calling_role())
+    ON CONFLICT (task, grantee) DO NOTHING
+    RETURNING true INTO inserted;
+    RETURN coalesce(inserted, false);
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.grant_task(text, regrole) IS
+    'Lets grantee (and the roles that have its privileges) enqueue task; once a task has a grant, no other producer may. False when it was granted already.';
+
+CREATE FUNCTION pdoflow.revoke_task(task text, grantee regrole)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM pdoflow._check_task_grant(revoke_task.task, revoke_task.grantee);
+    DELETE FROM pdoflow.task_privileges AS p
+    WHERE p.task = revoke_task.task AND p.grantee = revoke_task.grantee;
+    RETURN FOUND;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.revoke_task(text, regrole) IS
+    'Takes back a grant of pdoflow.grant_task; when the task''s last grant goes, it is open to every producer again. False when there was no such grant.';
+
+CREATE VIEW pdoflow.task_grants AS
+SELECT p.task, p.grantee, p.granted_by, p.granted_at
+FROM pdoflow.task_privileges AS p;
+
+COMMENT ON VIEW pdoflow.task_grants IS
+    'Which roles may enqueue which task (pdoflow.grant_task). Tasks not listed are open to every producer.';

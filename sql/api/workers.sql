@@ -20,15 +20,22 @@ BEGIN
     IF FOUND THEN
         RETURN;
     END IF;
-    PERFORM FROM pdoflow.workers AS w WHERE w.name = worker FOR UPDATE SKIP LOCKED;
-    IF FOUND THEN
-        UPDATE pdoflow.workers AS w
-        SET state = 'active', last_seen_at = greatest(w.last_seen_at, now()), gone_at = NULL
-        WHERE w.name = worker;
-    ELSIF NOT EXISTS (SELECT FROM pdoflow.workers AS w WHERE w.name = worker) THEN
-        INSERT INTO pdoflow.workers AS w (name) VALUES (worker)
-        ON CONFLICT (name) DO NOTHING;
-    END IF;
+    BEGIN
+        PERFORM FROM pdoflow.workers AS w WHERE w.name = worker FOR UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            UPDATE pdoflow.workers AS w
+            SET state = 'active', last_seen_at = greatest(w.last_seen_at, now()), gone_at = NULL
+            WHERE w.name = worker;
+        ELSIF NOT EXISTS (SELECT FROM pdoflow.workers AS w WHERE w.name = worker) THEN
+            INSERT INTO pdoflow.workers AS w (name) VALUES (worker)
+            ON CONFLICT (name) DO NOTHING;
+        END IF;
+    EXCEPTION WHEN serialization_failure THEN
+        -- A claim in a REPEATABLE READ or SERIALIZABLE transaction, and
+        -- another session recorded this worker after its snapshot: the
+        -- worker is recorded, and the claim need not fail for it.
+        NULL;
+    END;
 END
 $$;
 

@@ -1,6 +1,7 @@
 //! pg_dump and pg_restore: a database with pdoflow, restored into a fresh
-//! database, keeps every job (in every state), posting, dependency and task
-//! registration, and the restored queue goes on working.
+//! database, keeps every job (in every state, with who enqueued it),
+//! posting, dependency, task registration and task grant, and the restored
+//! queue goes on working.
 
 use pdoflow_tests::TestDatabase;
 use tokio::process::Command;
@@ -34,6 +35,7 @@ async fn contents(db: &Client) -> Vec<String> {
         "SELECT to_jsonb(p)::text FROM pdoflow.postings AS p ORDER BY id",
         "SELECT to_jsonb(s)::text FROM pdoflow.posting_status AS s ORDER BY id",
         "SELECT to_jsonb(t)::text FROM pdoflow.tasks AS t ORDER BY name",
+        "SELECT to_jsonb(g)::text FROM pdoflow.task_grants AS g ORDER BY task, grantee::text",
     ] {
         for row in db.query(query, &[]).await.expect(query) {
             rows.push(row.get(0));
@@ -50,6 +52,10 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
         r#"
         SET pdoflow.retry_backoff_base = 0;
         SELECT pdoflow.register_task('load', '{"type": "object"}', 'loads a file');
+        SELECT pdoflow.grant_task('load', 'pdoflow_admin'), pdoflow.grant_task('load', 'pdoflow_worker');
+        SET ROLE pdoflow_worker;
+        SELECT pdoflow.enqueue('enqueued_by_a_worker');
+        RESET ROLE;
         SELECT pdoflow.create_posting('nightly', 'kept across a dump', 3, 'etl');
         SELECT pdoflow.create_posting('on hold');
         SELECT pdoflow.enqueue('load', '{"exact": 1.000000000000000000001}',
@@ -73,7 +79,13 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
     .await
     .expect("the source's jobs");
     let before = contents(&db).await;
-    assert_eq!(before.len(), 8 + 3 + 2 + 2 + 1, "{before:?}");
+    assert_eq!(before.len(), 9 + 3 + 2 + 2 + 1 + 2, "{before:?}");
+    assert!(
+        before
+            .iter()
+            .any(|row| row.contains(r#""enqueued_by": "pdoflow_worker""#)),
+        "{before:?}"
+    );
 
     let dump = std::env::temp_dir().join(format!("pdoflow-test-{}.dump", source.name()));
     let mut pg_dump = pg_program("pg_dump");
@@ -129,5 +141,14 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(claimed, ["load", "retried", "step", "step"]);
+    assert_eq!(
+        claimed,
+        ["enqueued_by_a_worker", "load", "retried", "step", "step"]
+    );
+    // The grants hold after the restore: a producer may not enqueue 'load'.
+    let refused = restored
+        .batch_execute("SET ROLE pdoflow_producer; SELECT pdoflow.enqueue('load');")
+        .await
+        .expect_err("the restored grants let a producer enqueue 'load'");
+    assert_eq!(pdoflow_tests::sqlstate(&refused), "42501");
 }

@@ -6,8 +6,12 @@
 //! is, and `pdoflow.require_registered_tasks` follows them too. The
 //! cluster preloads pdoflow, so the shared state behind the copy is there.
 //!
-//! Also here: `check_consistency` reports what `active_jobs`' former CHECK
-//! constraints rejected.
+//! Also here: the fast path is never taken where SQL's INSERT would refuse
+//! (read-only transactions), registrations copied in by logical replication
+//! or a restore (session_replication_role = replica) reach the copy,
+//! validating args against a costly schema can be cancelled, and
+//! `check_consistency` reports what `active_jobs`' former CHECK constraints
+//! rejected.
 
 use pdoflow_tests::{describe, TestDatabase};
 use tokio_postgres::Client;
@@ -156,6 +160,173 @@ async fn required_registration_follows_registrations_made_elsewhere() {
         .await
         .expect_err("an unregistered task was accepted");
     assert!(error.contains("is not registered"), "{error}");
+}
+
+async fn count_jobs(client: &Client) -> i64 {
+    client
+        .query_one("SELECT count(*) FROM pdoflow.jobs", &[])
+        .await
+        .expect("count jobs")
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_read_only_transaction_cannot_enqueue() {
+    let database = TestDatabase::create("fast_path_read_only").await;
+    let client = database.connect().await;
+    // The session has its copy of the registrations: the fast path is open.
+    enqueue(&client, "report").await.expect("enqueue");
+    let before = count_jobs(&client).await;
+
+    for (setup, begin) in [
+        ("", "BEGIN READ ONLY"),
+        ("", "BEGIN; SET TRANSACTION READ ONLY"),
+        ("SET default_transaction_read_only = on", "BEGIN"),
+    ] {
+        client.batch_execute(setup).await.expect("SET");
+        client.batch_execute(begin).await.expect("BEGIN");
+        let error = enqueue(&client, "report")
+            .await
+            .expect_err("a read-only transaction enqueued");
+        assert!(error.starts_with("25006"), "{begin}: {error}");
+        client.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+        client
+            .batch_execute("RESET default_transaction_read_only")
+            .await
+            .expect("RESET");
+    }
+    // Outside a transaction block too, with the role's default read-only.
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .expect("SET");
+    let error = enqueue(&client, "report")
+        .await
+        .expect_err("a read-only statement enqueued");
+    assert!(error.starts_with("25006"), "{error}");
+    client
+        .batch_execute("RESET default_transaction_read_only")
+        .await
+        .expect("RESET");
+    assert_eq!(count_jobs(&client).await, before, "nothing was committed");
+    enqueue(&client, "report")
+        .await
+        .expect("a read-write transaction enqueues");
+}
+
+#[tokio::test]
+async fn registrations_and_grants_written_as_a_replica_reach_other_sessions() {
+    let database = TestDatabase::create("fast_path_replica").await;
+    let producer = database.connect().await;
+    let replica = database.connect().await;
+    // The producer's copy: no registrations, no grants.
+    enqueue(&producer, "report").await.expect("enqueue");
+
+    // What logical replication or pg_restore do: write the tables with
+    // session_replication_role = replica, where ordinary triggers are silent.
+    replica
+        .batch_execute(&format!(
+            "SET session_replication_role = replica;
+             INSERT INTO pdoflow.tasks (name, args_schema) VALUES ('report', '{NEEDS_B}');"
+        ))
+        .await
+        .unwrap_or_else(|error| panic!("replicated registration: {}", describe(&error)));
+    assert_schema_error(enqueue(&producer, "report").await, "report");
+
+    replica
+        .batch_execute(
+            "INSERT INTO pdoflow.task_privileges (task, grantee, granted_by)
+             VALUES ('deploy', 'pdoflow_admin', 'replication')",
+        )
+        .await
+        .unwrap_or_else(|error| panic!("replicated grant: {}", describe(&error)));
+    producer
+        .batch_execute("SET ROLE pdoflow_producer")
+        .await
+        .expect("SET ROLE");
+    let error = enqueue(&producer, "deploy")
+        .await
+        .expect_err("a task granted to others was enqueued");
+    assert!(error.starts_with("42501"), "{error}");
+}
+
+#[tokio::test]
+async fn validating_args_against_a_costly_pattern_can_be_cancelled() {
+    let database = TestDatabase::create("fast_path_cancel_validation").await;
+    let client = database.connect().await;
+    // Each string takes this backtracking pattern milliseconds to match (it
+    // does match): thousands of them take far longer than the timeout.
+    register(
+        &client,
+        "costly",
+        Some(r#"{"type": "array", "items": {"type": "string", "pattern": "^((a|aa)*)\\1$"}}"#),
+    )
+    .await;
+    let args = serde_json::Value::Array(vec![serde_json::json!("a".repeat(50)); 5_000]);
+    let enqueue_costly = "SELECT pdoflow.enqueue('costly', $1::jsonb)";
+
+    // statement_timeout.
+    client
+        .batch_execute("SET statement_timeout = '500ms'")
+        .await
+        .expect("SET");
+    let started = std::time::Instant::now();
+    let error = client
+        .query_one(enqueue_costly, &[&args])
+        .await
+        .expect_err("the validation finished within the timeout");
+    assert_eq!(
+        pdoflow_tests::sqlstate(&error),
+        "57014",
+        "{}",
+        describe(&error)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "statement_timeout took {:?} to stop the validation",
+        started.elapsed()
+    );
+    client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .expect("RESET");
+
+    // pg_cancel_backend from another session.
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let canceller = database.connect().await;
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        canceller
+            .query_one("SELECT pg_cancel_backend($1)", &[&pid])
+            .await
+            .expect("pg_cancel_backend")
+            .get::<_, bool>(0)
+    });
+    let started = std::time::Instant::now();
+    let error = client
+        .query_one(enqueue_costly, &[&args])
+        .await
+        .expect_err("the validation was not cancelled");
+    assert!(
+        cancel.await.expect("the canceller"),
+        "the backend was signalled"
+    );
+    assert_eq!(
+        pdoflow_tests::sqlstate(&error),
+        "57014",
+        "{}",
+        describe(&error)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "pg_cancel_backend took {:?} to stop the validation",
+        started.elapsed()
+    );
+    assert_eq!(count_jobs(&client).await, 0);
 }
 
 #[tokio::test]

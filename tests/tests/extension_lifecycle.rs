@@ -24,6 +24,7 @@ async fn the_library_is_preloaded_and_its_settings_are_registered() {
         ("pdoflow.retry_backoff_max", "1h"),
         ("pdoflow.retention", "7d"),
         ("pdoflow.worker_timeout", "1min"),
+        ("pdoflow.sweep_lock_timeout", "1s"),
     ] {
         let value: String = client
             .query_one(&format!("SHOW {setting}"), &[])
@@ -146,4 +147,57 @@ async fn a_database_that_is_not_utf8_is_refused_clearly() {
         describe(&error),
         "0A000: pdoflow needs a UTF8 database; this one is LATIN1"
     );
+}
+
+/// pdoflow's functions run as its owner and the sweeper calls them as a
+/// superuser: it must not install into a schema another role controls.
+#[tokio::test]
+async fn a_schema_another_role_controls_is_refused() {
+    let database = TestDatabase::create_empty("lifecycle_foreign_schema").await;
+    let client = database.connect().await;
+    client
+        .batch_execute(
+            "DROP ROLE IF EXISTS pdoflow_schema_squatter;
+             CREATE ROLE pdoflow_schema_squatter;",
+        )
+        .await
+        .unwrap();
+    for (setup, expected) in [
+        (
+            "CREATE SCHEMA pdoflow AUTHORIZATION pdoflow_schema_squatter",
+            "schema \"pdoflow\" is owned by role \"pdoflow_schema_squatter\"",
+        ),
+        (
+            "CREATE SCHEMA pdoflow; GRANT CREATE ON SCHEMA pdoflow TO pdoflow_schema_squatter",
+            "other roles may create objects in schema \"pdoflow\": pdoflow_schema_squatter",
+        ),
+        (
+            "CREATE SCHEMA pdoflow; GRANT CREATE ON SCHEMA pdoflow TO PUBLIC",
+            "other roles may create objects in schema \"pdoflow\": PUBLIC",
+        ),
+    ] {
+        client.batch_execute(setup).await.unwrap();
+        let error = client
+            .batch_execute("CREATE EXTENSION pdoflow")
+            .await
+            .expect_err("installed into a schema another role controls");
+        assert_eq!(sqlstate(&error), "42501", "{setup}: {}", describe(&error));
+        assert!(
+            describe(&error).contains(expected),
+            "{setup}: {}",
+            describe(&error)
+        );
+        client.batch_execute("DROP SCHEMA pdoflow").await.unwrap();
+    }
+    // A schema of the installing role's own, made beforehand, is fine.
+    client
+        .batch_execute("CREATE SCHEMA pdoflow; CREATE EXTENSION pdoflow;")
+        .await
+        .unwrap_or_else(|error| panic!("own schema: {}", describe(&error)));
+    client
+        .batch_execute(
+            "DROP EXTENSION pdoflow; DROP SCHEMA pdoflow; DROP ROLE pdoflow_schema_squatter;",
+        )
+        .await
+        .unwrap();
 }

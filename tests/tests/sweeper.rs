@@ -281,3 +281,106 @@ async fn silent_workers_are_marked_gone() {
         .get(0);
     assert_eq!(chatty, "active");
 }
+
+/// A producer inside an open transaction that enqueues a job depending on a
+/// blocked child holds a lock on that child until it commits. Ending the
+/// child's parent (here: its lease expired, no attempts left) has to wait
+/// for that lock. The sweeper waits at most pdoflow.sweep_lock_timeout for
+/// it, leaves that job for a later round, and meanwhile takes back other
+/// expired claims, announces due jobs and deletes old history.
+#[tokio::test]
+async fn a_producer_holding_locks_does_not_stall_the_sweeper() {
+    let database = TestDatabase::swept("locks").await;
+    let client = database.connect().await;
+
+    let parent = claimed_job(&client, "stalled", 1, "crashed-worker", "1 second").await;
+    let child: Uuid = client
+        .query_one(
+            "SELECT pdoflow.enqueue('child', queue => 'stalled', depends_on => ARRAY[$1::uuid])",
+            &[&parent],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let producer = database.connect().await;
+    producer
+        .batch_execute(&format!(
+            "BEGIN; SELECT pdoflow.enqueue('grandchild', queue => 'stalled', depends_on => ARRAY['{child}'::uuid]);"
+        ))
+        .await
+        .unwrap();
+
+    // Work the sweeper must still do while the producer's transaction is open.
+    let other = claimed_job(&client, "unaffected", 1, "crashed-worker", "1 second").await;
+    let (_listener, mut notifications) = database.listen("pdoflow").await;
+    client
+        .batch_execute(
+            "SELECT pdoflow.enqueue('later', queue => 'due_while_locked', run_at => now() + interval '1 second');
+             SELECT pdoflow.enqueue('done', queue => 'old_history');
+             SELECT pdoflow.finish(c.id, c.attempt) FROM pdoflow.claim(1, ARRAY['old_history'], 'w') AS c;
+             -- Past pdoflow.retention (7 days).
+             UPDATE pdoflow.finished_jobs SET finished_at = now() - interval '8 days'
+             WHERE queue = 'old_history';",
+        )
+        .await
+        .unwrap();
+    let held_since = std::time::Instant::now();
+
+    let failed = wait_for_state(&client, other, "failed", PATIENCE).await;
+    assert!(
+        failed
+            .last_error
+            .unwrap_or_default()
+            .starts_with("lease of attempt 1 expired"),
+        "the other expired claim was taken back"
+    );
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !drain(&mut notifications, Duration::from_millis(200))
+        .await
+        .contains(&"due_while_locked".to_owned())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the due job was not announced within {PATIENCE:?}"
+        );
+    }
+    eventually("the old finished job deleted", PATIENCE, || async {
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pdoflow.jobs WHERE queue = 'old_history'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (left == 0).then_some(())
+    })
+    .await;
+    assert!(
+        held_since.elapsed() < Duration::from_secs(30),
+        "all of it happened while the lock was held"
+    );
+    // The parent waits: its child is locked.
+    assert_eq!(job_state(&client, parent).await.state, "running");
+
+    // Once the producer commits, the parent ends, and its descendants with it.
+    producer.batch_execute("COMMIT").await.unwrap();
+    wait_for_state(&client, parent, "failed", PATIENCE).await;
+    let cancelled = wait_for_state(&client, child, "cancelled", PATIENCE).await;
+    assert!(
+        cancelled.last_error.unwrap_or_default().contains("failed"),
+        "the child was cancelled because its parent failed"
+    );
+    eventually("the grandchild cancelled", PATIENCE, || async {
+        let state: String = client
+            .query_one(
+                "SELECT state FROM pdoflow.jobs WHERE task = 'grandchild'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (state == "cancelled").then_some(())
+    })
+    .await;
+}

@@ -42,10 +42,11 @@ async fn schema(db: &Client) -> Vec<String> {
     lines
 }
 
-/// Every job, every column, as text, in id order.
+/// Every job, every column (but enqueued_by, which 0.4.0 added), as text,
+/// in id order.
 async fn jobs(db: &Client) -> Vec<String> {
     db.query(
-        "SELECT to_jsonb(j)::text FROM pdoflow.jobs AS j ORDER BY id",
+        "SELECT (to_jsonb(j) - 'enqueued_by')::text FROM pdoflow.jobs AS j ORDER BY id",
         &[],
     )
     .await
@@ -97,9 +98,19 @@ async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() 
     assert_eq!(updated, current);
     assert_ne!(updated, "0.1.0");
 
-    // The jobs are as they were, and the API works on them.
+    // The jobs are as they were (without a known enqueuer), and the API
+    // works on them.
     let after = jobs(&db).await;
     assert_eq!(after, before);
+    let unknown: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pdoflow.jobs WHERE enqueued_by IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unknown, i64::try_from(before.len()).unwrap());
     db.batch_execute(
         "SELECT pdoflow.finish(id, 1) FROM pdoflow.jobs WHERE task = 'running';
          SELECT pdoflow.finish(c.id, c.attempt) FROM pdoflow.claim(1, tasks => ARRAY['step']) AS c;",
@@ -121,6 +132,23 @@ async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() 
         !enqueue_took_the_sql_path(&db).await,
         "after the update, a plain job is not written directly"
     );
+    // What 0.4.0 added works on the updated database: enqueuers are
+    // recorded, and grants restrict a task.
+    db.batch_execute(
+        "SELECT pdoflow.grant_task('guarded', 'pdoflow_admin');
+         SELECT pdoflow.enqueue('guarded');",
+    )
+    .await
+    .expect("grant_task and an enqueue by a superuser");
+    let enqueuer: Option<String> = db
+        .query_one(
+            "SELECT enqueued_by FROM pdoflow.jobs WHERE task = 'guarded'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(enqueuer.as_deref(), Some("postgres"));
     assert!(db
         .query("SELECT * FROM pdoflow.check_consistency()", &[])
         .await

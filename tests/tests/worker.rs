@@ -62,11 +62,12 @@ async fn jobs_enqueued_in_sql_are_worked_and_their_results_stored() {
             r#"SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[300]));
                SELECT pdoflow.enqueue('echo', '{"n": 42}', queue => 'other');
                SELECT pdoflow.enqueue('sleep', '{"ms": 200}');
+               SELECT pdoflow.grant_task('shell', 'postgres');
                SELECT pdoflow.enqueue('shell', '{"command": ["sh", "-c", "echo out; echo err >&2"], "env": {"X": "1"}}');"#,
         )
         .await
         .unwrap();
-    burst(&database, &["--concurrency", "4"]).await;
+    burst(&database, &["--concurrency", "4", "--enable-shell"]).await;
 
     assert_eq!(
         job_counts(&client).await,
@@ -119,7 +120,8 @@ async fn each_kind_of_failure_ends_as_the_right_failure_and_the_worker_goes_on()
     let client = database.connect().await;
     client
         .batch_execute(
-            r#"SELECT pdoflow.enqueue('panic', '{"message": "handler exploded"}', max_attempts => 1);
+            r#"SELECT pdoflow.grant_task('shell', 'postgres');
+               SELECT pdoflow.enqueue('panic', '{"message": "handler exploded"}', max_attempts => 1);
                SELECT pdoflow.enqueue('fail', '{"message": "upstream said no"}', max_attempts => 1);
                SELECT pdoflow.enqueue('sleep', '{"ms": 10000}', max_attempts => 1);
                SELECT pdoflow.enqueue('shell', '{"command": ["sh", "-c", "echo partial; echo bad input >&2; exit 3"]}', max_attempts => 1);
@@ -130,7 +132,17 @@ async fn each_kind_of_failure_ends_as_the_right_failure_and_the_worker_goes_on()
         )
         .await
         .unwrap();
-    burst(&database, &["--job-timeout", "1s", "--concurrency", "3"]).await;
+    burst(
+        &database,
+        &[
+            "--job-timeout",
+            "1s",
+            "--concurrency",
+            "3",
+            "--enable-shell",
+        ],
+    )
+    .await;
 
     let failures: Vec<(String, String, String)> = client
         .query(
@@ -257,6 +269,89 @@ async fn sigterm_lets_running_jobs_finish_then_exits_zero() {
     );
 }
 
+/// A producer that enqueues a child of a running job, in a transaction it
+/// keeps open, locks that job: its finish must wait. The worker's finishing
+/// connection gives up after its lock_timeout, stores the other outcomes
+/// one by one, keeps claiming, and stores the held-up one once the lock is
+/// gone.
+#[tokio::test]
+async fn a_job_locked_by_a_producer_does_not_hold_back_the_others() {
+    let database = TestDatabase::create("worker_locked_job").await;
+    let client = database.connect().await;
+    let held: uuid::Uuid = client
+        .query_one(
+            r#"SELECT pdoflow.enqueue('sleep', '{"ms": 1000}', queue => 'work')"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut worker = worker_command(
+        &database,
+        &[
+            "--lock-timeout",
+            "300ms",
+            "worker",
+            "--queues",
+            "work",
+            "--poll-interval",
+            "200ms",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    wait_for_state(&client, held, "running", PATIENCE).await;
+    let producer = database.connect().await;
+    producer
+        .batch_execute(&format!(
+            "BEGIN; SELECT pdoflow.enqueue('noop', queue => 'work', depends_on => ARRAY['{held}'::uuid]);"
+        ))
+        .await
+        .unwrap();
+    // The held job's handler ends meanwhile; its outcome cannot be stored.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .batch_execute(
+            "SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[20]), queue => 'work')",
+        )
+        .await
+        .unwrap();
+    eventually("the other jobs stored", PATIENCE, || async {
+        let done: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pdoflow.jobs WHERE task = 'noop' AND state = 'succeeded'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (done == 20).then_some(())
+    })
+    .await;
+    assert_eq!(job_state(&client, held).await.state, "running");
+
+    producer.batch_execute("COMMIT").await.unwrap();
+    wait_for_state(&client, held, "succeeded", PATIENCE).await;
+    eventually("the child released and worked", PATIENCE, || async {
+        let done: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pdoflow.jobs WHERE task = 'noop' AND state = 'succeeded'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (done == 21).then_some(())
+    })
+    .await;
+    terminate(&worker);
+    let status = tokio::time::timeout(PATIENCE, worker.wait())
+        .await
+        .expect("the worker stops")
+        .unwrap();
+    assert!(status.success());
+}
+
 #[tokio::test]
 async fn jobs_still_running_after_the_grace_period_are_released() {
     let database = TestDatabase::create("worker_grace").await;
@@ -285,15 +380,15 @@ async fn jobs_still_running_after_the_grace_period_are_released() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let (state, attempt): (String, i32) = client
-        .query_one("SELECT state, attempt FROM pdoflow.jobs", &[])
+    let (state, attempt, max_attempts): (String, i32, i32) = client
+        .query_one("SELECT state, attempt, max_attempts FROM pdoflow.jobs", &[])
         .await
-        .map(|row| (row.get(0), row.get(1)))
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
         .unwrap();
     assert_eq!(
-        (state.as_str(), attempt),
-        ("queued", 0),
-        "released, its attempt not counted"
+        (state.as_str(), attempt, max_attempts),
+        ("queued", 1, 2),
+        "released, its attempt not counted against max_attempts"
     );
 }
 

@@ -283,6 +283,7 @@ fn show(job: &Job) {
         ),
         ("last error", job.last_error.clone().unwrap_or_default()),
         ("worker", job.worker.clone().unwrap_or_default()),
+        ("enqueued by", job.enqueued_by.clone().unwrap_or_default()),
         (
             "posting",
             job.posting.map(|id| id.to_string()).unwrap_or_default(),

@@ -18,10 +18,12 @@ mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::{self, ConnectionSettings};
+use crate::connect::SessionSettings;
 use crate::error::Result;
 use crate::task::TaskRegistry;
 
@@ -30,12 +32,20 @@ use crate::task::TaskRegistry;
 #[command(name = "pdoflow-run", version, about)]
 pub struct Cli {
     /// PostgreSQL connection URL (else PDOFLOW_DATABASE_URL, DATABASE_URL,
-    /// then ~/.config/pdoflow/db.conf).
+    /// then ~/.config/pdoflow/db.conf), with libpq's TLS parameters if need
+    /// be: ?sslmode=verify-full&sslrootcert=ca.pem (else PGSSLMODE, ...).
     #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// The db.conf file to read instead of ~/.config/pdoflow/db.conf.
     #[arg(long, global = true, env = "PDOFLOW_CONFIG")]
     pub config: Option<PathBuf>,
+    /// lock_timeout of every connection: a statement waiting longer for a
+    /// lock fails, and is retried where that makes sense ("0s": no limit).
+    #[arg(long, global = true, default_value = "5s", value_parser = humantime::parse_duration, env = "PDOFLOW_LOCK_TIMEOUT")]
+    pub lock_timeout: Duration,
+    /// statement_timeout of every connection ("0s": no limit).
+    #[arg(long, global = true, default_value = "1m", value_parser = humantime::parse_duration, env = "PDOFLOW_STATEMENT_TIMEOUT")]
+    pub statement_timeout: Duration,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human, env = "PDOFLOW_LOG_FORMAT")]
     pub log_format: LogFormat,
@@ -159,7 +169,16 @@ fn usage_error(error: clap::Error) -> ExitCode {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
-    let settings = || config::resolve(cli.database_url.as_deref(), cli.config.as_deref());
+    let session = SessionSettings {
+        lock_timeout: cli.lock_timeout,
+        statement_timeout: cli.statement_timeout,
+    };
+    let settings = || -> Result<ConnectionSettings> {
+        session.check()?;
+        let mut settings = config::resolve(cli.database_url.as_deref(), cli.config.as_deref())?;
+        settings.session = session;
+        Ok(settings)
+    };
     match cli.command {
         Command::Worker(args) => worker::run(settings()?, registry, args).await,
         Command::Pool(args) => pool::run(settings()?, args).await,
@@ -223,7 +242,7 @@ pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>>
 
 /// Connects for an admin command, naming where the settings came from on failure.
 async fn connect(settings: &ConnectionSettings) -> Result<crate::Client> {
-    crate::Client::connect_with(&settings.config)
+    crate::Client::connect_with_settings(settings)
         .await
         .map_err(|error| {
             crate::Error::Config(format!(
@@ -249,6 +268,27 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn session_timeouts_are_global_with_defaults() {
+        let parsed = Cli::try_parse_from(["pdoflow-run", "status"]).unwrap();
+        assert_eq!(parsed.lock_timeout, crate::connect::DEFAULT_LOCK_TIMEOUT);
+        assert_eq!(
+            parsed.statement_timeout,
+            crate::connect::DEFAULT_STATEMENT_TIMEOUT
+        );
+        let parsed = Cli::try_parse_from([
+            "pdoflow-run",
+            "worker",
+            "--lock-timeout",
+            "250ms",
+            "--statement-timeout",
+            "0s",
+        ])
+        .unwrap();
+        assert_eq!(parsed.lock_timeout, std::time::Duration::from_millis(250));
+        assert_eq!(parsed.statement_timeout, std::time::Duration::ZERO);
     }
 
     #[test]

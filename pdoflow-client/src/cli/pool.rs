@@ -33,13 +33,15 @@ pub struct PoolArgs {
     pub worker: WorkerArgs,
 }
 
-pub async fn run(_settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
+pub async fn run(settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
     if args.processes == 0 || args.processes > 1_000 {
         return Err(Error::Invalid(format!(
             "--processes must be from 1 to 1000, got {}",
             args.processes
         )));
     }
+    // Each worker would refuse to start, over and over: say it once.
+    super::worker::check_shell_grant(&settings, &args.worker.shell).await?;
     // Watch signals before the first process starts.
     let stop = super::shutdown_signal()?;
     tokio::pin!(stop);
@@ -187,6 +189,18 @@ mod tests {
         assert_eq!(
             worker_command_line(args(&["pool", "--processes=4", "--burst"])),
             args(&["worker", "--burst"])
+        );
+        // Global options reach the workers wherever they stand.
+        assert_eq!(
+            worker_command_line(args(&[
+                "--lock-timeout",
+                "10s",
+                "pool",
+                "--statement-timeout=2m",
+                "--processes",
+                "2",
+            ])),
+            args(&["--lock-timeout", "10s", "worker", "--statement-timeout=2m"])
         );
     }
 }

@@ -51,6 +51,73 @@ pub struct WorkerArgs {
     /// Where the shell task writes job output (default ~/.local/state/pdoflow/logs).
     #[arg(long, env = "PDOFLOW_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub shell: ShellArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShellArgs {
+    /// Run jobs of the built-in `shell` task, which executes the command its
+    /// job names on this host. Needs a grant of task "shell" in the database
+    /// (pdoflow.grant_task): whoever may enqueue it controls this host.
+    #[arg(
+        long,
+        env = "PDOFLOW_ENABLE_SHELL",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        default_missing_value = "true",
+        num_args = 0..=1,
+        require_equals = true
+    )]
+    pub enable_shell: bool,
+}
+
+impl ShellArgs {
+    /// The built-in tasks to register, with `shell` writing to `log_dir`
+    /// (default: `builtin::default_log_dir`).
+    fn builtins(&self, log_dir: Option<PathBuf>) -> builtin::Builtins {
+        builtin::Builtins {
+            shell: self.enable_shell,
+            log_dir: log_dir.unwrap_or_else(builtin::default_log_dir),
+        }
+    }
+}
+
+/// With `--enable-shell`, refuses to go on unless task "shell" has at least
+/// one grant in the database: turning shell on must come with a decision on
+/// who may enqueue commands (docs/security.md).
+pub(super) async fn check_shell_grant(
+    settings: &ConnectionSettings,
+    shell: &ShellArgs,
+) -> Result<()> {
+    if !shell.enable_shell {
+        return Ok(());
+    }
+    let client = super::connect(settings).await?;
+    let granted = client
+        .postgres()
+        .query_one(
+            "SELECT EXISTS (SELECT FROM pdoflow.task_grants WHERE task = $1)",
+            &[&builtin::SHELL],
+        )
+        .await
+        .map_err(|error| {
+            Error::Config(format!(
+                "--enable-shell: cannot read pdoflow.task_grants ({}); it needs pdoflow 0.4.0 or later \
+                 and a role that may read it",
+                crate::Error::from(error)
+            ))
+        })?
+        .try_get::<_, bool>(0)?;
+    if granted {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "--enable-shell: task \"shell\" has no grant in this database ({}), so any producer could \
+         run commands on this host; first grant it to the roles that may, e.g. \
+         SELECT pdoflow.grant_task('shell', 'ops')",
+        settings.source
+    )))
 }
 
 pub async fn run(
@@ -60,10 +127,8 @@ pub async fn run(
 ) -> Result<()> {
     // Watch signals before anything is claimed.
     let stop = super::shutdown_signal()?;
-    builtin::register_builtins(
-        &mut registry,
-        args.log_dir.unwrap_or_else(builtin::default_log_dir),
-    )?;
+    check_shell_grant(&settings, &args.shell).await?;
+    builtin::register_builtins(&mut registry, args.shell.builtins(args.log_dir))?;
     let defaults = WorkerConfig::default();
     let config = WorkerConfig {
         name: args.name.unwrap_or(defaults.name),
@@ -108,6 +173,8 @@ pub struct ExecuteJobArgs {
     /// Where the shell task writes job output.
     #[arg(long, env = "PDOFLOW_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub shell: ShellArgs,
 }
 
 /// `execute-job ID`: runs one queued job here, through the normal claim,
@@ -117,10 +184,8 @@ pub async fn execute(
     mut registry: TaskRegistry,
     args: ExecuteJobArgs,
 ) -> Result<()> {
-    builtin::register_builtins(
-        &mut registry,
-        args.log_dir.unwrap_or_else(builtin::default_log_dir),
-    )?;
+    check_shell_grant(&settings, &args.shell).await?;
+    builtin::register_builtins(&mut registry, args.shell.builtins(args.log_dir))?;
     let client = super::connect(&settings).await?;
     let worker = format!("execute-job-{}", crate::worker::default_worker_name());
     let timeout = (!args.job_timeout.is_zero()).then_some(args.job_timeout);

@@ -42,8 +42,13 @@ pub fn start(
     let task = job.task;
     let handler_task = tokio::spawn(async move {
         let Some(handler) = handler else {
+            let hint = if task == crate::builtin::SHELL {
+                "; shell jobs run only on workers started with --enable-shell"
+            } else {
+                ""
+            };
             return Err(format!(
-                "no handler for task {task:?} in this worker (it runs: {})",
+                "no handler for task {task:?} in this worker (it runs: {}){hint}",
                 known.join(", ")
             ));
         };

@@ -6,7 +6,11 @@
 //! end meanwhile wait, and the next call takes them all (up to the batch
 //! limit). An idle worker's lone job is finished at once. A refused batch is
 //! finished one claim at a time, so that one outcome the database cannot
-//! store (an oversized result, say) does not hold back the others.
+//! store (an oversized result, say) does not hold back the others. So is a
+//! batch that waited longer than the connection's lock_timeout: a job whose
+//! row another transaction holds locked (a producer enqueueing a child of
+//! it, in a transaction still open) is set aside and tried again a little
+//! later, while the rest are stored.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -14,15 +18,20 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
-use tokio_postgres::Config;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
 use crate::client::{Client, Finished, Outcome};
+use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 
 /// A job that ended: its claim and what it gave.
 pub(super) type Ended = (Uuid, i32, Outcome);
+
+/// How long a claim whose job is locked by another transaction waits before
+/// it is tried again.
+const HELD_RETRY: Duration = Duration::from_secs(1);
 
 /// What the finisher and the worker loop share.
 #[derive(Default)]
@@ -46,12 +55,12 @@ pub(super) struct Finisher {
 }
 
 impl Finisher {
-    /// Starts finishing on connections made with `config`, up to `batch`
+    /// Starts finishing on connections made with `settings`, up to `batch`
     /// claims per call.
-    pub fn start(config: Config, batch: usize) -> Finisher {
+    pub fn start(settings: ConnectionSettings, batch: usize) -> Finisher {
         let (sender, receiver) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(run(config, receiver, shared.clone(), batch.max(1)));
+        let task = tokio::spawn(run(settings, receiver, shared.clone(), batch.max(1)));
         Finisher {
             sender: Some(sender),
             shared,
@@ -119,19 +128,34 @@ impl Drop for Finisher {
 /// The finisher's loop: until the worker closes the channel and every
 /// outcome handed over is stored.
 async fn run(
-    config: Config,
+    settings: ConnectionSettings,
     mut receiver: mpsc::UnboundedReceiver<Ended>,
     shared: Arc<Shared>,
     batch_limit: usize,
 ) {
     let mut db: Option<Client> = None;
     let mut batch: Vec<Ended> = Vec::new();
+    // Claims set aside because their jobs were locked, and when to retry them.
+    let mut held: Vec<Ended> = Vec::new();
+    let mut held_until = Instant::now();
+    let mut closed = false;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
         if batch.is_empty() {
-            match receiver.recv().await {
-                Some(ended) => batch.push(ended),
-                None => return,
+            if closed && held.is_empty() {
+                return;
+            }
+            tokio::select! {
+                received = receiver.recv(), if !closed => match received {
+                    Some(ended) => batch.push(ended),
+                    None => closed = true,
+                },
+                () = tokio::time::sleep_until(held_until), if !held.is_empty() => {
+                    batch.append(&mut held);
+                }
+            }
+            if batch.is_empty() {
+                continue;
             }
         }
         while batch.len() < batch_limit {
@@ -141,7 +165,7 @@ async fn run(
             }
         }
         if db.as_ref().is_none_or(Client::is_closed) {
-            match Client::connect_with(&config).await {
+            match Client::connect_with_settings(&settings).await {
                 Ok(client) => db = Some(client),
                 Err(error) => {
                     shared.failing.store(true, Ordering::SeqCst);
@@ -158,9 +182,18 @@ async fn run(
         let outcome = store(client, &mut batch, &shared).await;
         shared.progress.notify_one();
         match outcome {
-            Ok(()) => {
+            Ok(held_up) => {
                 backoff.reset();
                 shared.failing.store(false, Ordering::SeqCst);
+                if !held_up.is_empty() {
+                    tracing::info!(
+                        claims = held_up.len(),
+                        retry_in = ?HELD_RETRY,
+                        "jobs locked by another transaction; their outcomes wait"
+                    );
+                    held.extend(held_up);
+                    held_until = Instant::now() + HELD_RETRY;
+                }
             }
             Err(error) => {
                 // The connection is gone, or the database cannot take even
@@ -191,10 +224,17 @@ fn transient(error: &Error) -> bool {
         )
 }
 
+/// A lock wait that ran into the connection's lock_timeout.
+fn waits_for_lock(error: &Error) -> bool {
+    error.sqlstate() == Some("55P03")
+}
+
 /// Finishes `batch` in one statement; if the database refuses it for a
-/// reason of its own, finishes the claims one by one. What was stored leaves
-/// `batch` (and `pending`); on an error the rest stays for the next try.
-async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<()> {
+/// reason of its own, or one of its jobs is locked by another transaction,
+/// finishes the claims one by one. What was stored leaves `batch` (and
+/// `pending`); the claims whose jobs are locked leave `batch` too and come
+/// back, to be tried later; on an error the rest stays for the next try.
+async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<Vec<Ended>> {
     match db.finish_many(batch).await {
         Ok(results) => {
             for (finished, (_, _, outcome)) in results.iter().zip(batch.iter()) {
@@ -202,7 +242,27 @@ async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<(
             }
             shared.pending.fetch_sub(batch.len(), Ordering::SeqCst);
             batch.clear();
-            Ok(())
+            Ok(Vec::new())
+        }
+        Err(error) if waits_for_lock(&error) => {
+            if batch.len() > 1 {
+                tracing::warn!(%error, "a job of the batch is locked by another transaction; finishing one by one");
+            }
+            let mut held_up = Vec::new();
+            while let Some(claim) = batch.first() {
+                match store_alone(db, claim, shared).await {
+                    Ok(()) => {
+                        drop(batch.remove(0));
+                        shared.pending.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Err(error) if waits_for_lock(&error) => held_up.push(batch.remove(0)),
+                    Err(error) => {
+                        batch.append(&mut held_up);
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(held_up)
         }
         Err(error) if transient(&error) => Err(error),
         Err(error) => {
@@ -212,7 +272,7 @@ async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<(
                 drop(batch.remove(0));
                 shared.pending.fetch_sub(1, Ordering::SeqCst);
             }
-            Ok(())
+            Ok(Vec::new())
         }
     }
 }

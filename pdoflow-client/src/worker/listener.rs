@@ -7,17 +7,19 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use crate::backoff::Backoff;
+use crate::config::ConnectionSettings;
+use crate::error::Result;
 use crate::NOTIFY_CHANNEL;
 
 /// Runs until the process ends; call it in a task of its own.
-pub async fn listen(config: Config, queues: Option<Vec<String>>, wake: Arc<Notify>) {
+pub async fn listen(settings: ConnectionSettings, queues: Option<Vec<String>>, wake: Arc<Notify>) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     loop {
         let started = tokio::time::Instant::now();
-        match listen_once(&config, queues.as_deref(), &wake).await {
+        match listen_once(&settings, queues.as_deref(), &wake).await {
             Ok(()) => tracing::warn!("the LISTEN connection closed; reconnecting"),
             Err(error) => tracing::warn!(%error, "the LISTEN connection failed; reconnecting"),
         }
@@ -30,13 +32,19 @@ pub async fn listen(config: Config, queues: Option<Vec<String>>, wake: Arc<Notif
 }
 
 async fn listen_once(
-    config: &Config,
+    settings: &ConnectionSettings,
     queues: Option<&[String]>,
     wake: &Notify,
-) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+) -> Result<()> {
+    let (client, mut connection) = crate::connect::open(settings).await?;
     let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
-    let statement = format!("LISTEN {NOTIFY_CHANNEL}");
+    // The session settings and LISTEN in one round trip; no
+    // statement_timeout, which would only matter to a statement that runs,
+    // and this connection only waits.
+    let statement = format!(
+        "{}; LISTEN {NOTIFY_CHANNEL}",
+        settings.session.statements(false)?
+    );
     {
         // The connection must be polled for LISTEN to complete.
         let listening = client.batch_execute(&statement);
@@ -46,7 +54,7 @@ async fn listen_once(
                 result = &mut listening => { result?; break; }
                 message = messages.next() => match message {
                     Some(Ok(_)) => {}
-                    Some(Err(error)) => return Err(error),
+                    Some(Err(error)) => return Err(error.into()),
                     None => return Ok(()),
                 },
             }

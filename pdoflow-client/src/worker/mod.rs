@@ -214,7 +214,7 @@ impl Worker {
     /// mode, until the queues are empty. Fails if the first connection cannot
     /// be made or pdoflow is not installed; later failures are retried.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerReport> {
-        let first = Client::connect_with(&self.settings.config).await?;
+        let first = Client::connect_with_settings(&self.settings).await?;
         first
             .register_worker(&self.config.name)
             .await
@@ -249,7 +249,7 @@ impl Worker {
         );
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listener::listen(
-            self.settings.config.clone(),
+            self.settings.clone(),
             self.config.queues.clone(),
             wake.clone(),
         ));
@@ -258,7 +258,7 @@ impl Worker {
             db: Some(first),
             claim_batch,
             running: HashMap::new(),
-            finisher: Finisher::start(self.settings.config.clone(), claim_batch as usize),
+            finisher: Finisher::start(self.settings.clone(), claim_batch as usize),
             report: WorkerReport::default(),
             done: mpsc::unbounded_channel(),
             wake,
@@ -339,7 +339,7 @@ impl Loop<'_> {
             }
             if self.db.as_ref().is_none_or(Client::is_closed) {
                 self.db = None;
-                match Client::connect_with(&self.worker.settings.config).await {
+                match Client::connect_with_settings(&self.worker.settings).await {
                     Ok(client) => {
                         tracing::info!("reconnected to the database");
                         self.db = Some(client);

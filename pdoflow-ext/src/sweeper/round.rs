@@ -3,7 +3,14 @@
 //!
 //! The work itself is SQL (`sql/api/sweep.sql`), called by name: the sweeper
 //! runs whatever the installed version of the extension defines.
+//!
+//! The sweeper never waits long: every step's transaction runs under
+//! `lock_timeout = pdoflow.sweep_lock_timeout`, a step that fails (a lock it
+//! could not get in time, say) is logged and does not keep the other steps
+//! from running, and an expired claim whose job cannot be ended in time is
+//! left for the next round while the others are taken back.
 
+use std::collections::HashMap;
 use std::ffi::CStr;
 use std::time::{Duration, Instant};
 
@@ -32,9 +39,9 @@ pub struct Sweeper {
     /// Whether the extension was installed at the last look; `None` before
     /// the first. Changes are logged once, not every round.
     installed: Option<bool>,
-    /// The failure logged last, when, and how many rounds have failed since
-    /// the last round that succeeded.
-    failing: Option<Failing>,
+    /// Per step that failed in a row: the failure logged last, when, and
+    /// in how many rounds it failed since it last succeeded.
+    failing: HashMap<&'static str, Failing>,
 }
 
 struct Failing {
@@ -48,7 +55,7 @@ impl Sweeper {
         Self {
             database,
             installed: None,
-            failing: None,
+            failing: HashMap::new(),
         }
     }
 
@@ -60,26 +67,32 @@ impl Sweeper {
             c"pdoflow sweeper: looking for the extension",
             extension_installed,
         );
-        let outcome = installed.and_then(|installed| {
-            self.note_installed(installed);
-            if installed {
-                self.sweep()
-            } else {
-                Ok(())
-            }
-        });
-        match outcome {
-            Err((step, failure)) => self.report_failure(step, failure),
-            Ok(()) => {
-                if let Some(failing) = self.failing.take() {
-                    log!(
-                        "pdoflow sweeper: sweeping database \"{}\" again after {} failed rounds",
-                        self.database,
-                        failing.rounds
-                    );
+        let failures = match installed {
+            Err(failure) => vec![failure],
+            Ok(installed) => {
+                self.note_installed(installed);
+                if installed {
+                    self.sweep()
+                } else {
+                    Vec::new()
                 }
             }
+        };
+        let failed: Vec<&'static str> = failures.iter().map(|(step, _)| *step).collect();
+        for (step, failure) in failures {
+            self.report_failure(step, failure);
         }
+        let database = &self.database;
+        self.failing.retain(|step, failing| {
+            let still = failed.contains(step);
+            if !still {
+                log!(
+                    "pdoflow sweeper: {step} in database \"{database}\" works again after {} failed rounds",
+                    failing.rounds
+                );
+            }
+            still
+        });
     }
 
     fn note_installed(&mut self, installed: bool) {
@@ -102,22 +115,36 @@ impl Sweeper {
     }
 
     /// The steps of one round, in the order `pdoflow.sweep()` runs them.
-    fn sweep(&self) -> Result<(), (&'static str, Failure)> {
+    /// A step that fails does not stop the ones after it; the failures come
+    /// back, tagged with their step.
+    fn sweep(&self) -> Vec<(&'static str, Failure)> {
+        let mut failures = Vec::new();
         let mut requeued = 0;
         let mut failed = 0;
+        let mut skipped = 0;
         for _ in 0..MAX_LEASE_BATCHES {
-            let (batch_requeued, batch_failed) = step(
+            let batch = step(
                 "taking back expired claims",
                 c"pdoflow sweeper: taking back expired claims",
                 || {
-                    update_two(&format!(
-                        "SELECT requeued, failed FROM pdoflow._expire_leases({BATCH_SIZE})"
+                    update_three(&format!(
+                        "SELECT requeued, failed, skipped FROM pdoflow._expire_leases({BATCH_SIZE})"
                     ))
                 },
-            )?;
+            );
+            let (batch_requeued, batch_failed, batch_skipped) = match batch {
+                Ok(counts) => counts,
+                Err(failure) => {
+                    failures.push(failure);
+                    break;
+                }
+            };
             requeued += batch_requeued;
             failed += batch_failed;
-            if batch_requeued + batch_failed < BATCH_SIZE {
+            skipped += batch_skipped;
+            // A batch with claims left for later is the last: the next one
+            // would pick the same claims first.
+            if batch_requeued + batch_failed + batch_skipped < BATCH_SIZE || batch_skipped > 0 {
                 break;
             }
             pg_sys::check_for_interrupts!();
@@ -130,26 +157,52 @@ impl Sweeper {
                 self.database
             );
         }
+        if skipped > 0 {
+            let failure = Failure {
+                code: PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
+                message: format!(
+                    "{skipped} expired claims could not be taken back within \
+                     pdoflow.sweep_lock_timeout: ending their jobs has to wait for locks \
+                     that other transactions hold"
+                ),
+                detail: Some(
+                    "A producer that enqueues jobs depending on those jobs' children holds \
+                     such locks until it commits; see idle_in_transaction_session_timeout."
+                        .to_owned(),
+                ),
+            };
+            failures.push(("ending jobs with expired claims", failure));
+        }
 
-        let notified = step(
+        match step(
             "announcing due jobs",
             c"pdoflow sweeper: announcing due jobs",
             || update_one("SELECT pdoflow._notify_due_jobs()"),
-        )?;
-        if notified > 0 {
-            debug1!("pdoflow sweeper: announced due jobs in {notified} queues");
+        ) {
+            Ok(notified) if notified > 0 => {
+                debug1!("pdoflow sweeper: announced due jobs in {notified} queues");
+            }
+            Ok(_) => {}
+            Err(failure) => failures.push(failure),
         }
 
         let mut deleted = 0;
         for _ in 0..MAX_DELETE_BATCHES {
-            let batch = step(
+            match step(
                 "deleting old finished jobs",
                 c"pdoflow sweeper: deleting old finished jobs",
                 || update_one(&format!("SELECT pdoflow._delete_finished({BATCH_SIZE})")),
-            )?;
-            deleted += batch;
-            if batch < BATCH_SIZE {
-                break;
+            ) {
+                Ok(batch) => {
+                    deleted += batch;
+                    if batch < BATCH_SIZE {
+                        break;
+                    }
+                }
+                Err(failure) => {
+                    failures.push(failure);
+                    break;
+                }
             }
             pg_sys::check_for_interrupts!();
         }
@@ -157,26 +210,27 @@ impl Sweeper {
             debug1!("pdoflow sweeper: deleted {deleted} finished jobs past pdoflow.retention");
         }
 
-        let gone = step(
+        match step(
             "marking silent workers gone",
             c"pdoflow sweeper: marking silent workers gone",
             || update_one("SELECT pdoflow._sweep_workers()"),
-        )?;
-        if gone > 0 {
-            log!(
+        ) {
+            Ok(gone) if gone > 0 => log!(
                 "pdoflow sweeper: marked {gone} workers gone in database \"{}\" \
                  (silent for pdoflow.worker_timeout)",
                 self.database
-            );
+            ),
+            Ok(_) => {}
+            Err(failure) => failures.push(failure),
         }
-        Ok(())
+        failures
     }
 
     /// Logs a failed step as a WARNING: the first time, when the message
     /// changes, and every REPEAT_WARNING_AFTER while it persists. Not at all
     /// when the step failed because the extension was just dropped: a DROP
     /// EXTENSION racing a round is expected, not an error.
-    fn report_failure(&mut self, step: &str, failure: Failure) {
+    fn report_failure(&mut self, step: &'static str, failure: Failure) {
         if let Ok(Ok(false)) = transaction::run(
             c"pdoflow sweeper: looking for the extension",
             extension_installed,
@@ -193,21 +247,25 @@ impl Sweeper {
             self.database, failure.message
         );
         let now = Instant::now();
-        let rounds = self.failing.as_ref().map_or(0, |failing| failing.rounds) + 1;
-        let repeated = self.failing.as_ref().is_some_and(|failing| {
+        let previous = self.failing.get(step);
+        let rounds = previous.map_or(0, |failing| failing.rounds) + 1;
+        let repeated = previous.is_some_and(|failing| {
             failing.message == message && now - failing.logged_at < REPEAT_WARNING_AFTER
         });
         if repeated {
-            if let Some(failing) = &mut self.failing {
+            if let Some(failing) = self.failing.get_mut(step) {
                 failing.rounds = rounds;
             }
             return;
         }
-        self.failing = Some(Failing {
-            message: message.clone(),
-            logged_at: now,
-            rounds,
-        });
+        self.failing.insert(
+            step,
+            Failing {
+                message: message.clone(),
+                logged_at: now,
+                rounds,
+            },
+        );
         let mut report = ErrorReport::new(failure.code, message, "pdoflow sweeper").set_hint(
             "The sweeper tries again every pdoflow.sweep_interval, and repeats this \
              warning once a minute while the failure lasts.",
@@ -220,9 +278,10 @@ impl Sweeper {
 }
 
 /// Runs one step of the sweep in its own transaction, under the database's
-/// current `ALTER DATABASE ... SET pdoflow.*` values. Then sends what
-/// committed enqueues left to announce meanwhile: a long round (many
-/// batches of expired leases or old jobs) must not hold announcements back.
+/// current `ALTER DATABASE ... SET pdoflow.*` values and with
+/// `lock_timeout = pdoflow.sweep_lock_timeout`. Then sends what committed
+/// enqueues left to announce meanwhile: a long round (many batches of
+/// expired leases or old jobs) must not hold announcements back.
 fn step<T>(
     name: &'static str,
     activity: &'static CStr,
@@ -251,7 +310,7 @@ pub(super) fn in_transaction<T>(
 }
 
 /// Applies, for the current transaction only, the pdoflow settings given to
-/// this database with `ALTER DATABASE ... SET`. PostgreSQL applies those once,
+/// this database with `ALTER DATABASE ... SET`, then the lock timeout. PostgreSQL applies those once,
 /// when a process connects; read afresh here, a change reaches the sweeper
 /// at its next step. A value that was set when the sweeper connected and has
 /// since been RESET falls back to the configuration files' value (or the
@@ -276,8 +335,15 @@ fn apply_database_settings() -> SpiResult<()> {
              FROM pg_catalog.pg_settings AS s
              LEFT JOIN database_values AS db ON db.name = s.name
              WHERE s.name IN ('pdoflow.retention', 'pdoflow.worker_timeout',
-                              'pdoflow.retry_backoff_base', 'pdoflow.retry_backoff_max')
+                              'pdoflow.retry_backoff_base', 'pdoflow.retry_backoff_max',
+                              'pdoflow.sweep_lock_timeout')
                AND (db.value IS NOT NULL OR s.source = 'database')",
+            None,
+            &[],
+        )?;
+        client.update(
+            "SELECT pg_catalog.set_config('lock_timeout',
+                        pg_catalog.current_setting('pdoflow.sweep_lock_timeout'), true)",
             None,
             &[],
         )?;
@@ -300,11 +366,11 @@ fn update_one(query: &str) -> SpiResult<i64> {
     })
 }
 
-/// Runs a statement that changes data and returns two bigints.
-fn update_two(query: &str) -> SpiResult<(i64, i64)> {
+/// Runs a statement that changes data and returns three bigints.
+fn update_three(query: &str) -> SpiResult<(i64, i64, i64)> {
     Spi::connect_mut(|client| {
         let table = client.update(query, Some(1), &[])?;
-        let (first, second) = table.first().get_two::<i64, i64>()?;
-        Ok((first.unwrap_or(0), second.unwrap_or(0)))
+        let (first, second, third) = table.first().get_three::<i64, i64, i64>()?;
+        Ok((first.unwrap_or(0), second.unwrap_or(0), third.unwrap_or(0)))
     })
 }
