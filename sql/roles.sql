@@ -62,6 +62,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.heartbeat(uuid, integer, interval),
     pdoflow.release(uuid, integer),
     pdoflow.register_worker(text),
+    pdoflow.job_is_granted(uuid),
     pdoflow.sweep(integer),
     pdoflow._background_sweeper_missing(text)
 TO pdoflow_worker;

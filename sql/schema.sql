@@ -36,8 +36,46 @@ BEGIN
             pg_catalog.pg_get_userbyid(schema_owner), current_user
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'pdoflow runs its functions with its owner''s privileges, so it installs only into a '
-                         'schema of its own: drop or rename that schema (or ALTER SCHEMA pdoflow OWNER TO '
-                         'the installing role) and try again.';
+                         'schema of its own: drop or rename that schema and try again.';
+    END IF;
+    -- Objects that another role put there beforehand would sit beside
+    -- pdoflow's own, as theirs.
+    SELECT pg_catalog.string_agg(DISTINCT pg_catalog.format('%s (owned by %s)', o.kind, pg_catalog.pg_get_userbyid(o.owner)), ', ')
+    INTO creators
+    FROM (
+        SELECT 'relation ' || c.relname AS kind, c.relowner AS owner FROM pg_catalog.pg_class AS c
+        WHERE c.relnamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'function ' || p.proname, p.proowner FROM pg_catalog.pg_proc AS p
+        WHERE p.pronamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'type ' || t.typname, t.typowner FROM pg_catalog.pg_type AS t
+        WHERE t.typnamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'operator ' || o.oprname, o.oprowner FROM pg_catalog.pg_operator AS o
+        WHERE o.oprnamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'collation ' || l.collname, l.collowner FROM pg_catalog.pg_collation AS l
+        WHERE l.collnamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'conversion ' || v.conname, v.conowner FROM pg_catalog.pg_conversion AS v
+        WHERE v.connamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'operator family ' || f.opfname, f.opfowner FROM pg_catalog.pg_opfamily AS f
+        WHERE f.opfnamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'text search configuration ' || s.cfgname, s.cfgowner FROM pg_catalog.pg_ts_config AS s
+        WHERE s.cfgnamespace = 'pdoflow'::regnamespace
+        UNION ALL
+        SELECT 'text search dictionary ' || d.dictname, d.dictowner FROM pg_catalog.pg_ts_dict AS d
+        WHERE d.dictnamespace = 'pdoflow'::regnamespace
+    ) AS o
+    WHERE o.owner <> (SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user)
+      AND NOT (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.oid = o.owner);
+    IF creators IS NOT NULL THEN
+        RAISE EXCEPTION 'schema "pdoflow" holds objects of other roles: %', creators
+            USING ERRCODE = 'insufficient_privilege',
+                  HINT = 'pdoflow installs only into a schema of its own: drop those objects, or the schema, and try again.';
     END IF;
     SELECT pg_catalog.string_agg(DISTINCT
                CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.quote_ident(pg_catalog.pg_get_userbyid(a.grantee)) END,

@@ -362,6 +362,23 @@ impl Client {
             .collect::<Result<_, _>>()?)
     }
 
+    /// Which of `ids` must not run as granted-only jobs
+    /// (`Task::GRANTED_ONLY`): their task has no grant, or the role that
+    /// enqueued them holds none (`pdoflow.job_is_granted`).
+    pub async fn ungranted(&self, ids: &[Uuid]) -> Result<Vec<Uuid>> {
+        let rows = self
+            .db
+            .query(
+                "SELECT j.id FROM unnest($1::uuid[]) AS j(id) WHERE NOT pdoflow.job_is_granted(j.id)",
+                &[&ids],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Claims the queued job `id` (even before it is due) for `worker`;
     /// `None` when it is not queued.
     pub async fn claim_job(

@@ -118,6 +118,13 @@ impl fmt::Display for TaskError {
 pub trait Task: Send + Sync + 'static {
     /// The task name jobs are enqueued with.
     const NAME: &'static str;
+    /// Run a job only when the role that enqueued it holds a grant of this
+    /// task now (`pdoflow.job_is_granted`; default false). For handlers that
+    /// act with the worker's own powers, such as the built-in `shell`: a job
+    /// enqueued before the task was granted, by a role whose grant was
+    /// revoked since, or while the task had no grants at all, fails
+    /// without running.
+    const GRANTED_ONLY: bool = false;
     /// The job's arguments; a job whose args do not deserialize fails.
     type Args: DeserializeOwned + Send + 'static;
     /// Stored as the job's result.
@@ -152,10 +159,17 @@ impl<T: Task> ErasedTask for Typed<T> {
     }
 }
 
+/// A registered handler, and whether it runs granted jobs only.
+#[derive(Clone)]
+struct Registered {
+    handler: Arc<dyn ErasedTask>,
+    granted_only: bool,
+}
+
 /// Task names to handlers.
 #[derive(Clone, Default)]
 pub struct TaskRegistry {
-    tasks: BTreeMap<String, Arc<dyn ErasedTask>>,
+    tasks: BTreeMap<String, Registered>,
 }
 
 impl TaskRegistry {
@@ -168,8 +182,22 @@ impl TaskRegistry {
         if self.tasks.contains_key(T::NAME) {
             return Err(Error::DuplicateTask(T::NAME.to_owned()));
         }
-        self.tasks.insert(T::NAME.to_owned(), Arc::new(Typed(task)));
+        self.tasks.insert(
+            T::NAME.to_owned(),
+            Registered {
+                handler: Arc::new(Typed(task)),
+                granted_only: T::GRANTED_ONLY,
+            },
+        );
         Ok(self)
+    }
+
+    /// Whether `name`'s handler runs only jobs whose enqueuer holds a grant
+    /// of the task (`Task::GRANTED_ONLY`).
+    pub fn granted_only(&self, name: &str) -> bool {
+        self.tasks
+            .get(name)
+            .is_some_and(|registered| registered.granted_only)
     }
 
     /// The registered task names, sorted.
@@ -183,7 +211,7 @@ impl TaskRegistry {
 
     /// Starts the handler of `job.task` on `args`; `None` if there is none.
     pub(crate) fn start(&self, args: Value, job: JobContext) -> Option<TaskFuture> {
-        let task = self.tasks.get(&job.task)?.clone();
+        let task = self.tasks.get(&job.task)?.handler.clone();
         Some(task.call(args, job))
     }
 }

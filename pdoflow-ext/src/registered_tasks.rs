@@ -17,7 +17,10 @@
 //! Otherwise (and without shared memory, when pdoflow is not preloaded) it
 //! asks the tables. A transaction that writes them and is then PREPAREd for
 //! two-phase commit counts as committing until the server restarts: the
-//! copy is no longer used, which is slower but never wrong.
+//! copy is no longer used, which is slower but never wrong. After a
+//! restart the count starts from zero while such a transaction may still
+//! wait for its COMMIT PREPARED (which runs no trigger in the committing
+//! session): no copy is kept while this database has prepared transactions.
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
@@ -117,10 +120,11 @@ pub fn rules(client: &mut SpiClient<'_>, task: &str) -> Result<TaskRules, SpiErr
         if let Some(rules) = known {
             return Ok(rules);
         }
-        let tasks = load(client)?;
-        let rules = tasks.get(task).cloned().unwrap_or_default();
-        COPY.with(|copy| *copy.borrow_mut() = Some(Copy { version, tasks }));
-        return Ok(rules);
+        if let Some(tasks) = load(client)? {
+            let rules = tasks.get(task).cloned().unwrap_or_default();
+            COPY.with(|copy| *copy.borrow_mut() = Some(Copy { version, tasks }));
+            return Ok(rules);
+        }
     }
     // Without a trusted copy (pdoflow not preloaded: every call) one task's
     // rows, from a kept plan.
@@ -163,9 +167,23 @@ fn trusted_version() -> Option<u64> {
     (state & COMMITTING_MASK == 0).then_some(state)
 }
 
-/// Every task's rules. Runs a statement that may write (for SPI), so that
-/// READ COMMITTED takes a new snapshot, after the version was read.
-fn load(client: &mut SpiClient<'_>) -> Result<HashMap<String, TaskRules>, SpiError> {
+/// Every task's rules; `None` while a prepared transaction waits in this
+/// database (see the module documentation). Runs a statement that may write
+/// (for SPI), so that READ COMMITTED takes a new snapshot, after the version
+/// was read.
+fn load(client: &mut SpiClient<'_>) -> Result<Option<HashMap<String, TaskRules>>, SpiError> {
+    let prepared = client
+        .update(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_prepared_xacts AS x
+                            WHERE x.database OPERATOR(pg_catalog.=) pg_catalog.current_database())",
+            None,
+            &[],
+        )?
+        .first()
+        .get_one::<bool>()?;
+    if prepared != Some(false) {
+        return Ok(None);
+    }
     let query = if grants_table_exists() {
         ALL_TASKS
     } else {
@@ -186,13 +204,13 @@ fn load(client: &mut SpiClient<'_>) -> Result<HashMap<String, TaskRules>, SpiErr
             },
         );
     }
-    Ok(tasks)
+    Ok(Some(tasks))
 }
 
-/// `AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.tasks` (and on
-/// `pdoflow.task_privileges`) `FOR EACH STATEMENT`, enabled ALWAYS: marks
-/// this transaction as one that changes registrations or grants. Declared in
-/// sql/api/tasks.sql as `pdoflow._tasks_changed()`.
+/// `AFTER INSERT OR UPDATE OR DELETE ... FOR EACH ROW` and `AFTER TRUNCATE
+/// ... FOR EACH STATEMENT` on `pdoflow.tasks` and `pdoflow.task_privileges`,
+/// enabled ALWAYS: marks this transaction as one that changes registrations
+/// or grants. Declared in sql/api/tasks.sql as `pdoflow._tasks_changed()`.
 #[pg_trigger(sql = false)]
 fn tasks_changed<'a>(
     _trigger: &'a pgrx::PgTrigger<'a>,

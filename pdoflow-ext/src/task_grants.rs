@@ -10,9 +10,17 @@
 //! outside any function (the login role, or the one chosen with SET ROLE, as
 //! PostgREST does per request). The API functions run as the extension's
 //! owner (SECURITY DEFINER), so `current_user` inside them is not the
-//! caller; a SECURITY DEFINER function of the user's own that calls
-//! pdoflow does not change the calling role either. The same role is
-//! recorded in every job's `enqueued_by`.
+//! caller, and PostgreSQL keeps no record of who called them; a SECURITY
+//! DEFINER function of the user's own that calls pdoflow does not change
+//! the calling role either. The same role is recorded in every job's
+//! `enqueued_by`.
+//!
+//! Inside a security-restricted operation (ANALYZE or CREATE INDEX running
+//! a table owner's index expressions, REFRESH MATERIALIZED VIEW, ...)
+//! PostgreSQL runs the table owner's functions for whoever started the
+//! operation, autovacuum's superuser included: the session's role says
+//! nothing about who wrote the code asking for the job. A task with grants
+//! is refused there.
 
 // See checks.rs: an ErrorReport keeps its SQLSTATE only when returned as is.
 #![allow(clippy::result_large_err)]
@@ -46,7 +54,7 @@ pub fn role_name(role: pg_sys::Oid) -> String {
 }
 
 /// Whether the calling role may enqueue a task granted to `grantees`.
-pub fn may_enqueue(grantees: &[pg_sys::Oid]) -> bool {
+fn may_enqueue(grantees: &[pg_sys::Oid]) -> bool {
     if grantees.is_empty() {
         return true;
     }
@@ -61,8 +69,34 @@ pub fn may_enqueue(grantees: &[pg_sys::Oid]) -> bool {
     }
 }
 
+/// Whether a security-restricted operation is under way (see the module
+/// documentation).
+fn in_restricted_operation() -> bool {
+    // SAFETY: reads the current security context's flags.
+    unsafe { pg_sys::InSecurityRestrictedOperation() }
+}
+
 /// Refuses (42501) a job of `task` when the calling role may not enqueue it.
 pub fn check(task: &str, grantees: &[pg_sys::Oid]) -> Result<(), ErrorReport> {
+    if grantees.is_empty() {
+        return Ok(());
+    }
+    if in_restricted_operation() {
+        return Err(ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!("task \"{task}\" may not be enqueued inside a security-restricted operation"),
+            "pdoflow",
+        )
+        .set_detail(format!(
+            "ANALYZE, CREATE INDEX, REFRESH MATERIALIZED VIEW and the like run a table owner's \
+             functions for whoever started them, so pdoflow cannot tell who asks for the job; \
+             task \"{task}\" is granted to particular roles only (see pdoflow.task_grants)."
+        ))
+        .set_hint(
+            "Enqueue jobs of granted tasks from ordinary statements, not from index \
+                   expressions or materialized views.",
+        ));
+    }
     if may_enqueue(grantees) {
         return Ok(());
     }
@@ -78,7 +112,8 @@ pub fn check(task: &str, grantees: &[pg_sys::Oid]) -> Result<(), ErrorReport> {
         "Task \"{task}\" is granted to particular roles only (see pdoflow.task_grants)."
     ))
     .set_hint(format!(
-        "An admin can allow it with SELECT pdoflow.grant_task('{task}', '{}');",
+        "An admin can allow it with SELECT pdoflow.grant_task('{}', '{}');",
+        task.replace('\'', "''"),
         role_name(calling_role()).replace('\'', "''")
     )))
 }
@@ -95,7 +130,7 @@ fn check_task_grants(tasks: Option<Vec<Option<String>>>) -> Result<(), ErrorRepo
     let refused = Spi::connect_mut(|client| {
         for task in &tasks {
             let grantees = registered_tasks::rules(client, task)?.grantees;
-            if !may_enqueue(&grantees) {
+            if check(task, &grantees).is_err() {
                 return Ok(Some((task.clone(), grantees)));
             }
         }

@@ -41,7 +41,7 @@ BEGIN
     END IF;
     UPDATE pdoflow.active_jobs AS j
     SET state = CASE WHEN posting_state = 'paused' THEN 'paused' ELSE 'queued' END,
-        max_attempts = j.max_attempts + 1,
+        max_attempts = least(j.max_attempts::bigint + 1, 2147483647)::integer,
         worker = NULL,
         heartbeat_at = NULL,
         lease_expires_at = NULL

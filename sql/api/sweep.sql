@@ -36,6 +36,8 @@ DECLARE
     retry_states text[];
     ended        bigint := 0;
     left_over    bigint := 0;
+    caller_wait  text;
+    give_up_at   timestamptz;
 BEGIN
     -- A claim locked right now is being finished or heartbeated: leave it to
     -- that transaction; if its lease is still expired afterwards, the next sweep takes it.
@@ -83,7 +85,17 @@ BEGIN
             PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
             ended := cardinality(end_ids);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            -- Each job waits only briefly, and all of them together about as
+            -- long again as the batch did: many jobs held up by one locked
+            -- child must not keep the sweeper here for long.
+            caller_wait := current_setting('lock_timeout');
+            give_up_at := clock_timestamp() + greatest(caller_wait::interval, interval '1 second');
+            PERFORM set_config('lock_timeout', '10ms', true);
             FOR i IN 1..cardinality(end_ids) LOOP
+                IF clock_timestamp() > give_up_at THEN
+                    left_over := left_over + cardinality(end_ids) - i + 1;
+                    EXIT;
+                END IF;
                 BEGIN
                     PERFORM pdoflow._end_jobs(ARRAY[end_ids[i]], ARRAY[end_states[i]], ARRAY[end_errors[i]]);
                     ended := ended + 1;
@@ -91,6 +103,7 @@ BEGIN
                     left_over := left_over + 1;
                 END;
             END LOOP;
+            PERFORM set_config('lock_timeout', caller_wait, true);
         END;
     END IF;
     RETURN QUERY SELECT coalesce(cardinality(retry_ids), 0)::bigint, ended, left_over;

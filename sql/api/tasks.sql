@@ -11,16 +11,27 @@ RETURNS trigger
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'tasks_changed_wrapper';
 
+-- Row triggers, not statement triggers: logical replication's apply worker
+-- fires only row triggers (and TRUNCATE's statement trigger). Enabled
+-- ALWAYS, so that rows written with session_replication_role = replica (by
+-- logical replication or a restore), where ordinary triggers stay silent,
+-- count too.
 CREATE TRIGGER tasks_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.tasks
+    AFTER INSERT OR UPDATE OR DELETE ON pdoflow.tasks
+    FOR EACH ROW EXECUTE FUNCTION pdoflow._tasks_changed();
+CREATE TRIGGER tasks_truncated
+    AFTER TRUNCATE ON pdoflow.tasks
     FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();
 CREATE TRIGGER task_privileges_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.task_privileges
+    AFTER INSERT OR UPDATE OR DELETE ON pdoflow.task_privileges
+    FOR EACH ROW EXECUTE FUNCTION pdoflow._tasks_changed();
+CREATE TRIGGER task_privileges_truncated
+    AFTER TRUNCATE ON pdoflow.task_privileges
     FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();
--- Also when rows arrive by logical replication or a restore, which run with
--- session_replication_role = replica (where ordinary triggers stay silent).
 ALTER TABLE pdoflow.tasks ENABLE ALWAYS TRIGGER tasks_changed;
+ALTER TABLE pdoflow.tasks ENABLE ALWAYS TRIGGER tasks_truncated;
 ALTER TABLE pdoflow.task_privileges ENABLE ALWAYS TRIGGER task_privileges_changed;
+ALTER TABLE pdoflow.task_privileges ENABLE ALWAYS TRIGGER task_privileges_truncated;
 
 CREATE FUNCTION pdoflow.register_task(
     name        text,
@@ -146,6 +157,36 @@ $$;
 
 COMMENT ON FUNCTION pdoflow.revoke_task(text, regrole) IS
     'Takes back a grant of pdoflow.grant_task; when the task''s last grant goes, it is open to every producer again. False when there was no such grant.';
+
+-- Whether the job id may run as a job of a granted task: its task has at
+-- least one grant, and the role that enqueued it (enqueued_by) has the
+-- privileges of a grantee or of pdoflow_admin now. Workers ask this right
+-- before they run a job of a task that acts with their own powers (the
+-- built-in shell), so that grants cover jobs enqueued before the task was
+-- granted, before pdoflow recorded enqueuers (0.4.0), or by a role whose
+-- grant was revoked since. False for a job that is not active.
+CREATE FUNCTION pdoflow.job_is_granted(id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT
+        FROM pdoflow.active_jobs AS j
+        JOIN pg_catalog.pg_roles AS enqueuer ON enqueuer.rolname = j.enqueued_by
+        WHERE j.id = job_is_granted.id
+          AND EXISTS (SELECT FROM pdoflow.task_privileges AS p WHERE p.task = j.task)
+          AND (pg_catalog.pg_has_role(enqueuer.oid, 'pdoflow_admin', 'USAGE')
+               OR EXISTS (SELECT
+                          FROM pdoflow.task_privileges AS p
+                          JOIN pg_catalog.pg_roles AS grantee ON grantee.oid = p.grantee
+                          WHERE p.task = j.task
+                            AND pg_catalog.pg_has_role(enqueuer.oid, grantee.oid, 'USAGE'))))
+$$;
+
+COMMENT ON FUNCTION pdoflow.job_is_granted(uuid) IS
+    'Whether the active job id''s task has a grant held by the role that enqueued it (or that role is an admin): for workers, before they run jobs of tasks such as shell.';
 
 CREATE VIEW pdoflow.task_grants AS
 SELECT p.task, p.grantee, p.granted_by, p.granted_at

@@ -15,8 +15,30 @@
 --   expired claim whose job cannot be ended in time is left for the next
 --   round (_expire_leases returns how many).
 -- * The registrations trigger fires under session_replication_role =
---   replica too (ENABLE ALWAYS), and so does the new grants trigger.
+--   replica too (ENABLE ALWAYS), and so does the new grants trigger; both
+--   are row triggers now, which logical replication fires.
+-- * Workers ask pdoflow.job_is_granted(id) before they run a job of a task
+--   that acts with their own powers (shell).
+-- * A fresh install refuses a schema pdoflow that another role controls;
+--   an existing one is warned about here.
 \echo Use "ALTER EXTENSION pdoflow UPDATE" to load this file. \quit
+
+DO $$
+DECLARE
+    owner_name text;
+BEGIN
+    SELECT r.rolname INTO owner_name
+    FROM pg_catalog.pg_namespace AS n JOIN pg_catalog.pg_roles AS r ON r.oid = n.nspowner
+    WHERE n.nspname = 'pdoflow' AND NOT r.rolsuper;
+    IF owner_name IS NOT NULL THEN
+        RAISE WARNING 'schema "pdoflow" is owned by role "%", which is not a superuser', owner_name
+            USING DETAIL = 'That role can replace pdoflow''s objects, which the background sweeper runs as a superuser; '
+                           'and a dump of this database will not restore, since CREATE EXTENSION pdoflow refuses '
+                           'a schema another role owns.',
+                  HINT = 'ALTER SCHEMA pdoflow OWNER TO the superuser that owns the extension.';
+    END IF;
+END
+$$;
 
 -- sql/schema.sql: changed
 ALTER TABLE pdoflow.active_jobs ADD COLUMN enqueued_by text;
@@ -635,7 +657,7 @@ BEGIN
     END IF;
     UPDATE pdoflow.active_jobs AS j
     SET state = CASE WHEN posting_state = 'paused' THEN 'paused' ELSE 'queued' END,
-        max_attempts = j.max_attempts + 1,
+        max_attempts = least(j.max_attempts::bigint + 1, 2147483647)::integer,
         worker = NULL,
         heartbeat_at = NULL,
         lease_expires_at = NULL
@@ -926,6 +948,8 @@ DECLARE
     retry_states text[];
     ended        bigint := 0;
     left_over    bigint := 0;
+    caller_wait  text;
+    give_up_at   timestamptz;
 BEGIN
     -- A claim locked right now is being finished or heartbeated: leave it to
     -- that transaction; if its lease is still expired afterwards, the next sweep takes it.
@@ -973,7 +997,17 @@ BEGIN
             PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
             ended := cardinality(end_ids);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
+            -- Each job waits only briefly, and all of them together about as
+            -- long again as the batch did: many jobs held up by one locked
+            -- child must not keep the sweeper here for long.
+            caller_wait := current_setting('lock_timeout');
+            give_up_at := clock_timestamp() + greatest(caller_wait::interval, interval '1 second');
+            PERFORM set_config('lock_timeout', '10ms', true);
             FOR i IN 1..cardinality(end_ids) LOOP
+                IF clock_timestamp() > give_up_at THEN
+                    left_over := left_over + cardinality(end_ids) - i + 1;
+                    EXIT;
+                END IF;
                 BEGIN
                     PERFORM pdoflow._end_jobs(ARRAY[end_ids[i]], ARRAY[end_states[i]], ARRAY[end_errors[i]]);
                     ended := ended + 1;
@@ -981,6 +1015,7 @@ BEGIN
                     left_over := left_over + 1;
                 END;
             END LOOP;
+            PERFORM set_config('lock_timeout', caller_wait, true);
         END;
     END IF;
     RETURN QUERY SELECT coalesce(cardinality(retry_ids), 0)::bigint, ended, left_over;
@@ -1046,12 +1081,25 @@ $$;
 COMMENT ON FUNCTION pdoflow.sweep(integer) IS
     'One round of the background sweeper''s work: re-queues or fails up to batch_size expired claims, announces due delayed jobs, deletes up to batch_size finished jobs past pdoflow.retention and marks silent workers gone. Returns the counts.';
 
--- sql/api/tasks.sql: changed
+-- sql/api/tasks.sql: changed. Row triggers (logical replication's apply
+-- fires no statement trigger but TRUNCATE's), enabled ALWAYS.
+DROP TRIGGER tasks_changed ON pdoflow.tasks;
+CREATE TRIGGER tasks_changed
+    AFTER INSERT OR UPDATE OR DELETE ON pdoflow.tasks
+    FOR EACH ROW EXECUTE FUNCTION pdoflow._tasks_changed();
+CREATE TRIGGER tasks_truncated
+    AFTER TRUNCATE ON pdoflow.tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();
 CREATE TRIGGER task_privileges_changed
-    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.task_privileges
+    AFTER INSERT OR UPDATE OR DELETE ON pdoflow.task_privileges
+    FOR EACH ROW EXECUTE FUNCTION pdoflow._tasks_changed();
+CREATE TRIGGER task_privileges_truncated
+    AFTER TRUNCATE ON pdoflow.task_privileges
     FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._tasks_changed();
 ALTER TABLE pdoflow.tasks ENABLE ALWAYS TRIGGER tasks_changed;
+ALTER TABLE pdoflow.tasks ENABLE ALWAYS TRIGGER tasks_truncated;
 ALTER TABLE pdoflow.task_privileges ENABLE ALWAYS TRIGGER task_privileges_changed;
+ALTER TABLE pdoflow.task_privileges ENABLE ALWAYS TRIGGER task_privileges_truncated;
 
 -- sql/api/tasks.sql: new
 CREATE FUNCTION pdoflow.grant_task(task text, grantee regrole)
@@ -1095,6 +1143,30 @@ $$;
 COMMENT ON FUNCTION pdoflow.revoke_task(text, regrole) IS
     'Takes back a grant of pdoflow.grant_task; when the task''s last grant goes, it is open to every producer again. False when there was no such grant.';
 
+-- sql/api/tasks.sql: new
+CREATE FUNCTION pdoflow.job_is_granted(id uuid)
+RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+    SELECT EXISTS (
+        SELECT
+        FROM pdoflow.active_jobs AS j
+        JOIN pg_catalog.pg_roles AS enqueuer ON enqueuer.rolname = j.enqueued_by
+        WHERE j.id = job_is_granted.id
+          AND EXISTS (SELECT FROM pdoflow.task_privileges AS p WHERE p.task = j.task)
+          AND (pg_catalog.pg_has_role(enqueuer.oid, 'pdoflow_admin', 'USAGE')
+               OR EXISTS (SELECT
+                          FROM pdoflow.task_privileges AS p
+                          JOIN pg_catalog.pg_roles AS grantee ON grantee.oid = p.grantee
+                          WHERE p.task = j.task
+                            AND pg_catalog.pg_has_role(enqueuer.oid, grantee.oid, 'USAGE'))))
+$$;
+
+COMMENT ON FUNCTION pdoflow.job_is_granted(uuid) IS
+    'Whether the active job id''s task has a grant held by the role that enqueued it (or that role is an admin): for workers, before they run jobs of tasks such as shell.';
+
 CREATE VIEW pdoflow.task_grants AS
 SELECT p.task, p.grantee, p.granted_by, p.granted_at
 FROM pdoflow.task_privileges AS p;
@@ -1104,6 +1176,7 @@ COMMENT ON VIEW pdoflow.task_grants IS
 
 -- sql/roles.sql: changed
 REVOKE ALL ON FUNCTION pdoflow._expire_leases(integer), pdoflow.grant_task(text, regrole),
-    pdoflow.revoke_task(text, regrole) FROM PUBLIC;
+    pdoflow.revoke_task(text, regrole), pdoflow.job_is_granted(uuid) FROM PUBLIC;
 GRANT SELECT ON pdoflow.task_grants TO pdoflow_producer;
+GRANT EXECUTE ON FUNCTION pdoflow.job_is_granted(uuid) TO pdoflow_worker;
 GRANT EXECUTE ON FUNCTION pdoflow.grant_task(text, regrole), pdoflow.revoke_task(text, regrole) TO pdoflow_admin;

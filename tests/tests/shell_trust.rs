@@ -174,3 +174,70 @@ async fn with_a_grant_enable_shell_runs_shell_jobs() {
     assert!(marker(&database).exists(), "the command ran");
     let _ = std::fs::remove_file(marker(&database));
 }
+
+/// The grant decides per job, at the moment a worker would run it: a shell
+/// job enqueued before the task was granted, by a role that holds no grant,
+/// fails without running, while a grantee's job runs.
+#[tokio::test]
+async fn a_shell_job_of_a_role_without_a_grant_is_not_run() {
+    let database = TestDatabase::create("shell_per_job").await;
+    let client = database.connect().await;
+    client
+        .batch_execute(
+            "DROP ROLE IF EXISTS pdoflow_shell_app;
+             CREATE ROLE pdoflow_shell_app IN ROLE pdoflow_producer;",
+        )
+        .await
+        .unwrap();
+    // Enqueued by a producer while shell was open to everyone.
+    let marker = marker(&database);
+    let _ = std::fs::remove_file(&marker);
+    client
+        .batch_execute("SET ROLE pdoflow_shell_app")
+        .await
+        .unwrap();
+    let early: uuid::Uuid = client
+        .query_one(
+            "SELECT pdoflow.enqueue('shell', $1::jsonb, max_attempts => 1)",
+            &[&serde_json::json!({"command": ["touch", marker.display().to_string()]})],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("enqueue: {}", describe(&error)))
+        .get(0);
+    client.batch_execute("RESET ROLE").await.unwrap();
+    client
+        .batch_execute("SELECT pdoflow.grant_task('shell', 'pdoflow_admin')")
+        .await
+        .unwrap();
+    let granted: uuid::Uuid = client
+        .query_one(
+            r#"SELECT pdoflow.enqueue('shell', '{"command": ["true"]}')"#,
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let output = run(&database, &["worker", "--burst", "--enable-shell"], &[]).await;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (state, error) = state_and_error(&database, early).await;
+    assert_eq!(state, "failed");
+    let error = error.unwrap_or_default();
+    assert!(
+        error.starts_with(
+            "not run: the role that enqueued this job holds no grant of task \"shell\""
+        ),
+        "{error}"
+    );
+    assert!(!marker.exists(), "the command must not have run");
+    let (state, error) = state_and_error(&database, granted).await;
+    assert_eq!(state, "succeeded", "{error:?}");
+    client
+        .batch_execute("DROP ROLE pdoflow_shell_app")
+        .await
+        .unwrap_or_else(|error| panic!("drop role: {}", describe(&error)));
+}

@@ -388,3 +388,142 @@ async fn bad_grants_are_named() {
         .get(0);
     assert_eq!(grants, 0);
 }
+
+/// ANALYZE, CREATE INDEX, REINDEX, REFRESH MATERIALIZED VIEW run a table
+/// owner's functions for whoever started them (autovacuum's superuser,
+/// say): there, the session's role says nothing about who asks for a job,
+/// so a granted task is refused.
+#[tokio::test]
+async fn a_granted_task_is_refused_inside_a_security_restricted_operation() {
+    let database = TestDatabase::create("task_grants_restricted").await;
+    let superuser = database.connect().await;
+    let logins = make_logins(&superuser, "pdoflow_grants_sro").await;
+    superuser
+        .batch_execute("SELECT pdoflow.grant_task('guarded', 'pdoflow_admin')")
+        .await
+        .unwrap();
+    let app = database.connect_as(&logins.app).await;
+    // The producer's own table, with an index expression that enqueues.
+    superuser
+        .batch_execute(&format!("GRANT CREATE ON SCHEMA public TO {}", logins.app))
+        .await
+        .unwrap();
+    // An index expression that enqueues the task named in another table.
+    app.batch_execute(
+        "CREATE TABLE public.bait_task (task text);
+         INSERT INTO public.bait_task VALUES ('other');
+         CREATE FUNCTION public.sneaky(x integer) RETURNS integer LANGUAGE plpgsql IMMUTABLE AS $$
+         BEGIN PERFORM pdoflow.enqueue((SELECT task FROM public.bait_task)); RETURN x; END $$;
+         CREATE TABLE public.bait (x integer);
+         INSERT INTO public.bait VALUES (1);
+         CREATE INDEX bait_sneaky ON public.bait (public.sneaky(x));
+         UPDATE public.bait_task SET task = 'guarded';",
+    )
+    .await
+    .unwrap_or_else(|error| panic!("the producer's table: {}", describe(&error)));
+    // The producer itself may not.
+    let error = app
+        .batch_execute("REINDEX TABLE public.bait")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&error), "42501", "{}", describe(&error));
+
+    // Nor through a superuser's maintenance, which runs the owner's
+    // functions in a security-restricted operation.
+    for maintenance in [
+        "REINDEX TABLE public.bait",
+        "ANALYZE public.bait",
+        "CREATE INDEX bait_again ON public.bait (public.sneaky(x))",
+    ] {
+        let error = superuser.batch_execute(maintenance).await.unwrap_err();
+        let db_error = error
+            .as_db_error()
+            .unwrap_or_else(|| panic!("{maintenance}: {error}"));
+        assert_eq!(
+            db_error.code().code(),
+            "42501",
+            "{maintenance}: {}",
+            db_error.message()
+        );
+        assert!(
+            db_error.message().contains("security-restricted operation"),
+            "{maintenance}: {}",
+            db_error.message()
+        );
+    }
+    assert_eq!(jobs_of(&superuser, "guarded").await, 0);
+    // A task without grants may still be enqueued there.
+    superuser
+        .batch_execute("UPDATE public.bait_task SET task = 'other'; REINDEX TABLE public.bait;")
+        .await
+        .unwrap_or_else(|error| panic!("an open task: {}", describe(&error)));
+    superuser
+        .batch_execute(&format!(
+            "DROP TABLE public.bait, public.bait_task; DROP FUNCTION public.sneaky(integer);
+             REVOKE CREATE ON SCHEMA public FROM {};",
+            logins.app
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn job_is_granted_says_whether_a_jobs_enqueuer_holds_a_grant_now() {
+    let database = TestDatabase::create("task_grants_job_is_granted").await;
+    let superuser = database.connect().await;
+    let logins = make_logins(&superuser, "pdoflow_grants_jig").await;
+    let app = database.connect_as(&logins.app).await;
+    let member = database.connect_as(&logins.member).await;
+    let boss = database.connect_as(&logins.boss).await;
+    async fn enqueue(db: &Client) -> uuid::Uuid {
+        db.query_one("SELECT pdoflow.enqueue('shell')", &[])
+            .await
+            .unwrap_or_else(|error| panic!("enqueue: {}", describe(&error)))
+            .get(0)
+    }
+    // Enqueued while shell had no grant: never granted.
+    let before_grant = enqueue(&app).await;
+    superuser
+        .batch_execute(&format!(
+            "SELECT pdoflow.grant_task('shell', '{}')",
+            logins.ops
+        ))
+        .await
+        .unwrap();
+    let by_member = enqueue(&member).await;
+    let by_admin = enqueue(&boss).await;
+    let granted = |id: uuid::Uuid| {
+        let superuser = &superuser;
+        async move {
+            superuser
+                .query_one("SELECT pdoflow.job_is_granted($1)", &[&id])
+                .await
+                .unwrap_or_else(|error| panic!("job_is_granted: {}", describe(&error)))
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(
+        !granted(before_grant).await,
+        "enqueued by a role without a grant"
+    );
+    assert!(granted(by_member).await, "a member of the grantee");
+    assert!(granted(by_admin).await, "an admin");
+    assert!(!granted(uuid::Uuid::nil()).await, "no such job");
+    // Pre-0.4.0 jobs, without an enqueuer, are not granted.
+    superuser
+        .batch_execute(&format!(
+            "UPDATE pdoflow.active_jobs SET enqueued_by = NULL WHERE id = '{by_admin}'"
+        ))
+        .await
+        .unwrap();
+    assert!(!granted(by_admin).await, "no enqueuer recorded");
+    // Revoked: the member's job is not granted any more.
+    superuser
+        .batch_execute(&format!(
+            "SELECT pdoflow.revoke_task('shell', '{}')",
+            logins.ops
+        ))
+        .await
+        .unwrap();
+    assert!(!granted(by_member).await, "after revoke_task");
+}

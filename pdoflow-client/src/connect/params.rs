@@ -91,6 +91,16 @@ impl TlsParameters {
                 .filter(|value| !value.is_empty())
                 .map(|value| (value, variable.to_owned()))
         };
+        // Revocation lists are not checked here: one that libpq would use
+        // must not be silently ignored.
+        for variable in ["PGSSLCRL", "PGSSLCRLDIR"] {
+            if env(variable).is_some_and(|value| !value.is_empty()) {
+                return Err(format!(
+                    "{variable} is set, but pdoflow's client does not check certificate \
+                     revocation lists; unset it to connect without one"
+                ));
+            }
+        }
         let mode = match pick(&self.sslmode, "sslmode") {
             Some((value, origin)) => Some(
                 value
@@ -385,6 +395,13 @@ mod tests {
         let error = settings("postgresql://h/d?sslcrl=x.crl", &no_env).unwrap_err();
         assert!(
             error.contains("sslcrl is not supported by pdoflow's client"),
+            "{error}"
+        );
+        // A revocation list libpq would check is refused, not ignored.
+        let env = |name: &str| (name == "PGSSLCRL").then(|| "/etc/ssl/pg.crl".to_owned());
+        let error = settings("host=h sslmode=verify-full", &env).unwrap_err();
+        assert!(
+            error.starts_with("PGSSLCRL is set, but pdoflow's client does not check"),
             "{error}"
         );
         // tokio-postgres's own parameters pass, sslcompression is ignored.

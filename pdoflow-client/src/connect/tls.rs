@@ -217,6 +217,18 @@ pub(crate) fn prepare(settings: &TlsSettings, home: Option<&Path>) -> Result<Pre
     {
         return Err(weak_mode_with_system_roots(settings.mode));
     }
+    // libpq checks a certificate revocation list when ~/.postgresql/root.crl
+    // exists; this client cannot, and must not quietly accept a certificate
+    // that libpq would refuse as revoked.
+    if let Some(crl) = default_file(home, "root.crl") {
+        if present(&crl, "certificate revocation list")? {
+            return Err(format!(
+                "certificate revocation list {:?} exists, but pdoflow's client does not check \
+                 revocation lists; remove it (or move it) to connect without one",
+                crl.display().to_string()
+            ));
+        }
+    }
     let roots = root_certificates(&settings.root_certificates, home)?;
     let (verifier, checks): (Arc<dyn ServerCertVerifier>, Checks) = match (settings.mode, roots) {
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => {

@@ -20,12 +20,14 @@ pub struct Done {
 }
 
 /// Starts `job` and returns the handle that aborts it. Its outcome arrives on
-/// `done` when it ends, unless it is aborted first.
+/// `done` when it ends, unless it is aborted first. With `refused`, the job
+/// does not run: that is its error.
 pub fn start(
     job: ClaimedJob,
     registry: &TaskRegistry,
     timeout: Option<Duration>,
     done: UnboundedSender<Done>,
+    refused: Option<String>,
 ) -> AbortHandle {
     let context = JobContext {
         id: job.id,
@@ -41,6 +43,9 @@ pub fn start(
     let known: Vec<String> = registry.names().map(str::to_owned).collect();
     let task = job.task;
     let handler_task = tokio::spawn(async move {
+        if let Some(reason) = refused {
+            return Err(reason);
+        }
         let Some(handler) = handler else {
             let hint = if task == crate::builtin::SHELL {
                 "; shell jobs run only on workers started with --enable-shell"

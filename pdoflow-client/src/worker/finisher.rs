@@ -29,9 +29,13 @@ use crate::error::{Error, Result};
 /// A job that ended: its claim and what it gave.
 pub(super) type Ended = (Uuid, i32, Outcome);
 
-/// How long a claim whose job is locked by another transaction waits before
-/// it is tried again.
+/// How long claims whose jobs another transaction holds locked wait before
+/// they are tried again: the first time, doubling while they stay locked.
 const HELD_RETRY: Duration = Duration::from_secs(1);
+const HELD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long a retry of those claims waits for their locks: only briefly, so
+/// that the outcomes arriving meanwhile are not held up.
+const HELD_LOCK_TIMEOUT: &str = "SET lock_timeout = 100";
 
 /// What the finisher and the worker loop share.
 #[derive(Default)]
@@ -135,9 +139,12 @@ async fn run(
 ) {
     let mut db: Option<Client> = None;
     let mut batch: Vec<Ended> = Vec::new();
-    // Claims set aside because their jobs were locked, and when to retry them.
+    // Claims set aside because their jobs were locked, and when to retry
+    // them; they are retried on their own, never in a batch of new outcomes.
     let mut held: Vec<Ended> = Vec::new();
     let mut held_until = Instant::now();
+    let mut held_backoff = Backoff::new(HELD_RETRY, HELD_RETRY_MAX);
+    let mut retrying_held = false;
     let mut closed = false;
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
     loop {
@@ -145,6 +152,7 @@ async fn run(
             if closed && held.is_empty() {
                 return;
             }
+            retrying_held = false;
             tokio::select! {
                 received = receiver.recv(), if !closed => match received {
                     Some(ended) => batch.push(ended),
@@ -152,13 +160,14 @@ async fn run(
                 },
                 () = tokio::time::sleep_until(held_until), if !held.is_empty() => {
                     batch.append(&mut held);
+                    retrying_held = true;
                 }
             }
             if batch.is_empty() {
                 continue;
             }
         }
-        while batch.len() < batch_limit {
+        while !retrying_held && batch.len() < batch_limit {
             match receiver.try_recv() {
                 Ok(ended) => batch.push(ended),
                 Err(_) => break,
@@ -179,20 +188,28 @@ async fn run(
         let Some(client) = db.as_ref() else {
             continue;
         };
-        let outcome = store(client, &mut batch, &shared).await;
+        let outcome = if retrying_held {
+            store_held(client, &mut batch, &shared, &settings).await
+        } else {
+            store(client, &mut batch, &shared).await
+        };
         shared.progress.notify_one();
         match outcome {
             Ok(held_up) => {
                 backoff.reset();
                 shared.failing.store(false, Ordering::SeqCst);
+                if !retrying_held {
+                    held_backoff.reset();
+                }
                 if !held_up.is_empty() {
+                    let delay = held_backoff.next_delay();
                     tracing::info!(
                         claims = held_up.len(),
-                        retry_in = ?HELD_RETRY,
+                        retry_in = ?delay,
                         "jobs locked by another transaction; their outcomes wait"
                     );
                     held.extend(held_up);
-                    held_until = Instant::now() + HELD_RETRY;
+                    held_until = Instant::now() + delay;
                 }
             }
             Err(error) => {
@@ -245,9 +262,10 @@ async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<V
             Ok(Vec::new())
         }
         Err(error) if waits_for_lock(&error) => {
-            if batch.len() > 1 {
-                tracing::warn!(%error, "a job of the batch is locked by another transaction; finishing one by one");
+            if batch.len() == 1 {
+                return Ok(std::mem::take(batch));
             }
+            tracing::warn!(%error, "a job of the batch is locked by another transaction; finishing one by one");
             let mut held_up = Vec::new();
             while let Some(claim) = batch.first() {
                 match store_alone(db, claim, shared).await {
@@ -275,6 +293,44 @@ async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<V
             Ok(Vec::new())
         }
     }
+}
+
+/// Retries claims that were held up by locks, one by one, each waiting
+/// only briefly for its lock (`HELD_LOCK_TIMEOUT`); returns those still held.
+async fn store_held(
+    db: &Client,
+    batch: &mut Vec<Ended>,
+    shared: &Shared,
+    settings: &ConnectionSettings,
+) -> Result<Vec<Ended>> {
+    db.postgres().batch_execute(HELD_LOCK_TIMEOUT).await?;
+    let mut held_up = Vec::new();
+    let mut failed = None;
+    while let Some(claim) = batch.first() {
+        match store_alone(db, claim, shared).await {
+            Ok(()) => {
+                drop(batch.remove(0));
+                shared.pending.fetch_sub(1, Ordering::SeqCst);
+            }
+            Err(error) if waits_for_lock(&error) => held_up.push(batch.remove(0)),
+            Err(error) => {
+                failed = Some(error);
+                break;
+            }
+        }
+    }
+    // The session's own lock_timeout again (the connection is dropped if
+    // this fails).
+    let restored = db
+        .postgres()
+        .batch_execute(&settings.session.statements(true)?)
+        .await;
+    if let Some(error) = failed {
+        batch.append(&mut held_up);
+        return Err(error);
+    }
+    restored?;
+    Ok(held_up)
 }
 
 async fn store_alone(db: &Client, claim: &Ended, shared: &Shared) -> Result<()> {

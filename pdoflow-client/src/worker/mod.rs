@@ -17,6 +17,7 @@
 
 mod execution;
 mod finisher;
+mod granted;
 mod listener;
 mod single;
 
@@ -592,13 +593,16 @@ impl Loop<'_> {
             return Ok(());
         };
         let claimed = db.claim(self.claim_request()).await?;
+        let mut refused = granted::refusals(db, &self.worker.registry, &claimed).await;
         for job in claimed {
-            self.start(job);
+            let refusal = refused.remove(&job.id);
+            self.start(job, refusal);
         }
         Ok(())
     }
 
-    fn start(&mut self, job: ClaimedJob) {
+    /// Runs `job`, or with `refused`, fails it without running it.
+    fn start(&mut self, job: ClaimedJob, refused: Option<String>) {
         let config = &self.worker.config;
         tracing::debug!(job = %job.id, task = %job.task, attempt = job.attempt, "running");
         let (id, attempt) = (job.id, job.attempt);
@@ -607,6 +611,7 @@ impl Loop<'_> {
             &self.worker.registry,
             config.job_timeout,
             self.done.0.clone(),
+            refused,
         );
         self.running.insert(
             id,

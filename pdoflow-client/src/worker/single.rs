@@ -49,8 +49,11 @@ pub async fn execute_job(
         });
     };
     let attempt = job.attempt;
+    let refused = super::granted::refusals(client, registry, std::slice::from_ref(&job))
+        .await
+        .remove(&id);
     let (sender, mut receiver) = mpsc::unbounded_channel();
-    let _abort = execution::start(job, registry, timeout, sender);
+    let _abort = execution::start(job, registry, timeout, sender, refused);
     let done = loop {
         tokio::select! {
             done = receiver.recv() => break done,

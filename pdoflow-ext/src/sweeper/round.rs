@@ -126,11 +126,7 @@ impl Sweeper {
             let batch = step(
                 "taking back expired claims",
                 c"pdoflow sweeper: taking back expired claims",
-                || {
-                    update_three(&format!(
-                        "SELECT requeued, failed, skipped FROM pdoflow._expire_leases({BATCH_SIZE})"
-                    ))
-                },
+                || expire_leases(BATCH_SIZE),
             );
             let (batch_requeued, batch_failed, batch_skipped) = match batch {
                 Ok(counts) => counts,
@@ -158,18 +154,19 @@ impl Sweeper {
             );
         }
         if skipped > 0 {
+            // The count goes in the detail: the message stays the same from
+            // round to round, so that the warning is not repeated each time.
             let failure = Failure {
                 code: PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE,
-                message: format!(
-                    "{skipped} expired claims could not be taken back within \
-                     pdoflow.sweep_lock_timeout: ending their jobs has to wait for locks \
-                     that other transactions hold"
-                ),
-                detail: Some(
-                    "A producer that enqueues jobs depending on those jobs' children holds \
-                     such locks until it commits; see idle_in_transaction_session_timeout."
-                        .to_owned(),
-                ),
+                message: "expired claims could not be taken back within \
+                          pdoflow.sweep_lock_timeout: ending their jobs has to wait for locks \
+                          that other transactions hold"
+                    .to_owned(),
+                detail: Some(format!(
+                    "{skipped} claims were left for the next round. A producer that enqueues \
+                     jobs depending on those jobs' children holds such locks until it commits; \
+                     see idle_in_transaction_session_timeout."
+                )),
             };
             failures.push(("ending jobs with expired claims", failure));
         }
@@ -366,11 +363,24 @@ fn update_one(query: &str) -> SpiResult<i64> {
     })
 }
 
-/// Runs a statement that changes data and returns three bigints.
-fn update_three(query: &str) -> SpiResult<(i64, i64, i64)> {
+/// One batch of `pdoflow._expire_leases`: (queued again, failed, left for
+/// later). Until `ALTER EXTENSION pdoflow UPDATE` runs, a database has the
+/// previous version's function, which returns only the first two.
+fn expire_leases(batch_size: i64) -> SpiResult<(i64, i64, i64)> {
     Spi::connect_mut(|client| {
-        let table = client.update(query, Some(1), &[])?;
-        let (first, second, third) = table.first().get_three::<i64, i64, i64>()?;
-        Ok((first.unwrap_or(0), second.unwrap_or(0), third.unwrap_or(0)))
+        let table = client.update(
+            &format!("SELECT * FROM pdoflow._expire_leases({batch_size})"),
+            Some(1),
+            &[],
+        )?;
+        let columns = table.columns()?;
+        let row = table.first();
+        let count = |column: usize| -> SpiResult<i64> {
+            if column > columns {
+                return Ok(0);
+            }
+            Ok(row.get::<i64>(column)?.unwrap_or(0))
+        };
+        Ok((count(1)?, count(2)?, count(3)?))
     })
 }
