@@ -198,7 +198,9 @@ async fn run(
             Ok(held_up) => {
                 backoff.reset();
                 shared.failing.store(false, Ordering::SeqCst);
-                if !retrying_held {
+                if held_up.is_empty() && held.is_empty() {
+                    // Nothing waits for a lock any more: the next claim that
+                    // does starts from the first delay again.
                     held_backoff.reset();
                 }
                 if !held_up.is_empty() {
