@@ -37,7 +37,8 @@ extension_sql_file!(
         task_schema::validate_args,
         settings::require_registered_tasks,
         task_grants::check_task_grant,
-        task_grants::calling_role_name
+        task_grants::calling_role_name,
+        task_grants::may_enqueue_task
     ]
 );
 extension_sql_file!(

@@ -53,19 +53,22 @@ pub fn role_name(role: pg_sys::Oid) -> String {
     }
 }
 
-/// Whether the calling role may enqueue a task granted to `grantees`.
-fn may_enqueue(grantees: &[pg_sys::Oid]) -> bool {
+/// Whether `role` may enqueue a task granted to `grantees`: the task has no
+/// grant, or `role` has the privileges of a grantee or of pdoflow_admin
+/// (superusers have every role's). The one place this rule is written: the
+/// enqueue paths ask it for the calling role, `pdoflow.job_is_granted` for
+/// the role that enqueued a job.
+fn may_enqueue(role: pg_sys::Oid, grantees: &[pg_sys::Oid]) -> bool {
     if grantees.is_empty() {
         return true;
     }
-    let caller = calling_role();
     // SAFETY: role lookups through the syscache and the membership cache.
     unsafe {
         let admin = pg_sys::get_role_oid(c"pdoflow_admin".as_ptr(), true);
-        (admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(caller, admin))
+        (admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(role, admin))
             || grantees
                 .iter()
-                .any(|&grantee| pg_sys::has_privs_of_role(caller, grantee))
+                .any(|&grantee| pg_sys::has_privs_of_role(role, grantee))
     }
 }
 
@@ -97,15 +100,14 @@ pub fn check(task: &str, grantees: &[pg_sys::Oid]) -> Result<(), ErrorReport> {
                    expressions or materialized views.",
         ));
     }
-    if may_enqueue(grantees) {
+    let caller = calling_role();
+    if may_enqueue(caller, grantees) {
         return Ok(());
     }
+    let caller = role_name(caller);
     Err(ErrorReport::new(
         PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-        format!(
-            "role \"{}\" may not enqueue task \"{task}\"",
-            role_name(calling_role())
-        ),
+        format!("role \"{caller}\" may not enqueue task \"{task}\""),
         "pdoflow",
     )
     .set_detail(format!(
@@ -114,7 +116,7 @@ pub fn check(task: &str, grantees: &[pg_sys::Oid]) -> Result<(), ErrorReport> {
     .set_hint(format!(
         "An admin can allow it with SELECT pdoflow.grant_task('{}', '{}');",
         task.replace('\'', "''"),
-        role_name(calling_role()).replace('\'', "''")
+        caller.replace('\'', "''")
     )))
 }
 
@@ -127,26 +129,35 @@ fn check_task_grants(tasks: Option<Vec<Option<String>>>) -> Result<(), ErrorRepo
     if tasks.is_empty() {
         return Ok(());
     }
-    let refused = Spi::connect_mut(|client| {
+    Spi::connect_mut(|client| {
         for task in &tasks {
             let grantees = registered_tasks::rules(client, task)?.grantees;
-            if check(task, &grantees).is_err() {
-                return Ok(Some((task.clone(), grantees)));
+            if let Err(refused) = check(task, &grantees) {
+                return Ok(Err(refused));
             }
         }
-        Ok::<_, pgrx::spi::SpiError>(None)
+        Ok(Ok(()))
     })
-    .map_err(|error| {
-        ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            format!("pdoflow._check_task_grants: {error}"),
-            "pdoflow",
-        )
-    })?;
-    match refused {
-        Some((task, grantees)) => check(&task, &grantees),
-        None => Ok(()),
-    }
+    .map_err(|error| internal("_check_task_grants", error))?
+}
+
+/// `pdoflow._may_enqueue(role, task)`: whether `role` may enqueue `task`
+/// under its current grants (see `may_enqueue`).
+#[pg_extern(stable, name = "_may_enqueue")]
+fn may_enqueue_task(role: pg_sys::Oid, task: &str) -> Result<bool, ErrorReport> {
+    let grantees = Spi::connect_mut(|client| registered_tasks::rules(client, task))
+        .map_err(|error| internal("_may_enqueue", error))?
+        .grantees;
+    Ok(may_enqueue(role, &grantees))
+}
+
+/// An SPI failure that is not an SQL error (those propagate as they are).
+fn internal(function: &str, error: pgrx::spi::SpiError) -> ErrorReport {
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        format!("pdoflow.{function}: {error}"),
+        "pdoflow",
+    )
 }
 
 /// `pdoflow._calling_role()`: the name of the role that calls pdoflow

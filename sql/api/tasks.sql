@@ -177,12 +177,7 @@ AS $$
         JOIN pg_catalog.pg_roles AS enqueuer ON enqueuer.rolname = j.enqueued_by
         WHERE j.id = job_is_granted.id
           AND EXISTS (SELECT FROM pdoflow.task_privileges AS p WHERE p.task = j.task)
-          AND (pg_catalog.pg_has_role(enqueuer.oid, 'pdoflow_admin', 'USAGE')
-               OR EXISTS (SELECT
-                          FROM pdoflow.task_privileges AS p
-                          JOIN pg_catalog.pg_roles AS grantee ON grantee.oid = p.grantee
-                          WHERE p.task = j.task
-                            AND pg_catalog.pg_has_role(enqueuer.oid, grantee.oid, 'USAGE'))))
+          AND pdoflow._may_enqueue(enqueuer.oid, j.task))
 $$;
 
 COMMENT ON FUNCTION pdoflow.job_is_granted(uuid) IS

@@ -93,6 +93,14 @@ VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'check_task_grants_wrapper';
 
+CREATE FUNCTION pdoflow."_may_enqueue"(
+	"role" oid, /* pg_sys :: Oid */
+	"task" TEXT /* & str */
+) RETURNS bool /* Result < bool, ErrorReport > */
+STRICT STABLE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'may_enqueue_task_wrapper';
+
 CREATE FUNCTION pdoflow."_require_read_committed"(
 	"function_name" TEXT /* & str */
 ) RETURNS VOID /* Result < (), ErrorReport > */
@@ -100,7 +108,7 @@ STRICT VOLATILE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'require_read_committed_wrapper';
 
-REVOKE ALL ON FUNCTION pdoflow._calling_role(), pdoflow._check_task_grant(text, oid),
+REVOKE ALL ON FUNCTION pdoflow._calling_role(), pdoflow._check_task_grant(text, oid), pdoflow._may_enqueue(oid, text),
     pdoflow._check_task_grants(text[]), pdoflow._require_read_committed(text) FROM PUBLIC;
 
 -- sql/api/history.sql: changed
@@ -1156,12 +1164,7 @@ AS $$
         JOIN pg_catalog.pg_roles AS enqueuer ON enqueuer.rolname = j.enqueued_by
         WHERE j.id = job_is_granted.id
           AND EXISTS (SELECT FROM pdoflow.task_privileges AS p WHERE p.task = j.task)
-          AND (pg_catalog.pg_has_role(enqueuer.oid, 'pdoflow_admin', 'USAGE')
-               OR EXISTS (SELECT
-                          FROM pdoflow.task_privileges AS p
-                          JOIN pg_catalog.pg_roles AS grantee ON grantee.oid = p.grantee
-                          WHERE p.task = j.task
-                            AND pg_catalog.pg_has_role(enqueuer.oid, grantee.oid, 'USAGE'))))
+          AND pdoflow._may_enqueue(enqueuer.oid, j.task))
 $$;
 
 COMMENT ON FUNCTION pdoflow.job_is_granted(uuid) IS

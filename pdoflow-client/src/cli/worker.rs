@@ -93,7 +93,12 @@ pub(super) async fn check_shell_grant(
     if !shell.enable_shell {
         return Ok(());
     }
-    let client = super::connect(settings).await?;
+    shell_granted(&super::connect(settings).await?, &settings.source).await
+}
+
+/// Refuses to go on unless task "shell" has a grant (`check_shell_grant`),
+/// on a connection the caller has; `source` names the settings.
+async fn shell_granted(client: &crate::Client, source: &str) -> Result<()> {
     let granted = client
         .postgres()
         .query_one(
@@ -113,10 +118,9 @@ pub(super) async fn check_shell_grant(
         return Ok(());
     }
     Err(Error::Config(format!(
-        "--enable-shell: task \"shell\" has no grant in this database ({}), so any producer could \
+        "--enable-shell: task \"shell\" has no grant in this database ({source}), so any producer could \
          run commands on this host; first grant it to the roles that may, e.g. \
-         SELECT pdoflow.grant_task('shell', 'ops')",
-        settings.source
+         SELECT pdoflow.grant_task('shell', 'ops')"
     )))
 }
 
@@ -184,9 +188,11 @@ pub async fn execute(
     mut registry: TaskRegistry,
     args: ExecuteJobArgs,
 ) -> Result<()> {
-    check_shell_grant(&settings, &args.shell).await?;
-    builtin::register_builtins(&mut registry, args.shell.builtins(args.log_dir))?;
     let client = super::connect(&settings).await?;
+    if args.shell.enable_shell {
+        shell_granted(&client, &settings.source).await?;
+    }
+    builtin::register_builtins(&mut registry, args.shell.builtins(args.log_dir))?;
     let worker = format!("execute-job-{}", crate::worker::default_worker_name());
     let timeout = (!args.job_timeout.is_zero()).then_some(args.job_timeout);
     let job = crate::worker::execute_job(&client, &registry, args.id, &worker, args.lease, timeout)

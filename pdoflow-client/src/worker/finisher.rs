@@ -268,21 +268,7 @@ async fn store(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<V
                 return Ok(std::mem::take(batch));
             }
             tracing::warn!(%error, "a job of the batch is locked by another transaction; finishing one by one");
-            let mut held_up = Vec::new();
-            while let Some(claim) = batch.first() {
-                match store_alone(db, claim, shared).await {
-                    Ok(()) => {
-                        drop(batch.remove(0));
-                        shared.pending.fetch_sub(1, Ordering::SeqCst);
-                    }
-                    Err(error) if waits_for_lock(&error) => held_up.push(batch.remove(0)),
-                    Err(error) => {
-                        batch.append(&mut held_up);
-                        return Err(error);
-                    }
-                }
-            }
-            Ok(held_up)
+            store_each(db, batch, shared).await
         }
         Err(error) if transient(&error) => Err(error),
         Err(error) => {
@@ -306,8 +292,23 @@ async fn store_held(
     settings: &ConnectionSettings,
 ) -> Result<Vec<Ended>> {
     db.postgres().batch_execute(HELD_LOCK_TIMEOUT).await?;
+    let stored = store_each(db, batch, shared).await;
+    // The session's own lock_timeout again (the connection is dropped if
+    // this fails).
+    let restored = db
+        .postgres()
+        .batch_execute(&settings.session.statements(true)?)
+        .await;
+    let held_up = stored?;
+    restored?;
+    Ok(held_up)
+}
+
+/// Finishes `batch` one claim at a time. What was stored leaves `batch`; the
+/// claims whose jobs are locked leave it too and come back; on another
+/// error they go back into `batch` with the rest, for the next try.
+async fn store_each(db: &Client, batch: &mut Vec<Ended>, shared: &Shared) -> Result<Vec<Ended>> {
     let mut held_up = Vec::new();
-    let mut failed = None;
     while let Some(claim) = batch.first() {
         match store_alone(db, claim, shared).await {
             Ok(()) => {
@@ -316,22 +317,11 @@ async fn store_held(
             }
             Err(error) if waits_for_lock(&error) => held_up.push(batch.remove(0)),
             Err(error) => {
-                failed = Some(error);
-                break;
+                batch.append(&mut held_up);
+                return Err(error);
             }
         }
     }
-    // The session's own lock_timeout again (the connection is dropped if
-    // this fails).
-    let restored = db
-        .postgres()
-        .batch_execute(&settings.session.statements(true)?)
-        .await;
-    if let Some(error) = failed {
-        batch.append(&mut held_up);
-        return Err(error);
-    }
-    restored?;
     Ok(held_up)
 }
 
