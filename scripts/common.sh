@@ -2,8 +2,16 @@
 #
 # Every setting can be overridden from the environment.
 
-PG_MAJOR="${PG_MAJOR:-15}"
-PG_BIN="${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR}/bin}"
+export PG_MAJOR="${PG_MAJOR:-15}"
+# PostgreSQL 15 comes from bookworm's packages; 17 and 18 are built from
+# Debian's source packages into prefixes under PG_SOURCE_PREFIX
+# (scripts/postgres-source.sh).
+PG_SOURCE_PREFIX="${PG_SOURCE_PREFIX:-/opt/pdoflow-postgresql}"
+if [ "${PG_MAJOR}" = 15 ]; then
+    PG_BIN="${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR}/bin}"
+else
+    PG_BIN="${PG_BIN:-${PG_SOURCE_PREFIX}/${PG_MAJOR}/bin}"
+fi
 PG_CONFIG="${PG_CONFIG:-${PG_BIN}/pg_config}"
 PGRX_VERSION="0.18.1"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

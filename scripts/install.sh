@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the extension in release mode and installs it into PostgreSQL's
-# directories (cargo only rebuilds what changed).
+# directories (cargo only rebuilds what changed): the library, the control
+# file, the current version's install script (generated from sql/) and the
+# upgrade scripts of pdoflow-ext/sql/ (cargo pgrx install copies those).
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
@@ -13,6 +15,3 @@ if ! cargo pgrx install --release --pg-config "${PG_CONFIG}" >"${log}" 2>&1; the
     die "building or installing the extension failed (full log: ${log})"
 fi
 grep -E "Finished|Copying shared library" "${log}" | sed 's/\x1b\[[0-9;]*m//g' || true
-# The install scripts of earlier versions and the upgrade scripts between
-# versions, so that CREATE EXTENSION ... VERSION and ALTER EXTENSION UPDATE work.
-cp "${REPO_ROOT}"/sql/versions/pdoflow--*.sql "$("${PG_CONFIG}" --sharedir)/extension/"

@@ -5,48 +5,58 @@
 #   2. pg_regress: the SQL API as a user sees it   (pgrx-tests/regress)
 #   3. isolation specs: concurrent sessions        (pgrx-tests/isolation)
 #   4. integration tests driving a real cluster    (tests/)
+#   5. on PostgreSQL 15: the Debian packages, installed with dpkg -i and
+#      used end to end                             (scripts/package-test.sh)
 #
 # Suites 2-4 run against a fresh throwaway cluster with pdoflow preloaded.
+# PG_MAJOR (the Makefile's PG) picks the PostgreSQL version: 15 by default,
+# 17 or 18. Each version has a cluster and a port of its own.
+# PGRX_TESTS=no (the Makefile's PGRX_TESTS) skips suite 1, which CI runs on
+# PostgreSQL 15 only.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-port="${PDOFLOW_TEST_PORT:-54339}"
-results="${REPO_ROOT}/target/test-results"
+port="${PDOFLOW_TEST_PORT:-543${PG_MAJOR}}"
+cluster="test-pg${PG_MAJOR}"
+results="${REPO_ROOT}/target/test-results/pg${PG_MAJOR}"
 
 "${REPO_ROOT}/scripts/bootstrap.sh"
 ensure_pg_root
 pgxs_test="$("${PG_CONFIG}" --pkglibdir)/pgxs/src/test"
 
-say "Rust unit tests and #[pg_test] suites"
-# cargo pgrx test installs its build with a plain `cp`, which overwrites the
-# installed library in place: any running cluster that has it loaded (a demo
-# cluster's background sweeper, say) would crash on its next call into it.
-# Unlinking first makes the copy a new file and leaves running servers alone.
-rm -f "$("${PG_CONFIG}" --pkglibdir)/pdoflow.so"
-(cd "${REPO_ROOT}/pdoflow-ext" && cargo pgrx test "pg${PG_MAJOR}" --runas postgres --pgdata "${PG_ROOT}/pgrx-test")
-(cd "${REPO_ROOT}" && cargo test --quiet -p pdoflow-client)
+if [ "${PGRX_TESTS:-yes}" != no ]; then
+    say "PostgreSQL ${PG_MAJOR}: Rust unit tests and #[pg_test] suites"
+    # cargo pgrx test installs its build with a plain `cp`, which overwrites
+    # the installed library in place: any running cluster that has it loaded
+    # (a demo cluster's background sweeper, say) would crash on its next call
+    # into it. Unlinking first makes the copy a new file and leaves running
+    # servers alone.
+    rm -f "$("${PG_CONFIG}" --pkglibdir)/pdoflow.so"
+    (cd "${REPO_ROOT}/pdoflow-ext" && cargo pgrx test "pg${PG_MAJOR}" --runas postgres --pgdata "${PG_ROOT}/pgrx-test-pg${PG_MAJOR}")
+    (cd "${REPO_ROOT}" && cargo test --quiet -p pdoflow-client)
+fi
 
 # cargo pgrx test installed its test build; the clusters below need the real one.
 "${REPO_ROOT}/scripts/install.sh"
 
-say "Starting a fresh test cluster on port ${port}"
-"${REPO_ROOT}/scripts/cluster.sh" start test "${port}" fresh
-trap '"${REPO_ROOT}/scripts/cluster.sh" stop test' EXIT
+say "Starting a fresh PostgreSQL ${PG_MAJOR} test cluster on port ${port}"
+"${REPO_ROOT}/scripts/cluster.sh" start "${cluster}" "${port}" fresh
+trap '"${REPO_ROOT}/scripts/cluster.sh" stop "${cluster}"' EXIT
 # The background sweeper tests need sweepers in databases of their own, and
 # sweepers start only with the server: create the databases, list them in
 # pdoflow.database and restart. A short interval keeps those tests quick.
 swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_announce pdoflow_swept_retention pdoflow_swept_lifecycle pdoflow_swept_worker pdoflow_swept_locks)
 for database in "${swept_databases[@]}"; do
-    "${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 "$("${REPO_ROOT}/scripts/cluster.sh" url test "${port}")" \
+    "${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")" \
         -c "CREATE DATABASE ${database}"
 done
-cat <<CONF | as_postgres tee -a "${PG_ROOT}/test/postgresql.conf" >/dev/null
+cat <<CONF | as_postgres tee -a "${PG_ROOT}/${cluster}/postgresql.conf" >/dev/null
 # --- pdoflow test suites ---
 pdoflow.database = 'postgres, $(IFS=,; echo "${swept_databases[*]}" | sed 's/,/, /g')'
 pdoflow.sweep_interval = '100ms'
 max_worker_processes = 16
 CONF
-"${REPO_ROOT}/scripts/cluster.sh" restart test "${port}"
+"${REPO_ROOT}/scripts/cluster.sh" restart "${cluster}" "${port}"
 
 rm -rf "${results}" && mkdir -p "${results}"
 regress_options=(--host=127.0.0.1 "--port=${port}" --user=postgres)
@@ -64,7 +74,15 @@ say "Isolation specs"
     || { cat "${results}/isolation/regression.diffs" 2>/dev/null | head -n 200; die "isolation specs failed"; }
 
 say "Integration tests"
-PDOFLOW_TEST_DATABASE_URL="$("${REPO_ROOT}/scripts/cluster.sh" url test "${port}")" \
+# The tests find the server's programs (initdb, pg_dump, pg_config) in
+# PDOFLOW_TEST_PG_BIN, and the cluster to restart by its name.
+PDOFLOW_TEST_DATABASE_URL="$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")" \
+    PDOFLOW_TEST_PG_BIN="${PG_BIN}" PDOFLOW_TEST_CLUSTER="${cluster}" \
     cargo test --quiet -p pdoflow-tests -- --test-threads=4
 
-say "All test suites passed"
+if [ "${PG_MAJOR}" = 15 ]; then
+    say "Debian packages"
+    "${REPO_ROOT}/scripts/package-test.sh"
+fi
+
+say "All test suites passed on PostgreSQL ${PG_MAJOR}"

@@ -19,22 +19,33 @@
 -- to an application's login role: GRANT pdoflow_producer TO app;
 
 -- Roles are cluster-wide: the first database's CREATE EXTENSION makes them,
--- later ones find them, and DROP EXTENSION leaves them for the others.
+-- later ones find them, and DROP EXTENSION leaves them for the others. Two
+-- databases' first CREATE EXTENSION at once may both find a role missing:
+-- the second CREATE ROLE then fails on the catalog's unique index, and the
+-- role it wanted exists.
 DO $$
 DECLARE
     role_name text;
 BEGIN
     FOREACH role_name IN ARRAY ARRAY['pdoflow_producer', 'pdoflow_worker', 'pdoflow_admin'] LOOP
         IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = role_name) THEN
-            EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
+            BEGIN
+                EXECUTE pg_catalog.format('CREATE ROLE %I NOLOGIN', role_name);
+            EXCEPTION WHEN unique_violation OR duplicate_object THEN
+                NULL;
+            END;
         END IF;
     END LOOP;
-    IF NOT pg_catalog.pg_has_role('pdoflow_worker', 'pdoflow_producer', 'MEMBER') THEN
-        GRANT pdoflow_producer TO pdoflow_worker;
-    END IF;
-    IF NOT pg_catalog.pg_has_role('pdoflow_admin', 'pdoflow_worker', 'MEMBER') THEN
-        GRANT pdoflow_worker TO pdoflow_admin;
-    END IF;
+    BEGIN
+        IF NOT pg_catalog.pg_has_role('pdoflow_worker', 'pdoflow_producer', 'MEMBER') THEN
+            GRANT pdoflow_producer TO pdoflow_worker;
+        END IF;
+        IF NOT pg_catalog.pg_has_role('pdoflow_admin', 'pdoflow_worker', 'MEMBER') THEN
+            GRANT pdoflow_worker TO pdoflow_admin;
+        END IF;
+    EXCEPTION WHEN unique_violation THEN
+        NULL;  -- the other database's CREATE EXTENSION granted them
+    END;
 END
 $$;
 

@@ -1,34 +1,38 @@
-//! pdoflow: a job queue that lives inside PostgreSQL.
+//! pdoflow: a job queue that lives inside PostgreSQL (the extension).
 //!
-//! The SQL API (`pdoflow.enqueue`, `claim`, `finish`, ...) is written in SQL
-//! and PL/pgSQL under `sql/` at the repository root: job payloads (jsonb) then
-//! pass through untouched and every statement's plan is cached per session.
-//! This crate supplies what SQL does badly: time-ordered job ids, input
-//! validation with precise errors, the retry policy and the settings (GUCs).
-//! See `docs/architecture.md` for the design.
+//! Most of the SQL API (`pdoflow.enqueue_many`, `claim`, `finish`, ...) is
+//! SQL and PL/pgSQL under `sql/` at the repository root, which
+//! `install_script.rs` puts into the extension's install script: payloads
+//! (jsonb) pass through untouched and every statement's plan is cached per
+//! session. This crate supplies the rest, one concern per module:
+//!
+//! - `api/`: SQL-callable functions written in Rust: single-job `enqueue`,
+//!   job ids, the retry delay, the isolation-level guard, and the planning
+//!   half of `submit_dag`;
+//! - `input/`: checking what callers pass, with errors that name the bad
+//!   value (`errors.rs`): the rules (`rules.rs`), the SQL-callable checks
+//!   that apply them (`checks.rs`), the JSON documents of `enqueue_many` and
+//!   `submit_dag`, and tasks' JSON Schemas;
+//! - `tasks/`: what enqueue must know about a task: its registration and
+//!   who may enqueue it, with the per-session copy that keeps that cheap;
+//! - `announce/`: telling idle workers that a queue has work, after the
+//!   enqueuing transaction commits;
+//! - `sweeper/`: the background worker that takes back expired claims,
+//!   announces due jobs and deletes old history;
+//! - `settings.rs`: the `pdoflow.*` settings (GUCs).
+//!
+//! `docs/architecture.md` follows a job through these files ("Life of a
+//! job").
 
 use pgrx::prelude::*;
 
 mod announce;
-mod checks;
-mod dag_document;
-mod dag_plan;
-mod enqueue;
-mod errors;
-mod ids;
-mod isolation;
-mod job_document;
-mod kept_indexes;
-mod kept_plan;
-mod plain_insert;
-mod registered_tasks;
-mod retry_policy;
+mod api;
+mod input;
+mod install_script;
 mod settings;
-mod sql_api;
 mod sweeper;
-mod task_grants;
-mod task_schema;
-mod validate;
+mod tasks;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
@@ -44,7 +48,7 @@ pub extern "C-unwind" fn _PG_init() {
     // shared_preload_libraries; a session loading pdoflow later gets none.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         announce::board::init();
-        registered_tasks::init();
+        tasks::registered_tasks::init();
         sweeper::register_workers();
     }
 }

@@ -65,9 +65,7 @@ BEGIN
             pending := NULL;
             IF job.posting IS NOT NULL THEN
                 SELECT * INTO posting FROM pdoflow._posting_for_new_jobs(job.posting);
-                IF posting.status = 'paused' THEN
-                    new_state := 'paused';
-                END IF;
+                new_state := pdoflow._waiting_state(posting.status);
             END IF;
             IF job.depends_on IS NOT NULL THEN
                 SELECT * INTO dependency FROM pdoflow._dependency_state(job.depends_on, job.dependency_mode);

@@ -8,6 +8,51 @@
 -- A job with parents gets their results in parent_results (see
 -- dependencies.sql); blocked jobs and paused postings' jobs are never claimed.
 
+-- Starts an attempt of each of the jobs ids, for worker and lease: the one
+-- place where a job becomes running (claim and claim_job lock the queued
+-- jobs they picked, then call this). Returns the claims as claim returns
+-- them, in claim order.
+CREATE FUNCTION pdoflow._start_attempts(ids uuid[], worker text, lease interval)
+RETURNS TABLE (
+    id               uuid,
+    task             text,
+    args             jsonb,
+    queue            text,
+    priority         integer,
+    attempt          integer,
+    max_attempts     integer,
+    lease_expires_at timestamptz,
+    run_at           timestamptz,
+    created_at       timestamptz,
+    last_error       text,
+    posting          uuid,
+    parent_results   jsonb
+)
+LANGUAGE plpgsql VOLATILE ROWS 10
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE pdoflow.active_jobs AS j
+        SET state = 'running',
+            attempt = j.attempt + 1,
+            worker = _start_attempts.worker,
+            started_at = now(),
+            heartbeat_at = NULL,
+            lease_expires_at = now() + _start_attempts.lease
+        WHERE j.id = ANY (ids)
+        RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
+                  j.lease_expires_at, j.run_at, j.created_at, j.last_error, j.posting, j.depends_on
+    )
+    SELECT c.id, c.task, c.args, c.queue, c.priority, c.attempt, c.max_attempts,
+           c.lease_expires_at, c.run_at, c.created_at, c.last_error, c.posting,
+           CASE WHEN c.depends_on IS NOT NULL THEN pdoflow._parent_results(c.depends_on) END
+    FROM claimed AS c
+    ORDER BY c.priority DESC, c.run_at, c.id;
+END
+$$;
+
 CREATE FUNCTION pdoflow.claim(
     n      integer  DEFAULT 1,
     queues text[]   DEFAULT NULL,
@@ -78,24 +123,7 @@ BEGIN
         RETURN;
     END IF;
 
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE pdoflow.active_jobs AS j
-        SET state = 'running',
-            attempt = j.attempt + 1,
-            worker = claim.worker,
-            started_at = now(),
-            heartbeat_at = NULL,
-            lease_expires_at = now() + claim.lease
-        WHERE j.id = ANY (picked)
-        RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
-                  j.lease_expires_at, j.run_at, j.created_at, j.last_error, j.posting, j.depends_on
-    )
-    SELECT c.id, c.task, c.args, c.queue, c.priority, c.attempt, c.max_attempts,
-           c.lease_expires_at, c.run_at, c.created_at, c.last_error, c.posting,
-           CASE WHEN c.depends_on IS NOT NULL THEN pdoflow._parent_results(c.depends_on) END
-    FROM claimed AS c
-    ORDER BY c.priority DESC, c.run_at, c.id;
+    RETURN QUERY SELECT * FROM pdoflow._start_attempts(picked, claim.worker, claim.lease);
 END
 $$;
 
@@ -129,27 +157,24 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
+DECLARE
+    picked uuid[];
 BEGIN
     PERFORM pdoflow._check_job_id(claim_job.job_id);
     PERFORM pdoflow._check_claim(1, NULL, claim_job.worker, claim_job.lease, NULL);
     PERFORM pdoflow._record_worker(claim_job.worker);
-    RETURN QUERY
-    WITH claimed AS (
-        UPDATE pdoflow.active_jobs AS j
-        SET state = 'running',
-            attempt = j.attempt + 1,
-            worker = claim_job.worker,
-            started_at = now(),
-            heartbeat_at = NULL,
-            lease_expires_at = now() + claim_job.lease
+    -- Locking re-reads the row as it is now: a job claimed, ended or paused
+    -- meanwhile is not picked.
+    SELECT array_agg(j.id) INTO picked
+    FROM (
+        SELECT j.id FROM pdoflow.active_jobs AS j
         WHERE j.id = claim_job.job_id AND j.state = 'queued'
-        RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
-                  j.lease_expires_at, j.run_at, j.created_at, j.last_error, j.posting, j.depends_on
-    )
-    SELECT c.id, c.task, c.args, c.queue, c.priority, c.attempt, c.max_attempts,
-           c.lease_expires_at, c.run_at, c.created_at, c.last_error, c.posting,
-           CASE WHEN c.depends_on IS NOT NULL THEN pdoflow._parent_results(c.depends_on) END
-    FROM claimed AS c;
+        FOR NO KEY UPDATE
+    ) AS j;
+    IF picked IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT * FROM pdoflow._start_attempts(picked, claim_job.worker, claim_job.lease);
 END
 $$;
 

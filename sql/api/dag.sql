@@ -99,8 +99,7 @@ BEGIN
                coalesce((j.node ->> 'run_at')::timestamptz, now()),
                now(),
                CASE WHEN j.start = 'blocked' THEN 'blocked'
-                    WHEN posting_row.status = 'paused' THEN 'paused'
-                    ELSE 'queued' END,
+                    ELSE pdoflow._waiting_state(posting_row.status) END,
                CASE WHEN j.start = 'blocked' THEN j.pending END,
                j.parents, j.mode, j.name, enqueuer
         FROM job AS j

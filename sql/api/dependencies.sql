@@ -166,10 +166,8 @@ BEGIN
             SET parents_pending = u.pending,
                 state = CASE
                     WHEN NOT u.release THEN 'blocked'
-                    WHEN j.posting IS NOT NULL
-                         AND (SELECT p.status FROM pdoflow.postings AS p WHERE p.id = j.posting) = 'paused'
-                        THEN 'paused'
-                    ELSE 'queued'
+                    WHEN j.posting IS NULL THEN 'queued'
+                    ELSE pdoflow._waiting_state((SELECT p.status FROM pdoflow.postings AS p WHERE p.id = j.posting))
                 END
             FROM unnest(update_ids, update_pending, update_release) AS u(id, pending, release)
             WHERE j.id = u.id

@@ -41,9 +41,7 @@ BEGIN
         IF job_priority = 0 THEN
             job_priority := coalesce(posting_row.priority, job_priority);
         END IF;
-        IF posting_row.status = 'paused' THEN
-            job_state := 'paused';
-        END IF;
+        job_state := pdoflow._waiting_state(posting_row.status);
     END IF;
     SELECT array_agg(DISTINCT p) INTO parents FROM unnest(depends_on) AS p;
     IF parents IS NOT NULL THEN
@@ -57,8 +55,8 @@ BEGIN
 END
 $$;
 
--- pdoflow.enqueue for the jobs its fast path leaves (see enqueue.rs in
--- pdoflow-ext): jobs in a posting, with parents, of a task whose args must be
+-- pdoflow.enqueue for the jobs its fast path leaves (see
+-- pdoflow-ext/src/api/enqueue.rs): jobs in a posting, with parents, of a task whose args must be
 -- checked, and every call while pdoflow.require_registered_tasks is on.
 -- Called by enqueue only, after its input and privilege checks.
 CREATE FUNCTION pdoflow._enqueue_general(
@@ -100,10 +98,11 @@ BEGIN
 END
 $$;
 
--- One job. Written in Rust (enqueue.rs): it checks its input, then inserts
--- the common job (no posting, no parents, no args schema) with one cached
--- statement and hands the rest to _enqueue_general. A PL/pgSQL version spent
--- as long around the INSERT as in it.
+-- One job. Written in Rust (pdoflow-ext/src/api/enqueue.rs): it checks its
+-- input, then inserts the common job (no posting, no parents, no args
+-- schema) with one INSERT whose plan the session keeps, and hands the rest
+-- to _enqueue_general. A PL/pgSQL version spent as long around the INSERT
+-- as in it.
 CREATE FUNCTION pdoflow.enqueue(
     task            text,
     args            jsonb       DEFAULT '{}',

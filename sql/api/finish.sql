@@ -140,18 +140,17 @@ BEGIN
     -- 2. Decide from a fresh snapshot, taken after the locks: the locked rows
     -- cannot change under us, and a posting paused or cancelled while we
     -- waited for them is seen (postings.sql: whoever re-queues a job reads
-    -- the posting's status after locking the job). A failure is retried
-    -- while attempts remain, unless its posting was cancelled; in a paused
-    -- posting the retry waits for it to resume.
+    -- the posting's status after locking the job). Where a failure leads is
+    -- _after_failed_attempt's to say (states.sql).
     SELECT array_agg(o.id) FILTER (WHERE d.ends),
-           array_agg(d.end_state) FILTER (WHERE d.ends),
-           array_agg(d.end_error) FILTER (WHERE d.ends),
+           array_agg(d.next_state) FILTER (WHERE d.ends),
+           array_agg(pdoflow._failed_attempt_error(o.error, d.next_state, j.posting)) FILTER (WHERE d.ends),
            array_agg(o.result) FILTER (WHERE d.ends),
            array_agg(o.id) FILTER (WHERE NOT d.ends),
            array_agg(o.error) FILTER (WHERE NOT d.ends),
-           array_agg(d.retry_state) FILTER (WHERE NOT d.ends),
+           array_agg(d.next_state) FILTER (WHERE NOT d.ends),
            -- Per claim, in input order: its new state, NULL if not current.
-           array_agg(CASE WHEN d.ends THEN d.end_state WHEN NOT d.ends THEN 'queued' END ORDER BY o.ord)
+           array_agg(CASE WHEN d.ends THEN d.next_state WHEN NOT d.ends THEN 'queued' END ORDER BY o.ord)
     INTO end_ids, end_states, end_errors, end_results, retry_ids, retry_errors, retry_states, new_states
     FROM unnest(finish_many.ids, finish_many.errors, finish_many.results, current_mask)
          WITH ORDINALITY AS o(id, error, result, current, ord)
@@ -167,14 +166,10 @@ BEGIN
                END AS status
     ) AS p ON true
     LEFT JOIN LATERAL (
-        SELECT o.error IS NULL OR j.attempt >= j.max_attempts OR p.status IS NOT DISTINCT FROM 'cancelled' AS ends,
-               CASE WHEN o.error IS NULL THEN 'succeeded'
-                    WHEN j.attempt >= j.max_attempts THEN 'failed'
-                    ELSE 'cancelled' END AS end_state,
-               CASE WHEN o.error IS NOT NULL AND j.attempt < j.max_attempts
-                    THEN format('%s (not retried: posting %s was cancelled)', o.error, j.posting)
-                    ELSE o.error END AS end_error,
-               CASE WHEN p.status = 'paused' THEN 'paused' ELSE 'queued' END AS retry_state
+        SELECT n.next_state, n.next_state NOT IN ('queued', 'paused') AS ends
+        FROM (SELECT CASE WHEN o.error IS NULL THEN 'succeeded'
+                          ELSE pdoflow._after_failed_attempt(j.attempt, j.max_attempts, p.status)
+                     END AS next_state) AS n
         WHERE j.attempt IS NOT NULL
     ) AS d ON true;
 

@@ -40,13 +40,13 @@ BEGIN
         RETURN true;
     END IF;
     UPDATE pdoflow.active_jobs AS j
-    SET state = CASE WHEN posting_state = 'paused' THEN 'paused' ELSE 'queued' END,
+    SET state = pdoflow._waiting_state(posting_state),
         max_attempts = least(j.max_attempts::bigint + 1, 2147483647)::integer,
         worker = NULL,
         heartbeat_at = NULL,
         lease_expires_at = NULL
     WHERE j.id = release.id;
-    IF posting_state IS DISTINCT FROM 'paused' THEN
+    IF pdoflow._waiting_state(posting_state) = 'queued' THEN
         PERFORM pdoflow._announce(job_queue);
     END IF;
     RETURN true;

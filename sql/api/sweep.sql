@@ -51,26 +51,23 @@ BEGIN
         FOR UPDATE SKIP LOCKED
     ) AS j;
 
-    -- Decide from a fresh snapshot of the locked rows, as finish_many does.
+    -- Decide from a fresh snapshot of the locked rows, as finish_many does,
+    -- by the same rule (_after_failed_attempt, states.sql).
     SELECT array_agg(j.id) FILTER (WHERE d.ends),
-           array_agg(d.end_state) FILTER (WHERE d.ends),
-           array_agg(d.message) FILTER (WHERE d.ends),
+           array_agg(d.next_state) FILTER (WHERE d.ends),
+           array_agg(pdoflow._failed_attempt_error(d.message, d.next_state, j.posting)) FILTER (WHERE d.ends),
            array_agg(j.id) FILTER (WHERE NOT d.ends),
            array_agg(d.message) FILTER (WHERE NOT d.ends),
-           array_agg(d.retry_state) FILTER (WHERE NOT d.ends)
+           array_agg(d.next_state) FILTER (WHERE NOT d.ends)
     INTO end_ids, end_states, end_errors, retry_ids, retry_errors, retry_states
     FROM pdoflow.active_jobs AS j
     LEFT JOIN pdoflow.postings AS p ON p.id = j.posting
     CROSS JOIN LATERAL (
-        SELECT j.attempt >= j.max_attempts OR p.status IS NOT DISTINCT FROM 'cancelled' AS ends,
-               CASE WHEN j.attempt >= j.max_attempts THEN 'failed' ELSE 'cancelled' END AS end_state,
-               format('lease of attempt %s expired at %s on %s%s', j.attempt, j.lease_expires_at,
+        SELECT n.next_state, n.next_state NOT IN ('queued', 'paused') AS ends,
+               format('lease of attempt %s expired at %s on %s', j.attempt, j.lease_expires_at,
                       CASE WHEN j.worker IS NULL THEN 'an unnamed worker'
-                           ELSE format('worker "%s"', j.worker) END,
-                      CASE WHEN j.attempt < j.max_attempts AND p.status = 'cancelled'
-                           THEN format(' (not retried: posting %s was cancelled)', j.posting)
-                           ELSE '' END) AS message,
-               CASE WHEN p.status = 'paused' THEN 'paused' ELSE 'queued' END AS retry_state
+                           ELSE format('worker "%s"', j.worker) END) AS message
+        FROM (SELECT pdoflow._after_failed_attempt(j.attempt, j.max_attempts, p.status) AS next_state) AS n
     ) AS d
     WHERE j.id = ANY (expired_ids);
 

@@ -1,10 +1,10 @@
 -- Task registration (optional): a task may be registered with a JSON Schema
 -- that the args of its jobs must match; with pdoflow.require_registered_tasks
 -- on, only registered tasks may be enqueued. Validation runs in Rust
--- (task_schema.rs, the jsonschema crate), before anything is written.
+-- (pdoflow-ext/src/input/task_schema.rs, the jsonschema crate), before anything is written.
 
 -- Sessions keep a copy of the registrations for enqueue's fast path
--- (registered_tasks.rs in pdoflow-ext); this trigger tells them when a
+-- (pdoflow-ext/src/tasks/registered_tasks.rs); this trigger tells them when a
 -- transaction changes them.
 CREATE FUNCTION pdoflow._tasks_changed()
 RETURNS trigger
@@ -116,7 +116,7 @@ $$;
 -- Per-task enqueue privileges. A task with at least one grant may be
 -- enqueued, in any form, only by roles that have the privileges of a granted
 -- role, and by pdoflow_admin members (enforced by pdoflow._check_task_grants,
--- task_grants.rs in pdoflow-ext). Tasks without grants stay open to every
+-- pdoflow-ext/src/tasks/task_grants.rs). Tasks without grants stay open to every
 -- producer.
 CREATE FUNCTION pdoflow.grant_task(task text, grantee regrole)
 RETURNS boolean

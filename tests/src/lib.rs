@@ -4,6 +4,7 @@
 
 pub mod cli;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -273,6 +274,38 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
     }
 }
 
+/// The directory of the PostgreSQL programs (initdb, pg_ctl, pg_dump,
+/// pg_config) of the version under test: `PDOFLOW_TEST_PG_BIN`, which
+/// `make test PG=NN` sets, else the directory of the `pg_config` on PATH.
+pub fn pg_bindir() -> PathBuf {
+    if let Some(bindir) = std::env::var_os("PDOFLOW_TEST_PG_BIN") {
+        return PathBuf::from(bindir);
+    }
+    let output = std::process::Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .expect("run pg_config (or set PDOFLOW_TEST_PG_BIN)");
+    PathBuf::from(
+        String::from_utf8(output.stdout)
+            .expect("a UTF-8 path")
+            .trim(),
+    )
+}
+
+/// What `pg_config` of the version under test says for `option`
+/// (`--sharedir`, say).
+pub fn pg_config(option: &str) -> String {
+    let output = std::process::Command::new(pg_bindir().join("pg_config"))
+        .arg(option)
+        .output()
+        .expect("run pg_config");
+    assert!(output.status.success(), "pg_config {option} failed");
+    String::from_utf8(output.stdout)
+        .expect("UTF-8 output")
+        .trim()
+        .to_owned()
+}
+
 /// The SQLSTATE code of a failed statement.
 pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
     error
@@ -282,8 +315,8 @@ pub fn sqlstate(error: &tokio_postgres::Error) -> &str {
 }
 
 /// Enqueues one plain job (task `t`, queue `default`) in a transaction of its
-/// own; true when it went through `pdoflow._enqueue_general`'s SQL rather
-/// than enqueue's direct write (as counted by `track_functions`).
+/// own; true when it went through the PL/pgSQL `pdoflow._enqueue_general`
+/// rather than enqueue's own INSERT (as counted by `track_functions`).
 pub async fn enqueue_took_the_sql_path(client: &Client) -> bool {
     // A backend reports its function calls now and then, not at each commit:
     // the count before the call, in the same transaction, is the baseline.

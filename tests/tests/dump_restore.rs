@@ -9,12 +9,7 @@ use tokio_postgres::Client;
 
 /// A PostgreSQL client program of the server's version (pg_dump, pg_restore).
 fn pg_program(name: &str) -> Command {
-    let bindir = std::process::Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .expect("run pg_config");
-    let bindir = String::from_utf8(bindir.stdout).expect("UTF-8 path");
-    Command::new(std::path::Path::new(bindir.trim()).join(name))
+    Command::new(pdoflow_tests::pg_bindir().join(name))
 }
 
 async fn run(mut command: Command) {

@@ -7,7 +7,7 @@
 //! each failure is one line on stderr that says why.
 //!
 //! Needs what the other integration tests need (`make test`): root, the
-//! postgres user, PostgreSQL 15 and pdoflow installed.
+//! postgres user, the PostgreSQL under test and pdoflow installed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -17,7 +17,6 @@ use pdoflow_client::config::ConnectionSettings;
 use pdoflow_client::Client;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// The TLS environment variables of libpq, kept away from what runs here
 /// unless a check sets them.
 const TLS_VARIABLES: [&str; 5] = [
@@ -27,6 +26,11 @@ const TLS_VARIABLES: [&str; 5] = [
     "PGSSLKEY",
     "PGSSLSNI",
 ];
+
+/// A server program of the version under test, by its full path.
+fn pg_program(name: &str) -> String {
+    pdoflow_tests::pg_bindir().join(name).display().to_string()
+}
 
 /// Runs `program` as the postgres user (PostgreSQL refuses root), from `/`
 /// (postgres may not enter the current directory).
@@ -158,7 +162,7 @@ impl Drop for TlsCluster {
     fn drop(&mut self) {
         let data = self.data.display().to_string();
         let _ = as_postgres(
-            &format!("{PG_BIN}/pg_ctl"),
+            &pg_program("pg_ctl"),
             &["-D", &data, "-m", "immediate", "-w", "stop"],
         );
         let _ = std::fs::remove_dir_all(&self.data);
@@ -207,7 +211,7 @@ impl TlsCluster {
         succeed(
             "initdb",
             as_postgres(
-                &format!("{PG_BIN}/initdb"),
+                &pg_program("initdb"),
                 &[
                     "-D",
                     &data,
@@ -258,7 +262,7 @@ impl TlsCluster {
         server_file("postgresql.conf", &conf, 0o600);
         let log = cluster.data.join("server.log").display().to_string();
         let started = as_postgres(
-            &format!("{PG_BIN}/pg_ctl"),
+            &pg_program("pg_ctl"),
             &[
                 "-D",
                 &data,

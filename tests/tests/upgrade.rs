@@ -1,8 +1,11 @@
 //! Upgrades: a database that installed the frozen 0.1.0 script
-//! (sql/versions/pdoflow--0.1.0.sql) and holds jobs is updated with
-//! ALTER EXTENSION pdoflow UPDATE; afterwards its jobs are intact, the API
-//! works on them, and its schema is, object by object, a fresh install's.
-//! A schema change without its upgrade script fails the comparison.
+//! (tests/fixtures/pdoflow--0.1.0.sql, installed here) and holds jobs is
+//! updated one step of the upgrade chain at a time (pdoflow-ext/sql/, as
+//! `cargo pgrx install` installs it); after every step its jobs are intact,
+//! and at the end the API works on them and its schema is, object by
+//! object, a fresh install's. A schema change without its upgrade script
+//! fails the comparison. Runs on whichever PostgreSQL `make test PG=NN`
+//! tests.
 
 use pdoflow_tests::{enqueue_took_the_sql_path, TestDatabase};
 use tokio_postgres::Client;
@@ -56,8 +59,19 @@ async fn jobs(db: &Client) -> Vec<String> {
     .collect()
 }
 
+/// Installs the frozen install script of the oldest version the chain
+/// starts from, where CREATE EXTENSION ... VERSION '0.1.0' finds it.
+fn install_oldest_version() {
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/pdoflow--0.1.0.sql");
+    let target = std::path::Path::new(&pdoflow_tests::pg_config("--sharedir"))
+        .join("extension/pdoflow--0.1.0.sql");
+    std::fs::copy(fixture, &target)
+        .unwrap_or_else(|error| panic!("copy {fixture} to {}: {error}", target.display()));
+}
+
 #[tokio::test]
-async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() {
+async fn a_database_of_0_1_0_updates_step_by_step_to_the_current_version_and_keeps_working() {
+    install_oldest_version();
     let old = TestDatabase::create_empty("upgrade_old").await;
     let db = old.connect().await;
     db.batch_execute(
@@ -76,9 +90,37 @@ async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() 
     .expect("jobs in a 0.1.0 database");
     let before = jobs(&db).await;
 
-    db.batch_execute("ALTER EXTENSION pdoflow UPDATE")
+    // Every step of the chain, in order: each upgrade script on its own.
+    let current: String = db
+        .query_one(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'pdoflow'",
+            &[],
+        )
         .await
-        .expect("ALTER EXTENSION pdoflow UPDATE");
+        .unwrap()
+        .get(0);
+    let path: String = db
+        .query_one(
+            "SELECT path FROM pg_extension_update_paths('pdoflow')
+             WHERE source = '0.1.0' AND target = $1",
+            &[&current],
+        )
+        .await
+        .expect("the update paths")
+        .try_get(0)
+        .expect("no upgrade path from 0.1.0 to the current version");
+    let steps: Vec<&str> = path.split("--").skip(1).collect();
+    assert!(
+        steps.len() >= 4,
+        "the chain 0.1.0 -> ... -> {current} skips versions: {path}"
+    );
+    for step in &steps {
+        db.batch_execute(&format!("ALTER EXTENSION pdoflow UPDATE TO '{step}'"))
+            .await
+            .unwrap_or_else(|error| panic!("update to {step}: {error}"));
+        let jobs_now = jobs(&db).await;
+        assert_eq!(jobs_now, before, "the jobs changed in the update to {step}");
+    }
     let current: String = db
         .query_one(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'pdoflow'",
@@ -130,7 +172,7 @@ async fn a_database_of_0_1_0_updates_to_the_current_version_and_keeps_working() 
     assert_eq!(refused.code().map(|code| code.code()), Some("22023"));
     assert!(
         !enqueue_took_the_sql_path(&db).await,
-        "after the update, a plain job is not written directly"
+        "after the update, a plain job goes through _enqueue_general"
     );
     // What 0.4.0 added works on the updated database: enqueuers are
     // recorded, and grants restrict a task.

@@ -53,8 +53,11 @@ async fn the_worker_reconnects_after_a_restart_and_finishes_the_queue() {
 
     let port = database.port().to_string();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/cluster.sh");
+    // The cluster `make test` started (scripts/test.sh names it, and sets
+    // PG_MAJOR for cluster.sh).
+    let cluster = std::env::var("PDOFLOW_TEST_CLUSTER").unwrap_or_else(|_| "test-pg15".into());
     let status = std::process::Command::new("bash")
-        .args([script, "restart", "test", &port])
+        .args([script, "restart", &cluster, &port])
         .status()
         .unwrap();
     assert!(status.success(), "restarting the test cluster");

@@ -92,8 +92,13 @@ fn my_database() -> u32 {
     unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
+/// This process's slot in `ProcGlobal->allProcs` (what PostgreSQL 15 kept in
+/// `PGPROC.pgprocno` and 17 calls `MyProcNumber`): the same on every version.
 fn my_procno() -> i32 {
-    unsafe { (*pg_sys::MyProc).pgprocno }
+    // SAFETY: MyProc points into the allProcs array for every backend and
+    // background worker that can reach this code.
+    let offset = unsafe { pg_sys::MyProc.offset_from((*pg_sys::ProcGlobal).allProcs) };
+    i32::try_from(offset).unwrap_or(-1)
 }
 
 /// What a sweeper takes off the board.

@@ -65,9 +65,20 @@ pub fn register_workers() {
 mod postgres {
     use std::ffi::c_int;
 
+    use pgrx::pg_sys;
+
     extern "C-unwind" {
         pub fn die(signal: c_int);
         pub fn SignalHandlerForConfigReload(signal: c_int);
+    }
+
+    /// Installs `handler` for `signal` (PostgreSQL 18 renamed the backend's
+    /// `pqsignal` to `pqsignal_be`).
+    pub unsafe fn handle(signal: c_int, handler: unsafe extern "C-unwind" fn(c_int)) {
+        #[cfg(not(feature = "pg18"))]
+        pg_sys::pqsignal(signal, Some(handler));
+        #[cfg(feature = "pg18")]
+        pg_sys::pqsignal_be(signal, Some(handler));
     }
 }
 
@@ -79,11 +90,11 @@ pub extern "C-unwind" fn pdoflow_sweeper_main(_arg: pg_sys::Datum) {
         // PostgreSQL's own handlers: SIGTERM raises an interrupt that the
         // next CHECK_FOR_INTERRUPTS turns into a clean exit, even inside a
         // statement or a lock wait; SIGHUP asks for a configuration reload.
-        pg_sys::pqsignal(
+        postgres::handle(
             pg_sys::SIGHUP as i32,
-            Some(postgres::SignalHandlerForConfigReload),
+            postgres::SignalHandlerForConfigReload,
         );
-        pg_sys::pqsignal(pg_sys::SIGTERM as i32, Some(postgres::die));
+        postgres::handle(pg_sys::SIGTERM as i32, postgres::die);
         pg_sys::BackgroundWorkerUnblockSignals();
     }
     let database = BackgroundWorker::get_extra().to_owned();

@@ -1,6 +1,9 @@
 -- Runs first: installs the extension and the helpers the other tests share.
 CREATE EXTENSION pdoflow;
-\dx pdoflow
+-- (A query rather than psql's \dx, whose columns differ between versions.)
+SELECT e.extname AS "Name", e.extversion AS "Version", e.extnamespace::regnamespace AS "Schema",
+       obj_description(e.oid, 'pg_extension') AS "Description"
+FROM pg_extension AS e WHERE e.extname = 'pdoflow';
 
 CREATE SCHEMA regress;
 

@@ -4,12 +4,10 @@
 //! Most jobs have no posting, no parents and no args schema to check (the
 //! session's copy of the registrations says so: `registered_tasks.rs`). For
 //! them this function is the whole enqueue: it checks the input, makes the
-//! id, writes the row without the executor (`plain_insert.rs`), and notes
-//! the queue for announcement. Everything else goes to the PL/pgSQL
+//! id, inserts the row with one kept plan, and notes the queue for
+//! announcement. Everything else goes to the PL/pgSQL
 //! `pdoflow._enqueue_general` (sql/api/enqueue.sql), which locks postings and
-//! parents and checks args against their task's schema; so does a plain job
-//! when a DBA's trigger, rule or column on `active_jobs` needs SQL's INSERT,
-//! or when the transaction is read-only (SQL's INSERT refuses it).
+//! parents and checks args against their task's schema.
 //!
 //! Single-job enqueue is the hot path of every producer; as PL/pgSQL it
 //! spent as long around its INSERT (checks, helper calls) as in it. The SQL
@@ -24,15 +22,14 @@ use std::cell::OnceCell;
 use pgrx::datum::{AnyElement, DatumWithOid, TimestampWithTimeZone};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use pgrx::spi::SpiError;
+use pgrx::spi::{SpiClient, SpiError};
 
 use crate::announce;
-use crate::checks;
-use crate::ids;
-use crate::kept_plan;
-use crate::plain_insert;
-use crate::registered_tasks;
-use crate::task_grants;
+use crate::api::ids;
+use crate::api::kept_plan;
+use crate::input::checks;
+use crate::tasks::registered_tasks;
+use crate::tasks::task_grants;
 
 const GENERAL: &str = "SELECT pdoflow._enqueue_general($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
@@ -50,6 +47,7 @@ const GENERAL_TYPES: [pg_sys::Oid; 9] = [
 
 thread_local! {
     static GENERAL_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
+    static PLAIN_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
 }
 
 /// `pdoflow.enqueue(task, args, queue, priority, run_at, max_attempts,
@@ -88,13 +86,13 @@ fn enqueue(
                 return Ok(Err(refused));
             }
         }
-        if let (true, Some(task)) = (plain, task) {
+        // The checks refused NULLs in these already.
+        if let (true, Some(task), Some(queue), Some(priority), Some(max_attempts)) =
+            (plain, task, queue, priority, max_attempts)
+        {
             if !registered_tasks::needs_look(&rules) {
-                if let Some(id) =
-                    insert_plain(task, args.as_ref(), queue, priority, run_at, max_attempts)
-                {
-                    return Ok(Ok(Some(id)));
-                }
+                let id = insert_plain(client, task, args, queue, priority, run_at, max_attempts)?;
+                return Ok(Ok(Some(id)));
             }
         }
         let table = kept_plan::execute(
@@ -119,50 +117,72 @@ fn enqueue(
     .map_err(internal)?
 }
 
-/// Inserts a plain job without SQL (`plain_insert.rs`) and notes its queue
-/// for announcement; None when the input or the table asks for the general
-/// path.
+/// A plain job's row: every column a queued job with no posting and no
+/// parents has, the rest keeps its default (state 'queued', attempt 0).
+const PLAIN: &str = "INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at, enqueued_by)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+const PLAIN_TYPES: [pg_sys::Oid; 9] = [
+    pg_sys::UUIDOID,
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::INT4OID,
+    pg_sys::INT4OID,
+    pg_sys::JSONBOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
+];
+
+/// Inserts a plain job with one kept plan and notes its queue for
+/// announcement.
+#[allow(clippy::too_many_arguments)]
 fn insert_plain(
+    client: &mut SpiClient<'_>,
     task: &str,
-    args: Option<&AnyElement>,
-    queue: Option<&str>,
-    priority: Option<i32>,
+    args: Option<AnyElement>,
+    queue: &str,
+    priority: i32,
     run_at: Option<TimestampWithTimeZone>,
-    max_attempts: Option<i32>,
-) -> Option<pgrx::Uuid> {
-    // The checks refused these NULLs already; the general path reports them.
-    let (Some(args), Some(queue), Some(priority), Some(max_attempts)) =
-        (args, queue, priority, max_attempts)
-    else {
-        return None;
-    };
+    max_attempts: i32,
+) -> Result<pgrx::Uuid, SpiError> {
+    let id = ids::new_id();
     let now = transaction_start();
-    let run_at = run_at.map_or(now, pg_sys::TimestampTz::from);
+    let due = run_at.map_or(now, pg_sys::TimestampTz::from);
     let enqueued_by = task_grants::role_name(task_grants::calling_role());
-    let job = plain_insert::PlainJob {
-        id: ids::new_id(),
-        task,
-        queue,
-        priority,
-        max_attempts,
-        args: args.datum(),
-        run_at,
-        created_at: now,
-        enqueued_by: &enqueued_by,
-    };
-    if !plain_insert::insert(&job) {
-        return None;
-    }
-    if run_at <= now {
+    kept_plan::execute(
+        client,
+        &PLAIN_PLAN,
+        PLAIN,
+        &PLAIN_TYPES,
+        &[
+            id.into(),
+            task.into(),
+            queue.into(),
+            priority.into(),
+            max_attempts.into(),
+            passed_through(args, pg_sys::JSONBOID),
+            timestamp(due),
+            timestamp(now),
+            enqueued_by.as_str().into(),
+        ],
+    )?;
+    if due <= now {
         announce::announce(queue);
     }
-    Some(job.id)
+    Ok(id)
 }
 
 /// now(): the current transaction's start time.
 fn transaction_start() -> pg_sys::TimestampTz {
     // SAFETY: reads a timestamp the transaction set when it started.
     unsafe { pg_sys::GetCurrentTransactionStartTimestamp() }
+}
+
+/// A timestamptz parameter.
+fn timestamp(value: pg_sys::TimestampTz) -> DatumWithOid<'static> {
+    // SAFETY: a timestamptz is an i64 passed by value, as an int8 is.
+    unsafe { DatumWithOid::new(value, pg_sys::TIMESTAMPTZOID) }
 }
 
 /// An argument of this call handed on as it came: `oid` is its declared type.

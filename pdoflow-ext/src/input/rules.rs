@@ -1,7 +1,7 @@
 //! The rules for values passed to the SQL API. Pure functions, so the rules
 //! can be read and tested in one place; `checks.rs` applies them to SQL input.
 
-use crate::errors::InputError;
+use crate::input::errors::InputError;
 
 /// The limits superusers set (`pdoflow.max_payload_bytes`,
 /// `pdoflow.max_attempts_limit`), read once per call.

@@ -30,7 +30,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiError};
 use pgrx::{pg_shmem_init, register_xact_callback, PgAtomic, PgXactCallbackEvent};
 
-use crate::kept_plan;
+use crate::api::kept_plan;
 use crate::settings::REQUIRE_REGISTERED_TASKS;
 
 /// Low 20 bits: transactions committing a change to `pdoflow.tasks` (more

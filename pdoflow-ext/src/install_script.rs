@@ -6,9 +6,14 @@ use pgrx::prelude::*;
 extension_sql_file!("../../sql/schema.sql", name = "schema", bootstrap);
 
 extension_sql_file!(
+    "../../sql/api/states.sql",
+    name = "states",
+    requires = ["schema"]
+);
+extension_sql_file!(
     "../../sql/api/history.sql",
     name = "history",
-    requires = ["schema"]
+    requires = ["states"]
 );
 extension_sql_file!(
     "../../sql/api/dependencies.sql",
@@ -20,11 +25,11 @@ extension_sql_file!(
     name = "postings",
     requires = [
         "dependencies",
-        ids::uuid_generate_v7,
-        checks::check_posting,
-        checks::check_posting_ref,
-        checks::check_posting_status,
-        isolation::require_read_committed
+        api::ids::uuid_generate_v7,
+        input::checks::check_posting,
+        input::checks::check_posting_ref,
+        input::checks::check_posting_status,
+        api::isolation::require_read_committed
     ]
 );
 extension_sql_file!(
@@ -32,13 +37,13 @@ extension_sql_file!(
     name = "tasks",
     requires = [
         "schema",
-        checks::check_worker_name,
-        task_schema::check_args_schema,
-        task_schema::validate_args,
+        input::checks::check_worker_name,
+        input::task_schema::check_args_schema,
+        input::task_schema::validate_args,
         settings::require_registered_tasks,
-        task_grants::check_task_grant,
-        task_grants::calling_role_name,
-        task_grants::may_enqueue_task
+        tasks::task_grants::check_task_grant,
+        tasks::task_grants::calling_role_name,
+        tasks::task_grants::may_enqueue_task
     ]
 );
 extension_sql_file!(
@@ -47,35 +52,35 @@ extension_sql_file!(
     requires = [
         "postings",
         "tasks",
-        ids::uuid_generate_v7,
-        checks::check_dependencies,
-        task_grants::check_task_grants
+        api::ids::uuid_generate_v7,
+        input::checks::check_dependencies,
+        tasks::task_grants::check_task_grants
     ]
 );
 extension_sql_file!(
     "../../sql/api/dag.sql",
     name = "dag",
-    requires = ["enqueue", dag_plan::plan_dag]
+    requires = ["enqueue", api::submit_dag::plan_dag]
 );
 extension_sql_file!(
     "../../sql/api/workers.sql",
     name = "workers",
-    requires = ["schema", checks::check_worker_name]
+    requires = ["schema", input::checks::check_worker_name]
 );
 extension_sql_file!(
     "../../sql/api/claim.sql",
     name = "claim",
-    requires = ["workers", "dependencies", checks::check_claim]
+    requires = ["workers", "dependencies", input::checks::check_claim]
 );
 extension_sql_file!(
     "../../sql/api/finish.sql",
     name = "finish",
     requires = [
         "postings",
-        isolation::require_read_committed,
-        checks::check_finish_batch,
-        checks::check_results,
-        retry_policy::retry_delay
+        api::isolation::require_read_committed,
+        input::checks::check_finish_batch,
+        input::checks::check_results,
+        api::retry_policy::retry_delay
     ]
 );
 extension_sql_file!(
@@ -99,7 +104,7 @@ extension_sql_file!(
     requires = [
         "finish",
         "workers",
-        checks::check_sweep,
+        input::checks::check_sweep,
         settings::retention,
         settings::worker_timeout,
         sweeper::background_sweeper_missing

@@ -9,13 +9,13 @@
 use std::collections::HashSet;
 use std::ffi::CString;
 
-use crate::errors::InputError;
-use crate::job_document::{self, Timestamp};
-use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
-use crate::validate::{
+use crate::input::errors::InputError;
+use crate::input::job_document::{self, Timestamp};
+use crate::input::rules::{
     at_least, at_most, max_attempts, name, one_of, payload, present, Limits, DEPENDENCY_MODES,
     DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
 };
+use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
 use pgrx::array::RawArray;
 use pgrx::datum::{AnyArray, AnyElement, Array, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::panic::{CaughtError, ErrorReport};
@@ -110,9 +110,10 @@ fn positive(param: &str, value: Interval) -> Result<(), InputError> {
     Ok(())
 }
 
-/// `_check_job`, which enqueue called until 0.3.0: the install scripts of
-/// earlier versions (sql/versions/) still declare it, so the library keeps
-/// the function they name. 0.3.0 drops it from the schema.
+/// `_check_job`, which enqueue called until 0.3.0: the install script of
+/// 0.1.0 (the oldest upgrades start from, tests/fixtures/) and the upgrade
+/// scripts up to 0.3.0 still declare it, so the library keeps the function
+/// they name. 0.3.0 drops it from the schema.
 #[pg_extern(stable, parallel_safe, sql = false, name = "_check_job")]
 fn check_job(
     task: Option<&str>,

@@ -4,11 +4,11 @@
 
 use pgrx::prelude::*;
 
-use crate::checks::{current_limits, judge_timestamp};
-use crate::dag_document::{self, Parent};
-use crate::errors::InputError;
-use crate::ids::new_id;
-use crate::validate::present;
+use crate::api::ids::new_id;
+use crate::input::checks::{current_limits, judge_timestamp};
+use crate::input::dag_document::{self, Parent};
+use crate::input::errors::InputError;
+use crate::input::rules::present;
 
 type PlanRow = (
     Vec<String>,

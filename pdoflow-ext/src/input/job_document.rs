@@ -7,8 +7,8 @@
 
 use serde_json::value::RawValue;
 
-use crate::errors::{quote, shorten, InputError};
-use crate::validate::{
+use crate::input::errors::{quote, shorten, InputError};
+use crate::input::rules::{
     max_attempts, name, one_of, payload, Limits, DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT,
     RUN_AT_MAX_YEARS,
 };

@@ -18,12 +18,12 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::value::RawValue;
 
-use crate::errors::{quote, InputError};
-use crate::job_document::{
+use crate::input::errors::{quote, InputError};
+use crate::input::job_document::{
     check_job_options, dependency_mode, string, strings, unreadable, uuid_list, wrong_type, Fields,
     Timestamp,
 };
-use crate::validate::{name, Limits};
+use crate::input::rules::{name, Limits};
 
 const DAG_KEYS: &[&str] = &["nodes", "edges"];
 const DAG_KEYS_TEXT: &str = "nodes, edges";

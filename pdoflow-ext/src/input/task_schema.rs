@@ -23,8 +23,8 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use serde_json::{Map, Value};
 
-use crate::errors::InputError;
-use crate::validate::present;
+use crate::input::errors::InputError;
+use crate::input::rules::present;
 
 thread_local! {
     /// Task name -> (schema text, its compiled validator).

@@ -31,9 +31,9 @@ use std::ffi::CStr;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
-use crate::errors::InputError;
-use crate::registered_tasks;
-use crate::validate::{name, present};
+use crate::input::errors::InputError;
+use crate::input::rules::{name, present};
+use crate::tasks::registered_tasks;
 
 /// The calling role (see the module documentation).
 pub fn calling_role() -> pg_sys::Oid {
