@@ -29,7 +29,8 @@ trap cleanup EXIT
 say "Installing ${extension_deb##*/} and ${run_deb##*/} with dpkg -i"
 # A library that a running server has loaded must stay as it is: dpkg
 # replaces files by renaming new ones into place, which leaves it alone.
-dpkg -i "${extension_deb}" "${run_deb}" >/dev/null
+log="${REPO_ROOT}/target/package-test.log"
+dpkg -i "${extension_deb}" "${run_deb}" >"${log}" 2>&1 || { cat "${log}" >&2; die "dpkg -i failed"; }
 dpkg -L postgresql-15-pdoflow | grep -q '^/usr/lib/postgresql/15/lib/pdoflow.so$' \
     || die "the package did not install pdoflow.so"
 control_version="$(sed -n "s/^default_version = '\(.*\)'/\1/p" /usr/share/postgresql/15/extension/pdoflow.control)"
@@ -44,7 +45,8 @@ psql -c "CREATE EXTENSION pdoflow"
 [ "$(psql -c "SELECT extversion FROM pg_extension WHERE extname = 'pdoflow'")" = "${control_version}" ] \
     || die "CREATE EXTENSION did not install version ${control_version}"
 job="$(psql -c "SELECT pdoflow.enqueue('noop', '{}')")"
-/usr/bin/pdoflow-run worker --database-url "${url}" --burst >/dev/null
+/usr/bin/pdoflow-run worker --database-url "${url}" --burst >>"${log}" 2>&1 \
+    || { cat "${log}" >&2; die "the packaged pdoflow-run failed"; }
 state="$(psql -c "SELECT state FROM pdoflow.jobs WHERE id = '${job}'")"
 [ "${state}" = succeeded ] || die "the job ended ${state:-nowhere}, not succeeded"
 # The sweeper (from the packaged library) is running in the cluster.
