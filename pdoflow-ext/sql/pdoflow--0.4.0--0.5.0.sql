@@ -13,6 +13,9 @@
 --   _waiting_state.
 -- * claim and claim_job start attempts through one function,
 --   _start_attempts.
+-- * Every SQL path that adds jobs (_enqueue_general, both enqueue_many,
+--   submit_dag) writes them through one function, _insert_jobs, which also
+--   announces the queues that gained jobs due now.
 \echo Use "ALTER EXTENSION pdoflow UPDATE" to load this file. \quit
 
 -- sql/api/states.sql: new
@@ -589,13 +592,11 @@ DECLARE
     existing      uuid[];
     existing_ids  uuid[];
     existing_state text[];
-    due_queues    text[];
-    enqueuer      text;
+    jobs          record;
 BEGIN
     SELECT * INTO plan FROM pdoflow._plan_dag(submit_dag.dag::text);
     PERFORM pdoflow._check_task_grants(array_agg(DISTINCT n.node::jsonb ->> 'task'))
     FROM unnest(plan.nodes) AS n(node);
-    enqueuer := pdoflow._calling_role();
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
         FROM (
@@ -632,6 +633,9 @@ BEGIN
         GROUP BY e.child
     ), job AS (
         SELECT n.ord, n.name, n.id, n.node::jsonb AS node, n.mode, d.pending, d.parents,
+               -- Where the job's parents start in the flat list of all of them.
+               1 + coalesce(sum(cardinality(d.parents)) OVER (ORDER BY n.ord ROWS BETWEEN UNBOUNDED PRECEDING
+                                                                               AND 1 PRECEDING), 0) AS first_parent,
                CASE
                    WHEN n.mode IS NULL THEN 'ready'
                    WHEN n.mode = 'all' AND d.lost IS NOT NULL
@@ -643,29 +647,30 @@ BEGIN
                END AS start
         FROM unnest(plan.names, plan.ids, plan.nodes, plan.modes) WITH ORDINALITY AS n(name, id, node, mode, ord)
         LEFT JOIN edge AS d ON d.child = n.ord
-    ), inserted AS (
-        INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                         created_at, state, parents_pending, depends_on, dependency_mode, node,
-                                         enqueued_by)
-        SELECT j.id, submit_dag.posting, j.node ->> 'task',
-               coalesce(j.node ->> 'queue', posting_row.queue, 'default'),
-               coalesce(nullif(j.node -> 'priority', 'null')::integer, posting_row.priority, 0),
-               coalesce(nullif(j.node -> 'max_attempts', 'null')::integer, 5),
-               coalesce(nullif(j.node -> 'args', 'null'::jsonb), '{}'::jsonb),
-               coalesce((j.node ->> 'run_at')::timestamptz, now()),
-               now(),
-               CASE WHEN j.start = 'blocked' THEN 'blocked'
-                    ELSE pdoflow._waiting_state(posting_row.status) END,
-               CASE WHEN j.start = 'blocked' THEN j.pending END,
-               j.parents, j.mode, j.name, enqueuer
-        FROM job AS j
-        ORDER BY j.ord
-        RETURNING queue, state, run_at
     )
-    SELECT array_agg(DISTINCT i.queue) INTO due_queues
-    FROM inserted AS i
-    WHERE i.state = 'queued' AND i.run_at <= now();
-    PERFORM pdoflow._announce(q) FROM unnest(due_queues) AS q;
+    -- The jobs as _insert_jobs takes them, in plan order (parents first;
+    -- the arrays are filled from the ordered rows).
+    SELECT array_agg(j.id) AS ids,
+           array_agg(j.node ->> 'task') AS tasks,
+           array_agg(coalesce(nullif(j.node -> 'args', 'null'::jsonb), '{}'::jsonb)) AS args,
+           array_agg(coalesce(j.node ->> 'queue', posting_row.queue, 'default')) AS queues,
+           array_agg(coalesce(nullif(j.node -> 'priority', 'null')::integer, posting_row.priority, 0)) AS priorities,
+           array_agg(coalesce(nullif(j.node -> 'max_attempts', 'null')::integer, 5)) AS attempts,
+           array_agg((j.node ->> 'run_at')::timestamptz) AS run_ats,
+           array_agg(CASE WHEN j.start = 'blocked' THEN 'blocked'
+                          ELSE pdoflow._waiting_state(posting_row.status) END) AS states,
+           array_agg(CASE WHEN j.start = 'blocked' THEN j.pending::integer END) AS pending,
+           (SELECT array_agg(p.parent ORDER BY f.ord, p.k)
+            FROM job AS f, unnest(f.parents) WITH ORDINALITY AS p(parent, k)) AS parents,
+           array_agg(j.first_parent::integer) AS first_parents,
+           array_agg(cardinality(j.parents)) AS parent_counts,
+           array_agg(j.mode) AS modes,
+           array_agg(j.name) AS names
+    INTO jobs
+    FROM (SELECT * FROM job ORDER BY job.ord) AS j;
+    PERFORM pdoflow._insert_jobs(jobs.ids, jobs.tasks, jobs.args, jobs.queues, jobs.priorities, jobs.attempts,
+                                 jobs.run_ats, jobs.states, submit_dag.posting, jobs.pending, jobs.parents,
+                                 jobs.first_parents, jobs.parent_counts, jobs.modes, jobs.names);
 
     RETURN QUERY
     SELECT n.name, n.id FROM unnest(plan.names, plan.ids) WITH ORDINALITY AS n(name, id, ord) ORDER BY n.ord;
@@ -795,6 +800,270 @@ $$;
 COMMENT ON FUNCTION pdoflow.retry(uuid) IS
     'Re-queues a failed or cancelled job, due now (blocked again while it has parents to wait for); false when it is already active.';
 
+-- sql/api/enqueue.sql: new
+CREATE FUNCTION pdoflow._insert_jobs(
+    ids             uuid[],
+    tasks           text[],
+    args            jsonb[],
+    queues          text[],
+    priorities      integer[],
+    max_attempts    integer[],
+    run_ats         timestamptz[],
+    states          text[],
+    posting         uuid      DEFAULT NULL,
+    parents_pending integer[] DEFAULT NULL,
+    parents         uuid[]    DEFAULT NULL,
+    first_parents   integer[] DEFAULT NULL,
+    parent_counts   integer[] DEFAULT NULL,
+    modes           text[]    DEFAULT NULL,
+    nodes           text[]    DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    notified bigint;
+BEGIN
+    IF coalesce(cardinality(ids), 0) = 0 THEN
+        RETURN;  -- no jobs (the shared values alone would make a row below)
+    END IF;
+    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
+                                     created_at, state, parents_pending, depends_on, dependency_mode,
+                                     node, enqueued_by)
+        SELECT j.id, j.posting, j.task, j.queue, j.priority, j.max_attempts, j.args,
+               coalesce(j.run_at, now()), now(), j.state, j.pending,
+               CASE WHEN j.parent_count > 0
+                    THEN _insert_jobs.parents[j.first_parent : j.first_parent + j.parent_count - 1] END,
+               j.mode, j.node, j.enqueued_by
+        FROM (
+            -- Per job: its own element, or the value every job shares.
+            SELECT e.id, coalesce(one.task, e.task) AS task, coalesce(one.args, e.args) AS args,
+                   coalesce(one.queue, e.queue) AS queue, coalesce(one.priority, e.priority) AS priority,
+                   coalesce(one.max_attempts, e.max_attempts) AS max_attempts,
+                   coalesce(one.run_at, e.run_at) AS run_at, coalesce(one.state, e.state) AS state,
+                   coalesce(one.pending, e.pending) AS pending,
+                   coalesce(one.first_parent, e.first_parent) AS first_parent,
+                   coalesce(one.parent_count, e.parent_count) AS parent_count,
+                   coalesce(one.mode, e.mode) AS mode, coalesce(one.node, e.node) AS node,
+                   one.posting, one.enqueued_by
+            FROM (
+                -- The shared values: arrays of one element. Worked out once
+                -- (OFFSET 0 keeps the planner from doing it for every job).
+                SELECT CASE WHEN cardinality(tasks) = 1 THEN tasks[1] END AS task,
+                       CASE WHEN cardinality(_insert_jobs.args) = 1 THEN _insert_jobs.args[1] END AS args,
+                       CASE WHEN cardinality(queues) = 1 THEN queues[1] END AS queue,
+                       CASE WHEN cardinality(priorities) = 1 THEN priorities[1] END AS priority,
+                       CASE WHEN cardinality(_insert_jobs.max_attempts) = 1
+                            THEN _insert_jobs.max_attempts[1] END AS max_attempts,
+                       CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END AS run_at,
+                       CASE WHEN cardinality(states) = 1 THEN states[1] END AS state,
+                       CASE WHEN cardinality(_insert_jobs.parents_pending) = 1
+                            THEN _insert_jobs.parents_pending[1] END AS pending,
+                       CASE WHEN cardinality(first_parents) = 1 THEN first_parents[1] END AS first_parent,
+                       CASE WHEN cardinality(parent_counts) = 1 THEN parent_counts[1] END AS parent_count,
+                       CASE WHEN cardinality(modes) = 1 THEN modes[1] END AS mode,
+                       CASE WHEN cardinality(nodes) = 1 THEN nodes[1] END AS node,
+                       _insert_jobs.posting AS posting, pdoflow._calling_role() AS enqueued_by
+                OFFSET 0
+            ) AS one,
+            ROWS FROM (unnest(ids), unnest(tasks), unnest(_insert_jobs.args), unnest(queues),
+                       unnest(priorities), unnest(_insert_jobs.max_attempts), unnest(run_ats),
+                       unnest(states), unnest(_insert_jobs.parents_pending), unnest(first_parents),
+                       unnest(parent_counts), unnest(modes), unnest(nodes))
+                 AS e(id, task, args, queue, priority, max_attempts, run_at, state, pending,
+                      first_parent, parent_count, mode, node)
+        ) AS j;
+    -- The queues that gained jobs to run now, read from the input rather
+    -- than the rows (RETURNING would hold every row of a bulk insert): jobs
+    -- that share their queue, state and due time are one row here.
+    SELECT count(pdoflow._announce(due.queue)) INTO notified
+    FROM (
+        SELECT DISTINCT coalesce(d.queue, CASE WHEN cardinality(queues) = 1 THEN queues[1] END) AS queue
+        FROM ROWS FROM (unnest(queues), unnest(states), unnest(run_ats)) AS d(queue, state, run_at)
+        WHERE coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) = 'queued'
+          AND coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) <= now()
+    ) AS due;
+END
+$$;
+
+-- sql/api/enqueue.sql: changed
+CREATE OR REPLACE FUNCTION pdoflow._enqueue_general(
+    task            text,
+    args            jsonb,
+    queue           text,
+    priority        integer,
+    run_at          timestamptz,
+    max_attempts    integer,
+    posting         uuid,
+    depends_on      uuid[],
+    dependency_mode text
+) RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+#variable_conflict use_column
+DECLARE
+    job_id uuid := pdoflow.uuid_generate_v7();
+    place  record;
+BEGIN
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(_enqueue_general.task, ARRAY[_enqueue_general.args], ARRAY['args']);
+    END IF;
+    SELECT * INTO place
+    FROM pdoflow._new_job_placement(_enqueue_general.queue, _enqueue_general.priority,
+                                    _enqueue_general.posting, _enqueue_general.depends_on,
+                                    _enqueue_general.dependency_mode);
+    PERFORM pdoflow._insert_jobs(
+        ARRAY[job_id], ARRAY[_enqueue_general.task], ARRAY[_enqueue_general.args], ARRAY[place.job_queue],
+        ARRAY[place.job_priority], ARRAY[_enqueue_general.max_attempts], ARRAY[_enqueue_general.run_at],
+        ARRAY[place.job_state], _enqueue_general.posting,
+        parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
+        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode]);
+    RETURN job_id;
+END
+$$;
+
+-- sql/api/enqueue.sql: changed
+CREATE OR REPLACE FUNCTION pdoflow.enqueue_many(
+    task            text,
+    args            jsonb[],
+    queue           text        DEFAULT 'default',
+    priority        integer     DEFAULT 0,
+    run_at          timestamptz DEFAULT NULL,
+    max_attempts    integer     DEFAULT 5,
+    posting         uuid        DEFAULT NULL,
+    depends_on      uuid[]      DEFAULT NULL,
+    dependency_mode text        DEFAULT 'all'
+) RETURNS TABLE (id uuid)
+LANGUAGE plpgsql VOLATILE ROWS 1000
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    job_ids uuid[];
+    place   record;
+    n       integer := cardinality(enqueue_many.args);
+BEGIN
+    PERFORM pdoflow._check_job_batch(enqueue_many.task, enqueue_many.args, enqueue_many.queue,
+                                     enqueue_many.priority, enqueue_many.run_at, enqueue_many.max_attempts);
+    PERFORM pdoflow._check_task_grants(ARRAY[enqueue_many.task]);
+    IF pdoflow._task_checks_needed() THEN
+        PERFORM pdoflow._check_task_args(enqueue_many.task, enqueue_many.args);
+    END IF;
+    IF enqueue_many.posting IS NULL AND enqueue_many.depends_on IS NULL
+       AND enqueue_many.dependency_mode = 'all' THEN
+        SELECT enqueue_many.queue AS job_queue, enqueue_many.priority AS job_priority,
+               'queued'::text AS job_state, NULL::integer AS pending, NULL::uuid[] AS parents,
+               NULL::text AS mode
+        INTO place;
+    ELSE
+        SELECT * INTO place
+        FROM pdoflow._new_job_placement(enqueue_many.queue, enqueue_many.priority, enqueue_many.posting,
+                                        enqueue_many.depends_on, enqueue_many.dependency_mode);
+    END IF;
+    job_ids := pdoflow._uuid_v7_array(n);
+    -- The options every job shares go as one-element arrays.
+    PERFORM pdoflow._insert_jobs(
+        job_ids, ARRAY[enqueue_many.task], enqueue_many.args, ARRAY[place.job_queue], ARRAY[place.job_priority],
+        ARRAY[enqueue_many.max_attempts], ARRAY[enqueue_many.run_at], ARRAY[place.job_state],
+        enqueue_many.posting,
+        parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
+        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode]);
+    RETURN QUERY SELECT unnest(job_ids);
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text) IS
+    'Adds one job of the given task per element of args, in one statement; returns the ids in args order.';
+
+-- sql/api/enqueue.sql: changed
+CREATE OR REPLACE FUNCTION pdoflow.enqueue_many(jobs jsonb)
+RETURNS TABLE (id uuid)
+LANGUAGE plpgsql VOLATILE ROWS 1000
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    job_ids      uuid[];
+    job          jsonb;
+    one_by_one   boolean;
+    checks       boolean;
+    tasks        text[];
+    job_args     jsonb[];
+    queues       text[];
+    priorities   integer[];
+    attempts     integer[];
+    run_ats      timestamptz[];
+BEGIN
+    -- Jobs with postings or parents need locks and lookups each: one enqueue
+    -- call per job, in order. So does a document of one job (the Rust
+    -- client's single enqueue): enqueue's own plain insert is the quickest
+    -- way in for it. The document is checked whole first, either way.
+    one_by_one := pdoflow._check_job_list(enqueue_many.jobs::text);
+    one_by_one := one_by_one OR jsonb_array_length(enqueue_many.jobs) = 1;
+    checks := pdoflow._task_checks_needed();
+    -- Every task's grants before anything else about it (enqueue checks a
+    -- job's grants too, so one by one they are checked here only ahead of
+    -- the args), then the args against their tasks' schemas, naming each
+    -- job by its place in the document.
+    IF checks OR NOT one_by_one THEN
+        PERFORM pdoflow._check_task_grants(array_agg(DISTINCT e.job ->> 'task'))
+        FROM jsonb_array_elements(enqueue_many.jobs) AS e(job);
+    END IF;
+    IF checks THEN
+        PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
+        FROM (
+            SELECT e.job ->> 'task' AS task,
+                   array_agg(coalesce(nullif(e.job -> 'args', 'null'::jsonb), '{}'::jsonb) ORDER BY e.n) AS args,
+                   array_agg(format('jobs[%s].args', e.n - 1) ORDER BY e.n) AS params
+            FROM jsonb_array_elements(enqueue_many.jobs) WITH ORDINALITY AS e(job, n)
+            GROUP BY 1
+        ) AS t;
+    END IF;
+    IF one_by_one THEN
+        job_ids := '{}';
+        FOR job IN SELECT jsonb_array_elements(enqueue_many.jobs) LOOP
+            job_ids := job_ids || pdoflow.enqueue(
+                task            => job ->> 'task',
+                args            => coalesce(nullif(job -> 'args', 'null'::jsonb), '{}'::jsonb),
+                queue           => coalesce(job ->> 'queue', 'default'),
+                priority        => coalesce(nullif(job -> 'priority', 'null')::integer, 0),
+                run_at          => (job ->> 'run_at')::timestamptz,
+                max_attempts    => coalesce(nullif(job -> 'max_attempts', 'null')::integer, 5),
+                posting         => (job ->> 'posting')::uuid,
+                depends_on      => (SELECT array_agg(p::uuid)
+                                    FROM jsonb_array_elements_text(nullif(job -> 'depends_on', 'null'::jsonb)) AS p),
+                dependency_mode => coalesce(job ->> 'dependency_mode', 'all'));
+        END LOOP;
+        RETURN QUERY SELECT unnest(job_ids);
+        RETURN;
+    END IF;
+    -- One pass over the document: every array gets its elements in the same
+    -- order, each job's beside its id (ROWS FROM pairs them).
+    SELECT array_agg(spec.id),
+           array_agg(spec.job ->> 'task'),
+           array_agg(coalesce(nullif(spec.job -> 'args', 'null'::jsonb), '{}'::jsonb)),
+           array_agg(coalesce(spec.job ->> 'queue', 'default')),
+           array_agg(coalesce(nullif(spec.job -> 'priority', 'null')::integer, 0)),
+           array_agg(coalesce(nullif(spec.job -> 'max_attempts', 'null')::integer, 5)),
+           array_agg((spec.job ->> 'run_at')::timestamptz)
+    INTO job_ids, tasks, job_args, queues, priorities, attempts, run_ats
+    FROM ROWS FROM (jsonb_array_elements(enqueue_many.jobs),
+                    unnest(pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs)))) AS spec(job, id);
+    IF job_ids IS NOT NULL THEN
+        PERFORM pdoflow._insert_jobs(job_ids, tasks, job_args, queues, priorities, attempts, run_ats,
+                                     ARRAY['queued']);
+    END IF;
+    -- The ids in the document's order (they are time-ordered as made).
+    RETURN QUERY SELECT i FROM unnest(job_ids) AS i ORDER BY i;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.enqueue_many(jsonb) IS
+    'Adds the jobs described by a JSON array of objects with enqueue''s parameters as keys; returns the ids in array order.';
+
 -- sql/roles.sql: the new internal functions are the owner's only.
 REVOKE ALL ON FUNCTION pdoflow._waiting_state(text), pdoflow._after_failed_attempt(integer, integer, text),
-    pdoflow._failed_attempt_error(text, text, uuid), pdoflow._start_attempts(uuid[], text, interval) FROM PUBLIC;
+    pdoflow._failed_attempt_error(text, text, uuid), pdoflow._start_attempts(uuid[], text, interval),
+    pdoflow._insert_jobs(uuid[], text[], jsonb[], text[], integer[], integer[], timestamptz[], text[], uuid,
+                         integer[], uuid[], integer[], integer[], text[], text[]) FROM PUBLIC;

@@ -1,6 +1,7 @@
 -- Submitting a whole DAG in one call: pdoflow._plan_dag (Rust) checks the
 -- document, expands sub-DAGs and orders the jobs parents first, with their
--- ids; one INSERT then adds them all, blocked where they have parents.
+-- ids; pdoflow._insert_jobs (enqueue.sql) then adds them all in one
+-- statement, blocked where they have parents.
 
 -- Raises the error for a DAG node whose dependency on existing jobs can
 -- never be met (used inside submit_dag's INSERT, so nothing is inserted).
@@ -33,13 +34,11 @@ DECLARE
     existing      uuid[];
     existing_ids  uuid[];
     existing_state text[];
-    due_queues    text[];
-    enqueuer      text;
+    jobs          record;
 BEGIN
     SELECT * INTO plan FROM pdoflow._plan_dag(submit_dag.dag::text);
     PERFORM pdoflow._check_task_grants(array_agg(DISTINCT n.node::jsonb ->> 'task'))
     FROM unnest(plan.nodes) AS n(node);
-    enqueuer := pdoflow._calling_role();
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
         FROM (
@@ -76,6 +75,9 @@ BEGIN
         GROUP BY e.child
     ), job AS (
         SELECT n.ord, n.name, n.id, n.node::jsonb AS node, n.mode, d.pending, d.parents,
+               -- Where the job's parents start in the flat list of all of them.
+               1 + coalesce(sum(cardinality(d.parents)) OVER (ORDER BY n.ord ROWS BETWEEN UNBOUNDED PRECEDING
+                                                                               AND 1 PRECEDING), 0) AS first_parent,
                CASE
                    WHEN n.mode IS NULL THEN 'ready'
                    WHEN n.mode = 'all' AND d.lost IS NOT NULL
@@ -87,29 +89,30 @@ BEGIN
                END AS start
         FROM unnest(plan.names, plan.ids, plan.nodes, plan.modes) WITH ORDINALITY AS n(name, id, node, mode, ord)
         LEFT JOIN edge AS d ON d.child = n.ord
-    ), inserted AS (
-        INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                         created_at, state, parents_pending, depends_on, dependency_mode, node,
-                                         enqueued_by)
-        SELECT j.id, submit_dag.posting, j.node ->> 'task',
-               coalesce(j.node ->> 'queue', posting_row.queue, 'default'),
-               coalesce(nullif(j.node -> 'priority', 'null')::integer, posting_row.priority, 0),
-               coalesce(nullif(j.node -> 'max_attempts', 'null')::integer, 5),
-               coalesce(nullif(j.node -> 'args', 'null'::jsonb), '{}'::jsonb),
-               coalesce((j.node ->> 'run_at')::timestamptz, now()),
-               now(),
-               CASE WHEN j.start = 'blocked' THEN 'blocked'
-                    ELSE pdoflow._waiting_state(posting_row.status) END,
-               CASE WHEN j.start = 'blocked' THEN j.pending END,
-               j.parents, j.mode, j.name, enqueuer
-        FROM job AS j
-        ORDER BY j.ord
-        RETURNING queue, state, run_at
     )
-    SELECT array_agg(DISTINCT i.queue) INTO due_queues
-    FROM inserted AS i
-    WHERE i.state = 'queued' AND i.run_at <= now();
-    PERFORM pdoflow._announce(q) FROM unnest(due_queues) AS q;
+    -- The jobs as _insert_jobs takes them, in plan order (parents first;
+    -- the arrays are filled from the ordered rows).
+    SELECT array_agg(j.id) AS ids,
+           array_agg(j.node ->> 'task') AS tasks,
+           array_agg(coalesce(nullif(j.node -> 'args', 'null'::jsonb), '{}'::jsonb)) AS args,
+           array_agg(coalesce(j.node ->> 'queue', posting_row.queue, 'default')) AS queues,
+           array_agg(coalesce(nullif(j.node -> 'priority', 'null')::integer, posting_row.priority, 0)) AS priorities,
+           array_agg(coalesce(nullif(j.node -> 'max_attempts', 'null')::integer, 5)) AS attempts,
+           array_agg((j.node ->> 'run_at')::timestamptz) AS run_ats,
+           array_agg(CASE WHEN j.start = 'blocked' THEN 'blocked'
+                          ELSE pdoflow._waiting_state(posting_row.status) END) AS states,
+           array_agg(CASE WHEN j.start = 'blocked' THEN j.pending::integer END) AS pending,
+           (SELECT array_agg(p.parent ORDER BY f.ord, p.k)
+            FROM job AS f, unnest(f.parents) WITH ORDINALITY AS p(parent, k)) AS parents,
+           array_agg(j.first_parent::integer) AS first_parents,
+           array_agg(cardinality(j.parents)) AS parent_counts,
+           array_agg(j.mode) AS modes,
+           array_agg(j.name) AS names
+    INTO jobs
+    FROM (SELECT * FROM job ORDER BY job.ord) AS j;
+    PERFORM pdoflow._insert_jobs(jobs.ids, jobs.tasks, jobs.args, jobs.queues, jobs.priorities, jobs.attempts,
+                                 jobs.run_ats, jobs.states, submit_dag.posting, jobs.pending, jobs.parents,
+                                 jobs.first_parents, jobs.parent_counts, jobs.modes, jobs.names);
 
     RETURN QUERY
     SELECT n.name, n.id FROM unnest(plan.names, plan.ids) WITH ORDINALITY AS n(name, id, ord) ORDER BY n.ord;

@@ -7,6 +7,102 @@
 -- A job may join a posting (see postings.sql) and depend on other jobs (see
 -- dependencies.sql); jobs with neither take the short path.
 
+-- New jobs: the one place that says what a new job's row holds, and that
+-- announces the queues where jobs can run at once. Every SQL path that adds
+-- jobs (_enqueue_general, both enqueue_many, submit_dag) decides where each
+-- job starts, then calls this; the Rust enqueue's plain job is the same row
+-- with no posting and no parents (pdoflow-ext/src/api/enqueue.rs, checked
+-- against this function by tests/tests/enqueue_row.rs).
+--
+-- One job per element of ids. Every other array holds one value per job, or
+-- a single value that every job takes (enqueue_many's shared options), or
+-- is NULL when no job has that value. A job's run_at NULL means now. Its
+-- parents are parents[first_parent : first_parent + parent_count - 1]:
+-- jobs that share their parents share one slice.
+CREATE FUNCTION pdoflow._insert_jobs(
+    ids             uuid[],
+    tasks           text[],
+    args            jsonb[],
+    queues          text[],
+    priorities      integer[],
+    max_attempts    integer[],
+    run_ats         timestamptz[],
+    states          text[],
+    posting         uuid      DEFAULT NULL,
+    parents_pending integer[] DEFAULT NULL,
+    parents         uuid[]    DEFAULT NULL,
+    first_parents   integer[] DEFAULT NULL,
+    parent_counts   integer[] DEFAULT NULL,
+    modes           text[]    DEFAULT NULL,
+    nodes           text[]    DEFAULT NULL
+) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+    notified bigint;
+BEGIN
+    IF coalesce(cardinality(ids), 0) = 0 THEN
+        RETURN;  -- no jobs (the shared values alone would make a row below)
+    END IF;
+    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
+                                     created_at, state, parents_pending, depends_on, dependency_mode,
+                                     node, enqueued_by)
+        SELECT j.id, j.posting, j.task, j.queue, j.priority, j.max_attempts, j.args,
+               coalesce(j.run_at, now()), now(), j.state, j.pending,
+               CASE WHEN j.parent_count > 0
+                    THEN _insert_jobs.parents[j.first_parent : j.first_parent + j.parent_count - 1] END,
+               j.mode, j.node, j.enqueued_by
+        FROM (
+            -- Per job: its own element, or the value every job shares.
+            SELECT e.id, coalesce(one.task, e.task) AS task, coalesce(one.args, e.args) AS args,
+                   coalesce(one.queue, e.queue) AS queue, coalesce(one.priority, e.priority) AS priority,
+                   coalesce(one.max_attempts, e.max_attempts) AS max_attempts,
+                   coalesce(one.run_at, e.run_at) AS run_at, coalesce(one.state, e.state) AS state,
+                   coalesce(one.pending, e.pending) AS pending,
+                   coalesce(one.first_parent, e.first_parent) AS first_parent,
+                   coalesce(one.parent_count, e.parent_count) AS parent_count,
+                   coalesce(one.mode, e.mode) AS mode, coalesce(one.node, e.node) AS node,
+                   one.posting, one.enqueued_by
+            FROM (
+                -- The shared values: arrays of one element. Worked out once
+                -- (OFFSET 0 keeps the planner from doing it for every job).
+                SELECT CASE WHEN cardinality(tasks) = 1 THEN tasks[1] END AS task,
+                       CASE WHEN cardinality(_insert_jobs.args) = 1 THEN _insert_jobs.args[1] END AS args,
+                       CASE WHEN cardinality(queues) = 1 THEN queues[1] END AS queue,
+                       CASE WHEN cardinality(priorities) = 1 THEN priorities[1] END AS priority,
+                       CASE WHEN cardinality(_insert_jobs.max_attempts) = 1
+                            THEN _insert_jobs.max_attempts[1] END AS max_attempts,
+                       CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END AS run_at,
+                       CASE WHEN cardinality(states) = 1 THEN states[1] END AS state,
+                       CASE WHEN cardinality(_insert_jobs.parents_pending) = 1
+                            THEN _insert_jobs.parents_pending[1] END AS pending,
+                       CASE WHEN cardinality(first_parents) = 1 THEN first_parents[1] END AS first_parent,
+                       CASE WHEN cardinality(parent_counts) = 1 THEN parent_counts[1] END AS parent_count,
+                       CASE WHEN cardinality(modes) = 1 THEN modes[1] END AS mode,
+                       CASE WHEN cardinality(nodes) = 1 THEN nodes[1] END AS node,
+                       _insert_jobs.posting AS posting, pdoflow._calling_role() AS enqueued_by
+                OFFSET 0
+            ) AS one,
+            ROWS FROM (unnest(ids), unnest(tasks), unnest(_insert_jobs.args), unnest(queues),
+                       unnest(priorities), unnest(_insert_jobs.max_attempts), unnest(run_ats),
+                       unnest(states), unnest(_insert_jobs.parents_pending), unnest(first_parents),
+                       unnest(parent_counts), unnest(modes), unnest(nodes))
+                 AS e(id, task, args, queue, priority, max_attempts, run_at, state, pending,
+                      first_parent, parent_count, mode, node)
+        ) AS j;
+    -- The queues that gained jobs to run now, read from the input rather
+    -- than the rows (RETURNING would hold every row of a bulk insert): jobs
+    -- that share their queue, state and due time are one row here.
+    SELECT count(pdoflow._announce(due.queue)) INTO notified
+    FROM (
+        SELECT DISTINCT coalesce(d.queue, CASE WHEN cardinality(queues) = 1 THEN queues[1] END) AS queue
+        FROM ROWS FROM (unnest(queues), unnest(states), unnest(run_ats)) AS d(queue, state, run_at)
+        WHERE coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) = 'queued'
+          AND coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) <= now()
+    ) AS due;
+END
+$$;
+
 -- Where a new job of a posting and with parents starts, and in which queue
 -- and priority: a posting's queue and priority stand in for enqueue's
 -- defaults. Locks the posting and the parents (see their functions).
@@ -75,7 +171,6 @@ AS $$
 #variable_conflict use_column
 DECLARE
     job_id uuid := pdoflow.uuid_generate_v7();
-    due_at timestamptz := coalesce(_enqueue_general.run_at, now());
     place  record;
 BEGIN
     IF pdoflow._task_checks_needed() THEN
@@ -85,15 +180,12 @@ BEGIN
     FROM pdoflow._new_job_placement(_enqueue_general.queue, _enqueue_general.priority,
                                     _enqueue_general.posting, _enqueue_general.depends_on,
                                     _enqueue_general.dependency_mode);
-    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                     created_at, state, parents_pending, depends_on, dependency_mode,
-                                     enqueued_by)
-    VALUES (job_id, _enqueue_general.posting, _enqueue_general.task, place.job_queue, place.job_priority,
-            _enqueue_general.max_attempts, _enqueue_general.args, due_at, now(), place.job_state,
-            place.pending, place.parents, place.mode, pdoflow._calling_role());
-    IF place.job_state = 'queued' AND due_at <= now() THEN
-        PERFORM pdoflow._announce(place.job_queue);
-    END IF;
+    PERFORM pdoflow._insert_jobs(
+        ARRAY[job_id], ARRAY[_enqueue_general.task], ARRAY[_enqueue_general.args], ARRAY[place.job_queue],
+        ARRAY[place.job_priority], ARRAY[_enqueue_general.max_attempts], ARRAY[_enqueue_general.run_at],
+        ARRAY[place.job_state], _enqueue_general.posting,
+        parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
+        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode]);
     RETURN job_id;
 END
 $$;
@@ -142,14 +234,12 @@ AS $$
 #variable_conflict use_column
 DECLARE
     job_ids uuid[];
-    due_at  timestamptz := coalesce(enqueue_many.run_at, now());
     place   record;
-    enqueuer text;
+    n       integer := cardinality(enqueue_many.args);
 BEGIN
     PERFORM pdoflow._check_job_batch(enqueue_many.task, enqueue_many.args, enqueue_many.queue,
                                      enqueue_many.priority, enqueue_many.run_at, enqueue_many.max_attempts);
     PERFORM pdoflow._check_task_grants(ARRAY[enqueue_many.task]);
-    enqueuer := pdoflow._calling_role();
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(enqueue_many.task, enqueue_many.args);
     END IF;
@@ -164,17 +254,14 @@ BEGIN
         FROM pdoflow._new_job_placement(enqueue_many.queue, enqueue_many.priority, enqueue_many.posting,
                                         enqueue_many.depends_on, enqueue_many.dependency_mode);
     END IF;
-    job_ids := pdoflow._uuid_v7_array(cardinality(enqueue_many.args));
-    INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
-                                     created_at, state, parents_pending, depends_on, dependency_mode,
-                                     enqueued_by)
-    SELECT new.id, enqueue_many.posting, enqueue_many.task, place.job_queue, place.job_priority,
-           enqueue_many.max_attempts, new.args, due_at, now(), place.job_state, place.pending,
-           place.parents, place.mode, enqueuer
-    FROM unnest(job_ids, enqueue_many.args) AS new(id, args);
-    IF place.job_state = 'queued' AND due_at <= now() AND cardinality(job_ids) > 0 THEN
-        PERFORM pdoflow._announce(place.job_queue);
-    END IF;
+    job_ids := pdoflow._uuid_v7_array(n);
+    -- The options every job shares go as one-element arrays.
+    PERFORM pdoflow._insert_jobs(
+        job_ids, ARRAY[enqueue_many.task], enqueue_many.args, ARRAY[place.job_queue], ARRAY[place.job_priority],
+        ARRAY[enqueue_many.max_attempts], ARRAY[enqueue_many.run_at], ARRAY[place.job_state],
+        enqueue_many.posting,
+        parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
+        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode]);
     RETURN QUERY SELECT unnest(job_ids);
 END
 $$;
@@ -192,14 +279,43 @@ SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    job_ids  uuid[];
-    notified bigint;
-    job      jsonb;
-    enqueuer text;
+    job_ids      uuid[];
+    job          jsonb;
+    one_by_one   boolean;
+    checks       boolean;
+    tasks        text[];
+    job_args     jsonb[];
+    queues       text[];
+    priorities   integer[];
+    attempts     integer[];
+    run_ats      timestamptz[];
 BEGIN
     -- Jobs with postings or parents need locks and lookups each: one enqueue
-    -- call per job, in order (enqueue checks each task's grants).
-    IF pdoflow._check_job_list(enqueue_many.jobs::text) THEN
+    -- call per job, in order. So does a document of one job (the Rust
+    -- client's single enqueue): enqueue's own plain insert is the quickest
+    -- way in for it. The document is checked whole first, either way.
+    one_by_one := pdoflow._check_job_list(enqueue_many.jobs::text);
+    one_by_one := one_by_one OR jsonb_array_length(enqueue_many.jobs) = 1;
+    checks := pdoflow._task_checks_needed();
+    -- Every task's grants before anything else about it (enqueue checks a
+    -- job's grants too, so one by one they are checked here only ahead of
+    -- the args), then the args against their tasks' schemas, naming each
+    -- job by its place in the document.
+    IF checks OR NOT one_by_one THEN
+        PERFORM pdoflow._check_task_grants(array_agg(DISTINCT e.job ->> 'task'))
+        FROM jsonb_array_elements(enqueue_many.jobs) AS e(job);
+    END IF;
+    IF checks THEN
+        PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
+        FROM (
+            SELECT e.job ->> 'task' AS task,
+                   array_agg(coalesce(nullif(e.job -> 'args', 'null'::jsonb), '{}'::jsonb) ORDER BY e.n) AS args,
+                   array_agg(format('jobs[%s].args', e.n - 1) ORDER BY e.n) AS params
+            FROM jsonb_array_elements(enqueue_many.jobs) WITH ORDINALITY AS e(job, n)
+            GROUP BY 1
+        ) AS t;
+    END IF;
+    IF one_by_one THEN
         job_ids := '{}';
         FOR job IN SELECT jsonb_array_elements(enqueue_many.jobs) LOOP
             job_ids := job_ids || pdoflow.enqueue(
@@ -217,38 +333,24 @@ BEGIN
         RETURN QUERY SELECT unnest(job_ids);
         RETURN;
     END IF;
-    PERFORM pdoflow._check_task_grants(array_agg(DISTINCT e.job ->> 'task'))
-    FROM jsonb_array_elements(enqueue_many.jobs) AS e(job);
-    enqueuer := pdoflow._calling_role();
-    IF pdoflow._task_checks_needed() THEN
-        PERFORM pdoflow._check_task_args(t.task, t.args, t.params)
-        FROM (
-            SELECT e.job ->> 'task' AS task,
-                   array_agg(coalesce(nullif(e.job -> 'args', 'null'::jsonb), '{}'::jsonb) ORDER BY e.n) AS args,
-                   array_agg(format('jobs[%s].args', e.n - 1) ORDER BY e.n) AS params
-            FROM jsonb_array_elements(enqueue_many.jobs) WITH ORDINALITY AS e(job, n)
-            GROUP BY 1
-        ) AS t;
+    -- One pass over the document: every array gets its elements in the same
+    -- order, each job's beside its id (ROWS FROM pairs them).
+    SELECT array_agg(spec.id),
+           array_agg(spec.job ->> 'task'),
+           array_agg(coalesce(nullif(spec.job -> 'args', 'null'::jsonb), '{}'::jsonb)),
+           array_agg(coalesce(spec.job ->> 'queue', 'default')),
+           array_agg(coalesce(nullif(spec.job -> 'priority', 'null')::integer, 0)),
+           array_agg(coalesce(nullif(spec.job -> 'max_attempts', 'null')::integer, 5)),
+           array_agg((spec.job ->> 'run_at')::timestamptz)
+    INTO job_ids, tasks, job_args, queues, priorities, attempts, run_ats
+    FROM ROWS FROM (jsonb_array_elements(enqueue_many.jobs),
+                    unnest(pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs)))) AS spec(job, id);
+    IF job_ids IS NOT NULL THEN
+        PERFORM pdoflow._insert_jobs(job_ids, tasks, job_args, queues, priorities, attempts, run_ats,
+                                     ARRAY['queued']);
     END IF;
-    job_ids := pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs));
-    WITH new AS (
-        INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at,
-                                         enqueued_by)
-        SELECT spec.id,
-               spec.job ->> 'task',
-               coalesce(spec.job ->> 'queue', 'default'),
-               coalesce(nullif(spec.job -> 'priority', 'null')::integer, 0),
-               coalesce(nullif(spec.job -> 'max_attempts', 'null')::integer, 5),
-               coalesce(nullif(spec.job -> 'args', 'null'::jsonb), '{}'::jsonb),
-               coalesce((spec.job ->> 'run_at')::timestamptz, now()),
-               now(),
-               enqueuer
-        FROM ROWS FROM (jsonb_array_elements(enqueue_many.jobs), unnest(job_ids)) AS spec(job, id)
-        RETURNING queue, run_at
-    )
-    SELECT count(pdoflow._announce(due.queue)) INTO notified
-    FROM (SELECT DISTINCT new.queue FROM new WHERE new.run_at <= now()) AS due;
-    RETURN QUERY SELECT unnest(job_ids);
+    -- The ids in the document's order (they are time-ordered as made).
+    RETURN QUERY SELECT i FROM unnest(job_ids) AS i ORDER BY i;
 END
 $$;
 

@@ -321,3 +321,40 @@ async fn a_trigger_or_a_new_column_a_dba_adds_is_honoured() {
     enqueue(&producer, "default", "{}").await;
     assert_indexes_complete(&admin).await;
 }
+
+#[tokio::test]
+async fn a_plain_job_is_the_row_every_other_path_writes() {
+    // The Rust enqueue writes a plain job's row itself; every SQL path goes
+    // through pdoflow._insert_jobs. In one transaction (one now()), the same
+    // job through each must be the same row but for its id.
+    let database = TestDatabase::create("enqueue_row_shape").await;
+    let client = database.connect().await;
+    let rows: Vec<String> = client
+        .simple_query(
+            r#"BEGIN;
+               SELECT pdoflow.enqueue('same', '{"a": 1}', queue => 'q', priority => 3, max_attempts => 4);
+               SELECT pdoflow.enqueue_many('same', ARRAY['{"a": 1}']::jsonb[], queue => 'q', priority => 3,
+                                           max_attempts => 4);
+               SELECT pdoflow.enqueue_many('[{"task": "same", "args": {"a": 1}, "queue": "q",
+                                             "priority": 3, "max_attempts": 4}]');
+               SELECT pdoflow.submit_dag('{"nodes": [{"name": "n", "task": "same", "args": {"a": 1},
+                                                      "queue": "q", "priority": 3, "max_attempts": 4}]}');
+               SELECT (to_jsonb(j) - 'id' - 'node')::text FROM pdoflow.active_jobs AS j ORDER BY j.id;
+               COMMIT;"#,
+        )
+        .await
+        .unwrap_or_else(|error| panic!("enqueue four ways: {}", describe(&error)))
+        .into_iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) if row.len() == 1 && row.columns()[0].name() == "text" => {
+                row.get(0).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rows.len(), 4, "{rows:#?}");
+    assert!(
+        rows.iter().all(|row| row == &rows[0]),
+        "the paths wrote different rows: {rows:#?}"
+    );
+}

@@ -117,8 +117,12 @@ fn enqueue(
     .map_err(internal)?
 }
 
-/// A plain job's row: every column a queued job with no posting and no
-/// parents has, the rest keeps its default (state 'queued', attempt 0).
+/// A plain job's row: what `pdoflow._insert_jobs` (sql/api/enqueue.sql), the
+/// one place that says what a new job holds, writes for a queued job with no
+/// posting and no parents, as one statement with a kept plan (a call into
+/// PL/pgSQL would cost this hot path a fifth of its time). The columns it
+/// leaves out keep their defaults (state 'queued', attempt 0) or NULL.
+/// `tests/tests/enqueue_row.rs` checks that both write the same row.
 const PLAIN: &str = "INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at, enqueued_by)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 
