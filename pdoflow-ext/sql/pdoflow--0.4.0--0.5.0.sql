@@ -19,6 +19,11 @@
 \echo Use "ALTER EXTENSION pdoflow UPDATE" to load this file. \quit
 
 -- sql/api/states.sql: new
+-- The state of a job that waits to be claimed: 'queued', or 'paused' while
+-- its posting is paused ('paused' keeps it out of the claim indexes until
+-- the posting resumes). Asked by enqueue, DAG submission, a retry after a
+-- failed attempt, release, a parent's end releasing its children, and
+-- retry of a finished job.
 CREATE FUNCTION pdoflow._waiting_state(posting_status text)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -41,10 +46,11 @@ BEGIN ATOMIC
 END;
 
 -- The error a failed attempt leaves on its job: as reported, and for a job
--- not retried because its posting was cancelled, with that reason.
+-- not retried because its posting was cancelled, with that reason. (STABLE,
+-- as format() is: an IMMUTABLE function around it would not be inlined.)
 CREATE FUNCTION pdoflow._failed_attempt_error(error text, next_state text, posting uuid)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT CASE WHEN next_state = 'cancelled'
                 THEN format('%s (not retried: posting %s was cancelled)', error, posting)
@@ -301,9 +307,12 @@ BEGIN
         OFFSET 0
     ) AS j ON o.current
     LEFT JOIN LATERAL (
+        -- OFFSET 0: the status stays a column, looked up once per claim, so
+        -- the rules of states.sql that read it twice are inlined.
         SELECT CASE WHEN j.posting IS NOT NULL THEN
                    (SELECT p.status FROM pdoflow.postings AS p WHERE p.id = j.posting)
                END AS status
+        OFFSET 0
     ) AS p ON true
     LEFT JOIN LATERAL (
         SELECT n.next_state, n.next_state NOT IN ('queued', 'paused') AS ends

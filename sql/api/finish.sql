@@ -161,9 +161,12 @@ BEGIN
         OFFSET 0
     ) AS j ON o.current
     LEFT JOIN LATERAL (
+        -- OFFSET 0: the status stays a column, looked up once per claim, so
+        -- the rules of states.sql that read it twice are inlined.
         SELECT CASE WHEN j.posting IS NOT NULL THEN
                    (SELECT p.status FROM pdoflow.postings AS p WHERE p.id = j.posting)
                END AS status
+        OFFSET 0
     ) AS p ON true
     LEFT JOIN LATERAL (
         SELECT n.next_state, n.next_state NOT IN ('queued', 'paused') AS ends

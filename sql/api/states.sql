@@ -2,7 +2,9 @@
 -- that queues a job or ends a failed attempt asks here, as River names its
 -- state changes. Plain SQL functions with no settings of their own, so the
 -- planner inlines them into their callers' statements: a rule costs nothing
--- at run time for living in one place.
+-- at run time for living in one place. Inlining needs each argument that a
+-- rule reads twice to be a column or a constant, not a subquery (callers
+-- take care), and a function no less volatile than what it calls.
 
 -- The state of a job that waits to be claimed: 'queued', or 'paused' while
 -- its posting is paused ('paused' keeps it out of the claim indexes until
@@ -31,10 +33,11 @@ BEGIN ATOMIC
 END;
 
 -- The error a failed attempt leaves on its job: as reported, and for a job
--- not retried because its posting was cancelled, with that reason.
+-- not retried because its posting was cancelled, with that reason. (STABLE,
+-- as format() is: an IMMUTABLE function around it would not be inlined.)
 CREATE FUNCTION pdoflow._failed_attempt_error(error text, next_state text, posting uuid)
 RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT CASE WHEN next_state = 'cancelled'
                 THEN format('%s (not retried: posting %s was cancelled)', error, posting)
