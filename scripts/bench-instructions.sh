@@ -20,7 +20,7 @@ name=bench-instructions
 port="${PDOFLOW_BENCH_PORT:-54379}"
 command -v valgrind >/dev/null || die "valgrind is needed (apt-get install valgrind)"
 work="$(mktemp -d /tmp/pdoflow-instructions.XXXXXX)"
-chmod 755 "${work}"
+chmod 777 "${work}"  # callgrind runs as postgres and writes its counts here
 trap 'rm -rf "${work}"' EXIT
 
 "${REPO_ROOT}/scripts/cluster.sh" start "${name}" "${port}" fresh

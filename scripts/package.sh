@@ -28,24 +28,30 @@ maintainer="pdoflow developers <pdoflow@users.noreply.github.com>"
 homepage="https://github.com/pdoflow/pdoflow"
 mkdir -p "${out}"
 
-# Version of a workspace crate, as cargo sees it.
+# Version of a workspace crate, as cargo sees it ("path+file:///...#pdoflow@0.5.0").
 crate_version() {
-    cargo metadata --no-deps --format-version 1 --manifest-path "${REPO_ROOT}/Cargo.toml" \
-        | python3 -c "import json, sys; print(next(p['version'] for p in json.load(sys.stdin)['packages'] if p['name'] == '$1'))"
+    local id
+    id="$(cd "${REPO_ROOT}" && cargo pkgid -p "$1")" || die "cargo pkgid -p $1 failed"
+    echo "${id##*[@#]}"
 }
 
 # The Depends line for the ELF files under a package tree: dpkg-shlibdeps
 # reads a debian/control of its own, so it runs in a scratch directory.
 shared_library_depends() {
-    local tree="$1" scratch
+    local tree="$1" scratch output
     scratch="$(mktemp -d)"
     mkdir -p "${scratch}/debian"
     printf 'Source: pdoflow\n\nPackage: scratch\nArchitecture: any\n' >"${scratch}/debian/control"
     local files=()
     while IFS= read -r -d '' file; do files+=("${file}"); done \
         < <(find "${tree}" -type f \( -name '*.so' -o -perm -u+x \) -not -path '*/DEBIAN/*' -print0)
-    (cd "${scratch}" && dpkg-shlibdeps -O "${files[@]}" 2>/dev/null) | sed -n 's/^shlibs:Depends=//p'
+    [ "${#files[@]}" -gt 0 ] || die "no binary under ${tree} to find the dependencies of"
+    output="$(cd "${scratch}" && dpkg-shlibdeps -O "${files[@]}" 2>"${scratch}/errors")" \
+        || { cat "${scratch}/errors" >&2; die "dpkg-shlibdeps failed for ${tree}"; }
     rm -rf "${scratch}"
+    output="$(sed -n 's/^shlibs:Depends=//p' <<<"${output}")"
+    [ -n "${output}" ] || die "dpkg-shlibdeps found no shared libraries for ${tree}"
+    echo "${output}"
 }
 
 # Writes DEBIAN/control and DEBIAN/md5sums for a tree and builds its .deb.

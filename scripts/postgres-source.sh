@@ -40,37 +40,52 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 APT_STATE="/var/cache/pdoflow-apt-sources"
-mkdir -p "${APT_STATE}/lists/partial"
+mkdir -p "${APT_STATE}/lists/partial" "${APT_STATE}/cache/archives/partial"
 cat >"${APT_STATE}/sources.list" <<LIST
 deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian ${suite} main
 LIST
 apt_options=(-o "Dir::Etc::sourcelist=${APT_STATE}/sources.list" -o "Dir::Etc::sourceparts=/nonexistent"
-    -o "Dir::State::Lists=${APT_STATE}/lists" -o "APT::Sandbox::User=root")
+    -o "Dir::State::Lists=${APT_STATE}/lists" -o "Dir::Cache=${APT_STATE}/cache" -o "APT::Sandbox::User=root")
 
 work="$(mktemp -d "/var/tmp/pdoflow-postgresql-${major}.XXXXXX")"
 trap 'rm -rf "${work}"' EXIT
 say "Fetching the PostgreSQL ${major} source package from Debian ${suite}"
 apt-get "${apt_options[@]}" update -qq
-# The index may name a version whose files the mirror no longer (or does not
-# yet) serve; then take the newest earlier upstream tarball the pool still has.
+# apt-get source checks the files against the signed index. The index may
+# name a version whose files the mirror no longer (or does not yet) serve:
+# then take the newest earlier upstream tarball the pool still has, checked
+# against the SHA-256 its source package's .dsc gives.
 tarball=""
-version="$(apt-cache "${apt_options[@]}" showsrc "postgresql-${major}" | sed -n 's/^Version: //p' | head -n 1)"
-upstream="${version%%-*}"
-pool="http://deb.debian.org/debian/pool/main/p/postgresql-${major}"
-minor="${upstream#*.}"
-while [ -n "${minor}" ] && [ "${minor}" -ge 0 ] 2>/dev/null; do
-    candidate="postgresql-${major}_${major}.${minor}.orig.tar.bz2"
-    if curl -fsL -o "${work}/${candidate}" "${pool}/${candidate}"; then
-        tarball="${work}/${candidate}"
-        break
-    fi
-    minor=$((minor - 1))
-done
-[ -n "${tarball}" ] || die "no PostgreSQL ${major} source tarball found under ${pool}"
+if (cd "${work}" && apt-get "${apt_options[@]}" source --download-only "postgresql-${major}") >"${work}/source.log" 2>&1; then
+    tarball="$(find "${work}" -maxdepth 1 -name "postgresql-${major}_*.orig.tar.*" | head -n 1)"
+fi
+if [ -z "${tarball}" ]; then
+    version="$(apt-cache "${apt_options[@]}" showsrc "postgresql-${major}" | sed -n 's/^Version: //p' | head -n 1)"
+    upstream="${version%%-*}"
+    pool="http://deb.debian.org/debian/pool/main/p/postgresql-${major}"
+    minor="${upstream#*.}"
+    while [ -z "${tarball}" ] && [ -n "${minor}" ] && [ "${minor}" -ge 0 ] 2>/dev/null; do
+        for revision in "-0+deb13u1" "-1" "-2" "-3"; do
+            dsc="postgresql-${major}_${major}.${minor}${revision}.dsc"
+            curl -fsL -o "${work}/${dsc}" "${pool}/${dsc}" || continue
+            file="$(awk '/^Checksums-Sha256:/ {in_sums = 1; next} /^[^ ]/ {in_sums = 0}
+                         in_sums && $3 ~ /\.orig\.tar\./ {print $1 "  " $3; exit}' "${work}/${dsc}")"
+            [ -n "${file}" ] || continue
+            curl -fsL -o "${work}/${file##* }" "${pool}/${file##* }" || continue
+            (cd "${work}" && echo "${file}" | sha256sum --check --quiet) \
+                || die "${file##* } does not match the SHA-256 of ${dsc}"
+            say "PostgreSQL ${version} is not on the mirror; using ${major}.${minor}"
+            tarball="${work}/${file##* }"
+            break
+        done
+        minor=$((minor - 1))
+    done
+fi
+[ -n "${tarball}" ] || { tail -n 20 "${work}/source.log" >&2; die "no PostgreSQL ${major} source found in Debian ${suite}"; }
 say "Building PostgreSQL ${major} (${tarball##*_}) into ${prefix} (takes several minutes, once)"
-tar -xjf "${tarball}" -C "${work}"
+tar -xf "${tarball}" -C "${work}"
 source_dir="$(find "${work}" -mindepth 1 -maxdepth 1 -type d -name 'postgresql-*' | head -n 1)"
-log="${work}/build.log"
+log="/var/tmp/pdoflow-postgresql-${major}-build.log"
 jobs="$(nproc)"
 rm -rf "${prefix}"
 if ! (
@@ -82,12 +97,12 @@ if ! (
     # pg_regress comes with `make install` (under lib/pgxs); the isolation
     # tester does not: put it where Debian's server-dev package puts it.
     make -C src/test/isolation -j"${jobs}"
-    mkdir -p "${prefix}/lib/pgxs/src/test/isolation"
-    cp src/test/isolation/pg_isolation_regress src/test/isolation/isolationtester \
-        "${prefix}/lib/pgxs/src/test/isolation/"
+    isolation="$("${prefix}/bin/pg_config" --pkglibdir)/pgxs/src/test/isolation"
+    mkdir -p "${isolation}"
+    cp src/test/isolation/pg_isolation_regress src/test/isolation/isolationtester "${isolation}/"
 ) >"${log}" 2>&1; then
     tail -n 40 "${log}" >&2
-    die "building PostgreSQL ${major} failed"
+    die "building PostgreSQL ${major} failed (full log: ${log})"
 fi
 chmod -R a+rX "${prefix}"
 touch "${marker}"
