@@ -88,18 +88,23 @@ source_dir="$(find "${work}" -mindepth 1 -maxdepth 1 -type d -name 'postgresql-*
 log="/var/tmp/pdoflow-postgresql-${major}-build.log"
 jobs="$(nproc)"
 rm -rf "${prefix}"
+# Run from `make test`, this script inherits MAKELEVEL, and PostgreSQL's
+# makefiles build their generated headers only in a top-level make.
+unset MAKELEVEL MAKEFLAGS MFLAGS
+# Each step only after the one before succeeded (set -e does not apply in
+# the condition of an if).
 if ! (
-    cd "${source_dir}"
-    ./configure --prefix="${prefix}" --with-openssl --with-icu --with-readline
-    make -j"${jobs}"
-    make install
-    make -C contrib/amcheck install
-    # pg_regress comes with `make install` (under lib/pgxs); the isolation
-    # tester does not: put it where Debian's server-dev package puts it.
-    make -C src/test/isolation -j"${jobs}"
-    isolation="$("${prefix}/bin/pg_config" --pkglibdir)/pgxs/src/test/isolation"
-    mkdir -p "${isolation}"
-    cp src/test/isolation/pg_isolation_regress src/test/isolation/isolationtester "${isolation}/"
+    cd "${source_dir}" &&
+        ./configure --prefix="${prefix}" --with-openssl --with-icu --with-readline &&
+        make -j"${jobs}" &&
+        make install &&
+        make -C contrib/amcheck install &&
+        # pg_regress comes with `make install` (under lib/pgxs); the isolation
+        # tester does not: put it where Debian's server-dev package puts it.
+        make -C src/test/isolation -j"${jobs}" &&
+        isolation="$("${prefix}/bin/pg_config" --pkglibdir)/pgxs/src/test/isolation" &&
+        mkdir -p "${isolation}" &&
+        cp src/test/isolation/pg_isolation_regress src/test/isolation/isolationtester "${isolation}/"
 ) >"${log}" 2>&1; then
     tail -n 40 "${log}" >&2
     die "building PostgreSQL ${major} failed (full log: ${log})"
