@@ -47,10 +47,13 @@ pgrx_config="${PGRX_HOME:-${HOME}/.pgrx}/config.toml"
 if ! grep -qs "pg${PG_MAJOR} = \"${PG_CONFIG}\"" "${pgrx_config}"; then
     say "Pointing pgrx at PostgreSQL ${PG_MAJOR}"
     versions=()
-    [ -x /usr/lib/postgresql/15/bin/pg_config ] && versions+=(--pg15 /usr/lib/postgresql/15/bin/pg_config)
-    for major in 17 18; do
-        [ -f "${PG_SOURCE_PREFIX}/${major}/.pdoflow-built" ] \
-            && versions+=("--pg${major}" "${PG_SOURCE_PREFIX}/${major}/bin/pg_config")
+    for major in "${PG_MAJORS[@]}"; do
+        # 15 is there once its package is; a source build once it finished.
+        present="${PG_SOURCE_PREFIX}/${major}/.pdoflow-built"
+        [ "${major}" = 15 ] && present="$(pg_bin_of 15)/pg_config"
+        if [ -e "${present}" ]; then
+            versions+=("--pg${major}" "$(pg_bin_of "${major}")/pg_config")
+        fi
     done
     cargo pgrx init "${versions[@]}"
 fi

@@ -7,11 +7,12 @@ export PG_MAJOR="${PG_MAJOR:-15}"
 # Debian's source packages into prefixes under PG_SOURCE_PREFIX
 # (scripts/postgres-source.sh).
 PG_SOURCE_PREFIX="${PG_SOURCE_PREFIX:-/opt/pdoflow-postgresql}"
-if [ "${PG_MAJOR}" = 15 ]; then
-    PG_BIN="${PG_BIN:-/usr/lib/postgresql/${PG_MAJOR}/bin}"
-else
-    PG_BIN="${PG_BIN:-${PG_SOURCE_PREFIX}/${PG_MAJOR}/bin}"
-fi
+# The versions pdoflow supports, and where each one's programs live.
+PG_MAJORS=(15 17 18)
+pg_bin_of() {
+    if [ "$1" = 15 ]; then echo /usr/lib/postgresql/15/bin; else echo "${PG_SOURCE_PREFIX}/$1/bin"; fi
+}
+PG_BIN="${PG_BIN:-$(pg_bin_of "${PG_MAJOR}")}"
 PG_CONFIG="${PG_CONFIG:-${PG_BIN}/pg_config}"
 PGRX_VERSION="0.18.1"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

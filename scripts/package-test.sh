@@ -51,6 +51,5 @@ state="$(psql -c "SELECT state FROM pdoflow.jobs WHERE id = '${job}'")"
 [ "${state}" = succeeded ] || die "the job ended ${state:-nowhere}, not succeeded"
 # The sweeper (from the packaged library) is running in the cluster.
 psql -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'pdoflow sweeper'" | grep -qx 1 \
-    || psql -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pdoflow sweeper'" | grep -qx 1 \
     || die "no pdoflow sweeper runs in the cluster"
 say "The packages install and work: job ${job} succeeded"

@@ -18,9 +18,8 @@
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-majors=("${@:-15 17 18}")
-# shellcheck disable=SC2206 # "15 17 18" as the default is one word to split
-majors=(${majors[*]})
+majors=("${@}")
+[ "${#majors[@]}" -gt 0 ] || majors=("${PG_MAJORS[@]}")
 out="${REPO_ROOT}/target/packages"
 work="${REPO_ROOT}/target/package-build"
 arch="$(dpkg --print-architecture)"
@@ -81,7 +80,7 @@ CONTROL
 extension_version="$(crate_version pdoflow)"
 for major in "${majors[@]}"; do
     PG_MAJOR="${major}" PG_BIN="" PG_CONFIG="" "${REPO_ROOT}/scripts/bootstrap.sh"
-    if [ "${major}" = 15 ]; then pg_config="/usr/lib/postgresql/15/bin/pg_config"; else pg_config="${PG_SOURCE_PREFIX}/${major}/bin/pg_config"; fi
+    pg_config="$(pg_bin_of "${major}")/pg_config"
     staged="${work}/pg${major}-staged"
     tree="${work}/postgresql-${major}-pdoflow"
     rm -rf "${staged}" "${tree}"

@@ -153,7 +153,7 @@ fn insert_plain(
     let id = ids::new_id();
     let now = transaction_start();
     let due = run_at.map_or(now, pg_sys::TimestampTz::from);
-    let enqueued_by = task_grants::role_name(task_grants::calling_role());
+    let enqueued_by = task_grants::calling_role_name();
     kept_plan::execute(
         client,
         &PLAIN_PLAN,

@@ -42,7 +42,7 @@ pub fn calling_role() -> pg_sys::Oid {
 }
 
 /// A role's name; its oid in digits when it no longer exists.
-pub fn role_name(role: pg_sys::Oid) -> String {
+fn role_name(role: pg_sys::Oid) -> String {
     // SAFETY: a syscache lookup; with noerr the result is NULL when missing.
     unsafe {
         let found = pg_sys::GetUserNameFromId(role, true);
@@ -163,7 +163,7 @@ fn internal(function: &str, error: pgrx::spi::SpiError) -> ErrorReport {
 /// `pdoflow._calling_role()`: the name of the role that calls pdoflow
 /// (see the module documentation), for `enqueued_by` and `granted_by`.
 #[pg_extern(volatile, parallel_safe, name = "_calling_role")]
-fn calling_role_name() -> String {
+pub fn calling_role_name() -> String {
     role_name(calling_role())
 }
 
