@@ -4,8 +4,10 @@
 #   scripts/bench.sh [pdoflow-bench options...]     (default: all scenarios)
 #
 # Starts a fresh cluster (.pg/bench-tuned, port 54359), applies the settings
-# below, runs `pdoflow-bench all` and prints every figure; the output is also
-# kept in target/bench-results.txt. Durability stays PostgreSQL's default:
+# below, runs `pdoflow-bench all`, then `pdoflow-bench pressure` with
+# autovacuum_naptime back at its default, and prints every figure; the
+# output is also kept in target/bench-results.txt. With options, runs
+# pdoflow-bench with them instead. Durability stays PostgreSQL's default:
 # fsync and synchronous_commit are on, full_page_writes too.
 #
 # Non-default settings, and why:
@@ -13,7 +15,7 @@
 #   max_wal_size = 4GB             no checkpoint is forced mid-run by WAL volume...
 #   checkpoint_timeout = 30min     ...or by time: checkpoints flood the WAL with page images
 #   autovacuum_naptime = 1s        the hot table is vacuumed while it is small (see
-#                                  docs/benchmarks.md, "sustained")
+#                                  docs/benchmarks.md, "sustained"); not for pressure
 #   max_connections = 200          (every pdoflow throwaway cluster)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -39,4 +41,13 @@ SQL
 
 mkdir -p "$(dirname "${results}")"
 say "Running pdoflow-bench (a few minutes); figures also go to ${results#"${REPO_ROOT}"/}"
-"${REPO_ROOT}/target/release/pdoflow-bench" --database-url "${url}" "${@:-all}" | tee "${results}"
+if [ "$#" -gt 0 ]; then
+    "${REPO_ROOT}/target/release/pdoflow-bench" --database-url "${url}" "$@" | tee "${results}"
+    exit
+fi
+"${REPO_ROOT}/target/release/pdoflow-bench" --database-url "${url}" all | tee "${results}"
+# The pressure scenario runs with autovacuum as most clusters have it: once
+# a minute (pdoflow must not depend on a tuned autovacuum).
+say "Running pdoflow-bench pressure (about 14 minutes) with autovacuum_naptime at its default"
+psql "${url}" -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM RESET autovacuum_naptime" -c "SELECT pg_reload_conf()" >/dev/null
+"${REPO_ROOT}/target/release/pdoflow-bench" --database-url "${url}" pressure | tee -a "${results}"

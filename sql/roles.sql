@@ -84,6 +84,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.set_posting_status(uuid, text),
     pdoflow.delete_posting(uuid),
     pdoflow.check_consistency(),
+    pdoflow.forget_claim_floors(),
     pdoflow.register_task(text, jsonb, text),
     pdoflow.unregister_task(text),
     pdoflow.grant_task(text, regrole),

@@ -12,6 +12,7 @@ mod drain;
 mod enqueue;
 mod latency;
 mod memory;
+mod pressure;
 mod raw;
 mod report;
 mod sustained;
@@ -47,6 +48,16 @@ struct Cli {
     /// How long the sustained scenario's idle transaction stays open.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     idle_hold: Duration,
+    /// The pressure scenario's clean phase.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pressure_clean: Duration,
+    /// How long the pressure scenario holds the horizon, once with an xid
+    /// and once with a REPEATABLE READ reader.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pressure_hold: Duration,
+    /// The pressure scenario's phase after each holder commits.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pressure_recovery: Duration,
     /// Jobs per second of the latency scenario.
     #[arg(long, default_value_t = 200.0)]
     latency_rate: f64,
@@ -59,7 +70,7 @@ struct Cli {
 
 #[derive(Subcommand, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
-    /// Every scenario below, in this order.
+    /// Every scenario below but pressure, in this order.
     All,
     /// The plain-SQL ceiling: INSERT, bulk INSERT, SKIP LOCKED claim + DELETE.
     Raw,
@@ -80,6 +91,9 @@ enum Scenario {
     /// --sustained-jobs through enqueue, work and finish, then again with a
     /// session idle in transaction for --idle-hold.
     Sustained,
+    /// Plain-SQL workers while a session holds an xid, then while a
+    /// REPEATABLE READ reader runs: rate, claim latency, table sizes.
+    Pressure,
 }
 
 /// What every scenario needs to know.
@@ -160,6 +174,14 @@ async fn main() -> Result<()> {
                     hold: cli.idle_hold,
                 };
                 sustained::run(&bench, Some(idle)).await?;
+            }
+            Scenario::Pressure => {
+                let phases = pressure::Phases {
+                    clean: cli.pressure_clean,
+                    hold: cli.pressure_hold,
+                    recovery: cli.pressure_recovery,
+                };
+                pressure::run(&bench, &phases).await?;
             }
         }
     }

@@ -51,6 +51,7 @@ extension_sql_file!(
     name = "enqueue",
     requires = [
         "postings",
+        "claim_floors",
         "tasks",
         api::ids::uuid_generate_v7,
         input::checks::check_dependencies,
@@ -68,9 +69,27 @@ extension_sql_file!(
     requires = ["schema", input::checks::check_worker_name]
 );
 extension_sql_file!(
+    "../../sql/api/claim_floors.sql",
+    name = "claim_floors",
+    requires = [
+        "schema",
+        claim_floors::note_queued_sql,
+        claim_floors::claim_levels,
+        claim_floors::raise_claim_floor,
+        claim_floors::start_learning,
+        claim_floors::finish_learning,
+        claim_floors::forget_claim_floors
+    ]
+);
+extension_sql_file!(
     "../../sql/api/claim.sql",
     name = "claim",
-    requires = ["workers", "dependencies", input::checks::check_claim]
+    requires = [
+        "workers",
+        "dependencies",
+        "claim_floors",
+        input::checks::check_claim
+    ]
 );
 extension_sql_file!(
     "../../sql/api/finish.sql",

@@ -15,6 +15,9 @@
 //!   `submit_dag`, and tasks' JSON Schemas;
 //! - `tasks/`: what enqueue must know about a task: its registration and
 //!   who may enqueue it, with the per-session copy that keeps that cheap;
+//! - `claim_floors/`: where each priority level's claimable jobs begin, so
+//!   that claims skip the entries of jobs already claimed (kept in shared
+//!   memory, lowered when jobs are queued, raised by claims);
 //! - `announce/`: telling idle workers that a queue has work, after the
 //!   enqueuing transaction commits;
 //! - `sweeper/`: the background worker that takes back expired claims,
@@ -28,6 +31,7 @@ use pgrx::prelude::*;
 
 mod announce;
 mod api;
+mod claim_floors;
 mod input;
 mod install_script;
 mod settings;
@@ -48,6 +52,7 @@ pub extern "C-unwind" fn _PG_init() {
     // shared_preload_libraries; a session loading pdoflow later gets none.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         announce::board::init();
+        claim_floors::table::init();
         tasks::registered_tasks::init();
         sweeper::register_workers();
     }

@@ -93,6 +93,7 @@ BEGIN
                 FOR NO KEY UPDATE
             );
             IF new_state = 'queued' THEN
+                PERFORM pdoflow._note_queued(job.queue, job.priority, now(), job.id);
                 PERFORM pdoflow._announce(job.queue);
             END IF;
             RETURN true;

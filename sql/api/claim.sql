@@ -7,6 +7,8 @@
 -- increments attempt; (id, attempt) names the claim in finish and heartbeat.
 -- A job with parents gets their results in parent_results (see
 -- dependencies.sql); blocked jobs and paused postings' jobs are never claimed.
+-- Scans start at each priority level's claim floor (claim_floors.sql), past
+-- the index entries of jobs claimed since vacuum last ran.
 
 -- Starts an attempt of each of the jobs ids, for worker and lease: the one
 -- place where a job becomes running (claim and claim_job lock the queued
@@ -86,6 +88,19 @@ BEGIN
     -- Even a claim that finds nothing shows the worker is alive.
     PERFORM pdoflow._record_worker(claim.worker);
 
+    -- Each level from its floor (claim_floors.sql), when the floors are known.
+    picked := pdoflow._pick_from_floors(claim.n, claim.queues, claim.tasks);
+    IF picked IS NOT NULL THEN
+        IF cardinality(picked) = 0 THEN
+            RETURN;
+        END IF;
+        RETURN QUERY SELECT * FROM pdoflow._start_attempts(picked, claim.worker, claim.lease);
+        RETURN;
+    END IF;
+
+    -- Otherwise every level from its start; and list the levels, so that
+    -- the next claims can use the floors.
+    PERFORM pdoflow._learn_claim_levels(claim.queues);
     IF claim.queues IS NULL THEN
         SELECT array_agg(j.id) INTO picked
         FROM (

@@ -7,8 +7,9 @@
 -- A job may join a posting (see postings.sql) and depend on other jobs (see
 -- dependencies.sql); jobs with neither take the short path.
 
--- New jobs: the one place that says what a new job's row holds, and that
--- announces the queues where jobs can run at once. Every SQL path that adds
+-- New jobs: the one place that says what a new job's row holds, that
+-- announces the queues where jobs can run at once, and that notes the new
+-- queued jobs for the claim floors. Every SQL path that adds
 -- jobs (_enqueue_general, both enqueue_many, submit_dag) decides where each
 -- job starts, then calls this; the Rust enqueue's plain job is the same row
 -- with no posting and no parents (pdoflow-ext/src/api/enqueue.rs, checked
@@ -100,6 +101,19 @@ BEGIN
         WHERE coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) = 'queued'
           AND coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) <= now()
     ) AS due;
+    -- The claim floors (claim_floors.sql) of the levels that gained queued
+    -- jobs, due or not: each level's earliest due time.
+    PERFORM pdoflow._note_queued(l.queue, l.priority, min(l.run_at), NULL)
+    FROM (
+        SELECT coalesce(d.queue, CASE WHEN cardinality(queues) = 1 THEN queues[1] END) AS queue,
+               coalesce(d.priority, CASE WHEN cardinality(priorities) = 1 THEN priorities[1] END) AS priority,
+               coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) AS run_at,
+               coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) AS state
+        FROM ROWS FROM (unnest(queues), unnest(priorities), unnest(run_ats), unnest(states))
+             AS d(queue, priority, run_at, state)
+    ) AS l
+    WHERE l.state = 'queued'
+    GROUP BY l.queue, l.priority;
 END
 $$;
 

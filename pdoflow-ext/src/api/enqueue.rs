@@ -27,6 +27,7 @@ use pgrx::spi::{SpiClient, SpiError};
 use crate::announce;
 use crate::api::ids;
 use crate::api::kept_plan;
+use crate::claim_floors;
 use crate::input::checks;
 use crate::tasks::registered_tasks;
 use crate::tasks::task_grants;
@@ -139,7 +140,7 @@ const PLAIN_TYPES: [pg_sys::Oid; 9] = [
 ];
 
 /// Inserts a plain job with one kept plan and notes its queue for
-/// announcement.
+/// announcement and its key for the claim floors.
 #[allow(clippy::too_many_arguments)]
 fn insert_plain(
     client: &mut SpiClient<'_>,
@@ -171,6 +172,7 @@ fn insert_plain(
             enqueued_by.as_str().into(),
         ],
     )?;
+    claim_floors::note_queued(queue, priority, due, *id.as_bytes());
     if due <= now {
         announce::announce(queue);
     }
