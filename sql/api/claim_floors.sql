@@ -25,14 +25,15 @@ CREATE TRIGGER active_jobs_queued_again
     FOR EACH ROW WHEN (NEW.state = 'queued')
     EXECUTE FUNCTION pdoflow._note_queued_row();
 -- Rows changed by logical replication or under session_replication_role =
--- replica are queued all the same.
+-- replica count too. (Rows such an apply INSERTs are not noted: see
+-- forget_claim_floors.)
 ALTER TABLE pdoflow.active_jobs ENABLE ALWAYS TRIGGER active_jobs_queued_again;
 
 -- Lists the priority levels that hold queued jobs, for a claim from queues
--- (NULL: every queue), so that the floors can be used from now on. Runs
--- once per queue (and for "every queue") after each server start; a no-op
--- where the floors cannot be used. The scan walks each level's entries up
--- to its first queued job, once.
+-- (NULL: every queue), so that the floors can be used once the claim
+-- commits. Runs once per queue (and for "every queue") after each server
+-- start; a no-op for queues already learnt and where the floors cannot be
+-- used. The scan walks each level's entries up to its first queued job, once.
 CREATE FUNCTION pdoflow._learn_claim_levels(queues text[])
 RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -61,6 +62,7 @@ BEGIN
         RETURN;
     END IF;
     FOREACH wanted_queue IN ARRAY queues LOOP
+        CONTINUE WHEN wanted_queue IS NULL;  -- (claim refuses those)
         attempt := pdoflow._start_learning_claim_levels(wanted_queue);
         IF attempt IS NOT NULL THEN
             PERFORM pdoflow._finish_learning_claim_levels(wanted_queue, attempt, ARRAY(
@@ -109,7 +111,8 @@ BEGIN
         EXIT WHEN cardinality(picked) >= n;
         -- This level's due jobs in claim order, each queue from its floor.
         IF queues IS NULL THEN
-            SELECT array_agg(j.id), array_agg(j.queue), array_agg(j.run_at)
+            SELECT array_agg(j.id ORDER BY j.run_at, j.id), array_agg(j.queue ORDER BY j.run_at, j.id),
+                   array_agg(j.run_at ORDER BY j.run_at, j.id)
             INTO got_ids, got_queues, got_run_ats
             FROM (
                 SELECT j.id, NULL::text AS queue, j.run_at
@@ -125,7 +128,8 @@ BEGIN
         ELSE
             -- Rows locked here but not picked stay queued; they are
             -- released when the transaction ends.
-            SELECT array_agg(c.id), array_agg(c.queue), array_agg(c.run_at)
+            SELECT array_agg(c.id ORDER BY c.run_at, c.id), array_agg(c.queue ORDER BY c.run_at, c.id),
+                   array_agg(c.run_at ORDER BY c.run_at, c.id)
             INTO got_ids, got_queues, got_run_ats
             FROM (
                 SELECT c.id, c.queue, c.run_at

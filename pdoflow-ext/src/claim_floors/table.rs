@@ -58,6 +58,9 @@ enum DomainState {
     /// A claim is listing the levels; `u64` names that claim's attempt.
     Learning(u64),
     Complete,
+    /// More levels than fit: claims scan from the start, and do not try to
+    /// learn again, until the floors are forgotten or the server restarts.
+    Overflowed,
 }
 
 #[derive(Clone, Copy)]
@@ -196,6 +199,13 @@ impl Table {
         self.domains[domain] = Domain::UNUSED;
     }
 
+    /// Gives up on a domain with more levels than fit.
+    fn overflow(&mut self, domain: usize) {
+        let domain = &mut self.domains[domain];
+        domain.state = DomainState::Overflowed;
+        domain.level_count = 0;
+    }
+
     fn stamp(&mut self) -> u64 {
         self.stamps += 1;
         self.stamps
@@ -266,8 +276,9 @@ pub fn levels(scope: Scope) -> Option<Vec<LevelFloor>> {
 }
 
 /// Starts listing a domain's levels: from now on posts for it are kept.
-/// Returns the attempt's name for `finish_learning`, or None when the table
-/// has no room (claims then scan from the start).
+/// Returns the attempt's name for `finish_learning`, or None when there is
+/// nothing to learn: the domain is complete, has more levels than fit, or
+/// the table has no room (claims then scan from the start).
 pub fn start_learning(scope: Scope) -> Option<u64> {
     if !READY.load(Ordering::Relaxed) {
         return None;
@@ -302,6 +313,12 @@ pub fn start_learning(scope: Scope) -> Option<u64> {
             index
         }
     };
+    if matches!(
+        table.domains[index].state,
+        DomainState::Complete | DomainState::Overflowed
+    ) {
+        return None; // known already, or never will be
+    }
     table.attempts += 1;
     let attempt = table.attempts;
     table.domains[index].state = DomainState::Learning(attempt);
@@ -332,7 +349,7 @@ pub fn finish_learning(scope: Scope, attempt: u64, priorities: &[i32]) {
                 level.version = stamp;
             }
             None => {
-                table.drop_domain(domain);
+                table.overflow(domain);
                 return;
             }
         }
@@ -352,11 +369,14 @@ pub fn post(queue: &str, priority: i32, key: Key) {
         let Some(domain) = table.domain_index(database, scope) else {
             continue;
         };
+        if table.domains[domain].state == DomainState::Overflowed {
+            continue;
+        }
         // A level new to a complete domain held no claimable job: its
         // floor starts at this key.
         match table.level_or_new(domain, priority, key) {
             Some(index) => table.post_to(domain, index, key),
-            None => table.drop_domain(domain),
+            None => table.overflow(domain),
         }
     }
 }
