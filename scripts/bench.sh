@@ -42,6 +42,11 @@ SQL
 mkdir -p "$(dirname "${results}")"
 say "Running pdoflow-bench (a few minutes); figures also go to ${results#"${REPO_ROOT}"/}"
 if [ "$#" -gt 0 ]; then
+    # pressure (also `pressure --pressure-system pgq`, with Debian's
+    # postgresql-15-pgq3 installed) runs with autovacuum at its defaults.
+    if [[ " $* " == *" pressure "* || " $* " == *" pressure" ]]; then
+        psql "${url}" -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM RESET autovacuum_naptime" -c "SELECT pg_reload_conf()" >/dev/null
+    fi
     "${REPO_ROOT}/target/release/pdoflow-bench" --database-url "${url}" "$@" | tee "${results}"
     exit
 fi

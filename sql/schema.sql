@@ -151,14 +151,16 @@ CREATE TABLE pdoflow.active_jobs (
     CONSTRAINT active_jobs_pkey PRIMARY KEY (id)
 ) WITH (
     -- Every job is inserted, updated by its claim and deleted by its finish:
-    -- leave room on each page for the claimed version, and vacuum early and
-    -- without throttling so dead versions are reclaimed while the table is small.
+    -- leave room on each page for the claimed version, and vacuum early so
+    -- that dead versions are reclaimed while the table is small. Vacuum keeps
+    -- the cluster's throttling: claims do not wait for it (claim floors), and
+    -- unthrottled it took a core while a long transaction left it nothing to
+    -- remove (docs/benchmarks.md, 0.6.0).
     fillfactor = 70,
     autovacuum_vacuum_scale_factor = 0,
     autovacuum_vacuum_threshold = 1000,
     autovacuum_vacuum_insert_scale_factor = 0,
     autovacuum_vacuum_insert_threshold = 1000,
-    autovacuum_vacuum_cost_delay = 0,
     autovacuum_analyze_scale_factor = 0.02
 );
 

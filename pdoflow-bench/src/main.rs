@@ -12,6 +12,7 @@ mod drain;
 mod enqueue;
 mod latency;
 mod memory;
+mod pgq;
 mod pressure;
 mod raw;
 mod report;
@@ -58,6 +59,9 @@ struct Cli {
     /// The pressure scenario's phase after each holder commits.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pressure_recovery: Duration,
+    /// The queue the pressure scenario runs: pdoflow, or PgQ as a reference.
+    #[arg(long, value_enum, default_value = "pdoflow")]
+    pressure_system: pressure::System,
     /// Jobs per second of the latency scenario.
     #[arg(long, default_value_t = 200.0)]
     latency_rate: f64,
@@ -181,7 +185,7 @@ async fn main() -> Result<()> {
                     hold: cli.pressure_hold,
                     recovery: cli.pressure_recovery,
                 };
-                pressure::run(&bench, &phases).await?;
+                pressure::run(&bench, &phases, cli.pressure_system).await?;
             }
         }
     }

@@ -19,6 +19,8 @@
 //!
 //! Run it with the cluster's autovacuum settings as most users have them
 //! (`scripts/bench.sh` resets `autovacuum_naptime` to its default for it).
+//! `--pressure-system pgq` runs PgQ through the same phases as a reference
+//! point (`pgq.rs`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,13 +31,14 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::db;
+use crate::pgq;
 use crate::report;
 use crate::Bench;
 
 /// Jobs kept waiting ahead of the workers.
-const BACKLOG: u64 = 20_000;
+pub const BACKLOG: u64 = 20_000;
 /// Jobs per enqueue_many of the producer.
-const PRODUCER_BATCH: i32 = 500;
+pub const PRODUCER_BATCH: i32 = 500;
 /// Jobs per claim.
 const CLAIM_BATCH: i32 = 10;
 /// The rate is back once a second's completions reach this share of clean.
@@ -69,14 +72,33 @@ impl Phase {
     }
 }
 
+/// The queue under pressure.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum System {
+    Pdoflow,
+    /// PgQ (`postgresql-15-pgq3`), the reference point (`pgq.rs`).
+    Pgq,
+}
+
 /// What the workers and the producer share.
 #[derive(Default)]
-struct Counters {
-    produced: AtomicU64,
-    completed: AtomicU64,
-    stop: AtomicBool,
+pub struct Counters {
+    pub produced: AtomicU64,
+    pub completed: AtomicU64,
+    pub stop: AtomicBool,
     /// Claim latencies since the sampler last took them.
-    claims: Mutex<Vec<Duration>>,
+    pub claims: Mutex<Vec<Duration>>,
+}
+
+impl Counters {
+    /// Whether another PRODUCER_BATCH would put more than BACKLOG waiting.
+    pub fn backlog_full(&self) -> bool {
+        let waiting = self
+            .produced
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.completed.load(Ordering::Relaxed));
+        waiting + PRODUCER_BATCH as u64 > BACKLOG
+    }
 }
 
 /// One second of the run.
@@ -88,12 +110,20 @@ struct Second {
     claims: Vec<Duration>,
 }
 
-pub async fn run(bench: &Bench, phases: &Phases) -> Result<()> {
+pub async fn run(bench: &Bench, phases: &Phases, system: System) -> Result<()> {
     let clients = bench.clients;
+    let workers = match system {
+        System::Pdoflow => {
+            format!("claim(10) + finish_many from {clients} plain-SQL workers")
+        }
+        System::Pgq => {
+            "PgQ: insert_event, one consumer of whole batches, a tick every 50 ms".to_owned()
+        }
+    };
     report::scenario(
         "pressure",
         &format!(
-            "claim(10) + finish_many from {clients} plain-SQL workers, queue kept {BACKLOG} deep; \
+            "{workers}, queue kept {BACKLOG} deep; \
              clean {}, then an xid held {}, then a REPEATABLE READ reader for {}, {} after each",
             humantime::format_duration(phases.clean),
             humantime::format_duration(phases.hold),
@@ -103,6 +133,9 @@ pub async fn run(bench: &Bench, phases: &Phases) -> Result<()> {
     );
     let db = db::connect(&bench.url).await?;
     db::reset(&db).await?;
+    if system == System::Pgq {
+        pgq::setup(&db).await?;
+    }
     let naptime: String = db
         .query_one("SELECT current_setting('autovacuum_naptime')", &[])
         .await?
@@ -111,14 +144,33 @@ pub async fn run(bench: &Bench, phases: &Phases) -> Result<()> {
 
     let counters = Arc::new(Counters::default());
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(produce(bench.url.clone(), counters.clone())));
-    for index in 0..clients {
-        tasks.push(tokio::spawn(work(
-            bench.url.clone(),
-            counters.clone(),
-            index,
-        )));
+    match system {
+        System::Pdoflow => {
+            tasks.push(tokio::spawn(produce(bench.url.clone(), counters.clone())));
+            for index in 0..clients {
+                tasks.push(tokio::spawn(work(
+                    bench.url.clone(),
+                    counters.clone(),
+                    index,
+                )));
+            }
+        }
+        System::Pgq => {
+            tasks.push(tokio::spawn(pgq::produce(
+                bench.url.clone(),
+                counters.clone(),
+            )));
+            tasks.push(tokio::spawn(pgq::consume(
+                bench.url.clone(),
+                counters.clone(),
+            )));
+            tasks.push(tokio::spawn(pgq::tick(bench.url.clone(), counters.clone())));
+        }
     }
+    let sizes = match system {
+        System::Pdoflow => ACTIVE_JOBS_SIZES,
+        System::Pgq => pgq::SIZES,
+    };
 
     let schedule = [
         (Phase::Clean, phases.clean),
@@ -137,7 +189,7 @@ pub async fn run(bench: &Bench, phases: &Phases) -> Result<()> {
         "depth",
         "claim p50",
         "claim p99",
-        "active_jobs (table+indexes, dead)",
+        "hot tables (table+indexes, dead)",
         "xmin age"
     );
     let started = Instant::now();
@@ -169,7 +221,7 @@ pub async fn run(bench: &Bench, phases: &Phases) -> Result<()> {
             completed_before = completed;
             if seconds.len() % 5 == 0 {
                 let last = &seconds[seconds.len() - 5..];
-                print_sample(&db, started.elapsed(), last, &counters).await?;
+                print_sample(&db, sizes, started.elapsed(), last, &counters).await?;
             }
             // Workers and the producer end only on an error: stop, and
             // awaiting them below says which.
@@ -193,7 +245,7 @@ pub async fn run(bench: &Bench, phases: &Phases) -> Result<()> {
     Ok(())
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -206,11 +258,7 @@ async fn produce(url: String, counters: Arc<Counters>) -> Result<()> {
         .prepare("SELECT count(*) FROM pdoflow.enqueue_many('bench_pressure', array_fill('{}'::jsonb, ARRAY[$1::int]))")
         .await?;
     while !counters.stop.load(Ordering::Relaxed) {
-        let waiting = counters
-            .produced
-            .load(Ordering::Relaxed)
-            .saturating_sub(counters.completed.load(Ordering::Relaxed));
-        if waiting + PRODUCER_BATCH as u64 > BACKLOG {
+        if counters.backlog_full() {
             tokio::time::sleep(Duration::from_millis(1)).await;
             continue;
         }
@@ -315,8 +363,16 @@ impl Holder {
     }
 }
 
+/// pdoflow's hot relation, and the age of the oldest xmin.
+const ACTIVE_JOBS_SIZES: &str = "
+    SELECT pg_relation_size('pdoflow.active_jobs'), pg_indexes_size('pdoflow.active_jobs'),
+           coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
+                     WHERE relid = 'pdoflow.active_jobs'::regclass), 0),
+           coalesce((SELECT max(age(backend_xmin)) FROM pg_stat_activity), 0)";
+
 async fn print_sample(
     db: &Client,
+    sizes: &str,
     at: Duration,
     seconds: &[Second],
     counters: &Counters,
@@ -332,13 +388,7 @@ async fn print_sample(
         .load(Ordering::Relaxed)
         .saturating_sub(counters.completed.load(Ordering::Relaxed));
     let row = db
-        .query_one(
-            "SELECT pg_relation_size('pdoflow.active_jobs'), pg_indexes_size('pdoflow.active_jobs'),
-                    coalesce((SELECT n_dead_tup FROM pg_stat_user_tables
-                              WHERE relid = 'pdoflow.active_jobs'::regclass), 0),
-                    coalesce((SELECT max(age(backend_xmin)) FROM pg_stat_activity), 0)",
-            &[],
-        )
+        .query_one(sizes, &[])
         .await
         .context("sampling the hot relations")?;
     let mb = |bytes: i64| format!("{:.1} MB", bytes as f64 / 1_048_576.0);

@@ -8,7 +8,7 @@
 -- updates to 'queued', and posted after their commit. New: the Rust
 -- helpers below, sql/api/claim_floors.sql (the trigger, _learn_claim_levels,
 -- _pick_from_floors) and pdoflow.forget_claim_floors() for DBAs. Changed:
--- claim, _insert_jobs, retry.
+-- claim, _insert_jobs, retry; active_jobs' vacuum is throttled again.
 \echo Use "ALTER EXTENSION pdoflow UPDATE" to load this file. \quit
 
 -- pdoflow-ext/src/claim_floors/mod.rs: new
@@ -379,6 +379,12 @@ CREATE OR REPLACE FUNCTION pdoflow.claim(
 LANGUAGE plpgsql VOLATILE ROWS 10
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
+-- Claims walk the claim index in its order and stop after n jobs. Planned
+-- from statistics that an ANALYZE took of a nearly empty table, or of one
+-- full of rows a long transaction kept from vacuum, a bitmap or sequential
+-- scan looked cheaper, and fetched and sorted every queued job each time.
+SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -519,6 +525,11 @@ $$;
 
 COMMENT ON FUNCTION pdoflow.retry(uuid) IS
     'Re-queues a failed or cancelled job, due now (blocked again while it has parents to wait for); false when it is already active.';
+
+-- sql/schema.sql: vacuum of the hot table keeps the cluster's throttling
+-- (claims no longer wait for it; unthrottled, it took a core while a long
+-- transaction left it nothing to remove).
+ALTER TABLE pdoflow.active_jobs RESET (autovacuum_vacuum_cost_delay);
 
 -- sql/roles.sql: the new functions are internal, save one for admins.
 REVOKE ALL ON FUNCTION
