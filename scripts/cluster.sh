@@ -39,8 +39,20 @@ CONF
     if running; then
         say "Cluster ${name} is already running"
     else
-        as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" -l "${datadir}/server.log" -o "-p ${port}" -w -t 60 start >/dev/null \
-            || { tail -n 20 "${datadir}/server.log" >&2; die "cluster ${name} did not start"; }
+        # The port lies in Linux's ephemeral range: a client connection of
+        # the suite that just ended may still hold it as its local port for a
+        # few seconds. Wait for it rather than fail.
+        for attempt in $(seq 1 15); do
+            if as_postgres "${PG_BIN}/pg_ctl" -D "${datadir}" -l "${datadir}/server.log" -o "-p ${port}" -w -t 60 start >/dev/null; then
+                break
+            fi
+            if [ "${attempt}" -lt 15 ] && tail -n 5 "${datadir}/server.log" | grep -q "Address already in use"; then
+                sleep 2
+                continue
+            fi
+            tail -n 20 "${datadir}/server.log" >&2
+            die "cluster ${name} did not start"
+        done
     fi
     ;;
 restart)
