@@ -39,8 +39,6 @@ CREATE FUNCTION pdoflow._insert_jobs(
 ) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
-DECLARE
-    notified bigint;
 BEGIN
     IF coalesce(cardinality(ids), 0) = 0 THEN
         RETURN;  -- no jobs (the shared values alone would make a row below)
@@ -91,29 +89,26 @@ BEGIN
                  AS e(id, task, args, queue, priority, max_attempts, run_at, state, pending,
                       first_parent, parent_count, mode, node)
         ) AS j;
-    -- The queues that gained jobs to run now, read from the input rather
-    -- than the rows (RETURNING would hold every row of a bulk insert): jobs
-    -- that share their queue, state and due time are one row here.
-    SELECT count(pdoflow._announce(due.queue)) INTO notified
+    -- The levels (queue and priority) that gained queued jobs, read from the
+    -- input rather than the rows (RETURNING would hold every row of a bulk
+    -- insert), each with its earliest due time: noted for the claim floors
+    -- (claim_floors.sql), and its queue announced if that time has come
+    -- (the announcement board and NOTIFY keep one per queue).
+    PERFORM pdoflow._note_queued(l.queue, l.priority, l.first_due, NULL),
+            CASE WHEN l.first_due <= now() THEN pdoflow._announce(l.queue) END
     FROM (
-        SELECT DISTINCT coalesce(d.queue, CASE WHEN cardinality(queues) = 1 THEN queues[1] END) AS queue
-        FROM ROWS FROM (unnest(queues), unnest(states), unnest(run_ats)) AS d(queue, state, run_at)
-        WHERE coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) = 'queued'
-          AND coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) <= now()
-    ) AS due;
-    -- The claim floors (claim_floors.sql) of the levels that gained queued
-    -- jobs, due or not: each level's earliest due time.
-    PERFORM pdoflow._note_queued(l.queue, l.priority, min(l.run_at), NULL)
-    FROM (
-        SELECT coalesce(d.queue, CASE WHEN cardinality(queues) = 1 THEN queues[1] END) AS queue,
-               coalesce(d.priority, CASE WHEN cardinality(priorities) = 1 THEN priorities[1] END) AS priority,
-               coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) AS run_at,
-               coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) AS state
-        FROM ROWS FROM (unnest(queues), unnest(priorities), unnest(run_ats), unnest(states))
-             AS d(queue, priority, run_at, state)
-    ) AS l
-    WHERE l.state = 'queued'
-    GROUP BY l.queue, l.priority;
+        SELECT j.queue, j.priority, min(j.run_at) AS first_due
+        FROM (
+            SELECT coalesce(d.queue, CASE WHEN cardinality(queues) = 1 THEN queues[1] END) AS queue,
+                   coalesce(d.priority, CASE WHEN cardinality(priorities) = 1 THEN priorities[1] END) AS priority,
+                   coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) AS run_at,
+                   coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) AS state
+            FROM ROWS FROM (unnest(queues), unnest(priorities), unnest(run_ats), unnest(states))
+                 AS d(queue, priority, run_at, state)
+        ) AS j
+        WHERE j.state = 'queued'
+        GROUP BY j.queue, j.priority
+    ) AS l;
 END
 $$;
 

@@ -17,17 +17,27 @@
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
+/// Whether the current transaction runs in READ COMMITTED (or READ
+/// UNCOMMITTED, which PostgreSQL runs as READ COMMITTED): each statement
+/// then reads what is committed when it starts.
+pub fn read_committed() -> bool {
+    // SAFETY: reads the current transaction's isolation level.
+    let level = unsafe { pg_sys::XactIsoLevel };
+    u32::try_from(level).is_ok_and(|level| level <= pg_sys::XACT_READ_COMMITTED)
+}
+
 /// `pdoflow._require_read_committed(function_name)`: raises 25001 when the
 /// current transaction is not READ COMMITTED (or READ UNCOMMITTED, which
 /// PostgreSQL runs as READ COMMITTED).
 #[pg_extern(volatile, parallel_safe, name = "_require_read_committed")]
 fn require_read_committed(function_name: &str) -> Result<(), ErrorReport> {
+    if read_committed() {
+        return Ok(());
+    }
     // SAFETY: reads the current transaction's isolation level.
-    let level = unsafe { pg_sys::XactIsoLevel };
-    let name = match u32::try_from(level) {
-        Ok(pg_sys::XACT_REPEATABLE_READ) => "REPEATABLE READ",
+    let name = match u32::try_from(unsafe { pg_sys::XactIsoLevel }) {
         Ok(pg_sys::XACT_SERIALIZABLE) => "SERIALIZABLE",
-        _ => return Ok(()),
+        _ => "REPEATABLE READ",
     };
     Err(ErrorReport::new(
         PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,

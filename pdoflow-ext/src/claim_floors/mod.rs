@@ -53,6 +53,7 @@ use std::cell::{Cell, RefCell};
 
 use pgrx::prelude::*;
 
+use crate::api::isolation::read_committed;
 use table::{Key, Scope};
 
 /// A level's lowest newly queued key in one queue, noted by this transaction.
@@ -124,12 +125,6 @@ fn scope(queue: Option<&str>) -> Scope<'_> {
         Some(queue) => Scope::Queue(queue),
         None => Scope::Every,
     }
-}
-
-fn read_committed() -> bool {
-    // SAFETY: reads the current transaction's isolation level.
-    let level = unsafe { pg_sys::XactIsoLevel };
-    u32::try_from(level).is_ok_and(|level| level <= pg_sys::XACT_READ_COMMITTED)
 }
 
 /// Notes that this transaction queued jobs of `queue` at `priority`, the
