@@ -192,11 +192,6 @@ CREATE INDEX active_jobs_delayed_idx
 CREATE INDEX active_jobs_blocked_idx
     ON pdoflow.active_jobs USING gin (depends_on)
     WHERE state = 'blocked';
--- Whether any job waits for parents at all: finishing a batch skips the
--- search for children (above) while none does, the common case.
-CREATE INDEX active_jobs_blocked_any_idx
-    ON pdoflow.active_jobs (id)
-    WHERE state = 'blocked';
 -- Posting status counts and set_posting_status find a posting's jobs.
 CREATE INDEX active_jobs_posting_idx
     ON pdoflow.active_jobs (posting)

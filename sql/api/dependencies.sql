@@ -109,11 +109,10 @@ DECLARE
     doomed_errors  text[];
     due_queues     text[];
 BEGIN
-    -- Most batches end jobs that nothing waits for: one probe of an index
-    -- that is empty then, instead of a search per ended job.
-    IF NOT EXISTS (SELECT FROM pdoflow.active_jobs AS c WHERE c.state = 'blocked') THEN
-        RETURN;
-    END IF;
+    -- Most batches end jobs that nothing waits for: the first search, in
+    -- the blocked jobs' index (empty then), finds nothing. (A second index
+    -- that only said whether any job is blocked cost every enqueue 4% of
+    -- its work, and finishing saved nothing measurable.)
     LOOP
         SELECT array_agg(c.id) INTO child_ids
         FROM (
