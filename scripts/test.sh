@@ -45,7 +45,7 @@ trap '"${REPO_ROOT}/scripts/cluster.sh" stop "${cluster}"' EXIT
 # The background sweeper tests need sweepers in databases of their own, and
 # sweepers start only with the server: create the databases, list them in
 # pdoflow.database and restart. A short interval keeps those tests quick.
-swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_announce pdoflow_swept_retention pdoflow_swept_lifecycle pdoflow_swept_worker pdoflow_swept_locks)
+swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_announce pdoflow_swept_retention pdoflow_swept_lifecycle pdoflow_swept_worker pdoflow_swept_locks pdoflow_swept_compaction)
 for database in "${swept_databases[@]}"; do
     "${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")" \
         -c "CREATE DATABASE ${database}"

@@ -85,6 +85,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.delete_posting(uuid),
     pdoflow.check_consistency(),
     pdoflow.forget_claim_floors(),
+    pdoflow.compact_active_jobs(boolean, interval),
     pdoflow.register_task(text, jsonb, text),
     pdoflow.unregister_task(text),
     pdoflow.grant_task(text, regrole),

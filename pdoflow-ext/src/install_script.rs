@@ -118,6 +118,15 @@ extension_sql_file!(
     requires = ["finish"]
 );
 extension_sql_file!(
+    "../../sql/api/compaction.sql",
+    name = "compaction",
+    requires = [
+        "finish",
+        settings::compaction_threshold,
+        settings::compaction_max_jobs
+    ]
+);
+extension_sql_file!(
     "../../sql/api/sweep.sql",
     name = "sweep",
     requires = [
@@ -140,6 +149,7 @@ extension_sql_file!(
     requires = [
         "consistency",
         "sweep",
+        "compaction",
         "cancel_retry",
         "heartbeat",
         "release"

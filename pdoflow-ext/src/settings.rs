@@ -34,6 +34,11 @@ pub static RETENTION_S: GucSetting<i32> = GucSetting::<i32>::new(7 * 24 * 3_600)
 pub static WORKER_TIMEOUT_S: GucSetting<i32> = GucSetting::<i32>::new(60);
 /// Longest the sweeper waits for a lock, in milliseconds.
 pub static SWEEP_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+/// Size of active_jobs with its indexes, in MB, from which the sweeper
+/// compacts it (`sql/api/compaction.sql`); 0 never.
+pub static COMPACTION_THRESHOLD_MB: GucSetting<i32> = GucSetting::<i32>::new(128);
+/// Most live jobs a compaction copies (its lock is held for about 5 us each).
+pub static COMPACTION_MAX_JOBS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
 
 /// The values of `pdoflow.notify` (see `announce`).
 #[derive(PostgresGucEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +172,29 @@ pub fn register() {
         GucContext::Suset,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_int_guc(
+        c"pdoflow.compaction_threshold",
+        c"Size of pdoflow.active_jobs with its indexes from which the sweeper compacts it.",
+        c"Compaction truncates the table and copies its live jobs back, under a brief \
+          ACCESS EXCLUSIVE lock, when dead rows that vacuum cannot remove (a long \
+          transaction holds the xmin horizon) fill it. 0: never.",
+        &COMPACTION_THRESHOLD_MB,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MB,
+    );
+    GucRegistry::define_int_guc(
+        c"pdoflow.compaction_max_jobs",
+        c"Most live jobs a compaction of pdoflow.active_jobs copies.",
+        c"Every session's work on the table waits while they are copied (about 5 us \
+          each); with more live jobs than this the table is left to vacuum.",
+        &COMPACTION_MAX_JOBS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // PostgreSQL allows a postmaster-level setting to be defined only while
     // shared_preload_libraries loads. A session that loads pdoflow later
     // (no sweeper then) still defines it, reloadable, so that it can be set
@@ -201,6 +229,18 @@ fn retention() -> Option<Interval> {
         0 => None,
         value => Some(seconds(value)),
     }
+}
+
+/// `pdoflow.compaction_threshold` in bytes; 0 when compaction is off.
+#[pg_extern(stable, parallel_safe, name = "_compaction_threshold")]
+fn compaction_threshold() -> i64 {
+    i64::from(COMPACTION_THRESHOLD_MB.get()) * 1024 * 1024
+}
+
+/// `pdoflow.compaction_max_jobs`.
+#[pg_extern(stable, parallel_safe, name = "_compaction_max_jobs")]
+fn compaction_max_jobs() -> i64 {
+    i64::from(COMPACTION_MAX_JOBS.get())
 }
 
 /// `pdoflow.require_registered_tasks`.

@@ -193,6 +193,7 @@ BEGIN
         FOR NO KEY UPDATE
     ) AS j;
     IF picked IS NULL THEN
+        PERFORM pdoflow._require_active_jobs_in_snapshot();
         RETURN;
     END IF;
     RETURN QUERY SELECT * FROM pdoflow._start_attempts(picked, claim_job.worker, claim_job.lease);

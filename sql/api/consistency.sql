@@ -2,9 +2,11 @@
 -- within one active job (pdoflow.active_jobs has no CHECK constraints: see
 -- schema.sql) and across rows and tables. No row back means everything holds.
 
+-- VOLATILE: its query takes its snapshot after its locks, so that a
+-- compaction of active_jobs it waited for does not hide the active jobs.
 CREATE FUNCTION pdoflow.check_consistency()
 RETURNS TABLE (problem text, job_id uuid)
-LANGUAGE sql STABLE
+LANGUAGE sql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$

@@ -51,6 +51,9 @@ BEGIN
         EXIT WHEN missing IS NULL;
     END LOOP;
     IF missing IS NOT NULL THEN
+        -- (Or, under REPEATABLE READ, active_jobs was compacted since the
+        -- snapshot: a serialization failure then.)
+        PERFORM pdoflow._require_active_jobs_in_snapshot();
         RAISE EXCEPTION 'depends_on: job % does not exist', missing[1]
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'A job can only depend on jobs that exist (committed, and not yet deleted by pdoflow.retention).';

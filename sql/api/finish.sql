@@ -52,6 +52,9 @@ BEGIN
         RETURN;
     END IF;
 
+    -- (Or, under REPEATABLE READ, active_jobs was compacted since the
+    -- snapshot: a serialization failure then.)
+    PERFORM pdoflow._require_active_jobs_in_snapshot();
     RETURN QUERY SELECT NULL::text, '22023'::text, format('job %s does not exist', job_id), NULL::text;
 END
 $$;

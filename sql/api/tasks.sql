@@ -164,20 +164,28 @@ COMMENT ON FUNCTION pdoflow.revoke_task(text, regrole) IS
 -- before they run a job of a task that acts with their own powers (the
 -- built-in shell), so that grants cover jobs enqueued before the task was
 -- granted, before pdoflow recorded enqueuers (0.4.0), or by a role whose
--- grant was revoked since. False for a job that is not active.
+-- grant was revoked since. False for a job that is not active. VOLATILE:
+-- its query takes its snapshot after its lock on active_jobs, so that a
+-- compaction it waited for does not hide the job (compaction.sql).
 CREATE FUNCTION pdoflow.job_is_granted(id uuid)
 RETURNS boolean
-LANGUAGE sql STABLE
+LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
-    SELECT EXISTS (
-        SELECT
-        FROM pdoflow.active_jobs AS j
-        JOIN pg_catalog.pg_roles AS enqueuer ON enqueuer.rolname = j.enqueued_by
-        WHERE j.id = job_is_granted.id
-          AND EXISTS (SELECT FROM pdoflow.task_privileges AS p WHERE p.task = j.task)
-          AND pdoflow._may_enqueue(enqueuer.oid, j.task))
+DECLARE
+    job record;
+BEGIN
+    SELECT j.task, j.enqueued_by INTO job FROM pdoflow.active_jobs AS j WHERE j.id = job_is_granted.id;
+    IF NOT FOUND THEN
+        PERFORM pdoflow._require_active_jobs_in_snapshot();
+        RETURN false;
+    END IF;
+    RETURN EXISTS (SELECT FROM pdoflow.task_privileges AS p WHERE p.task = job.task)
+       AND EXISTS (SELECT FROM pg_catalog.pg_roles AS enqueuer
+                   WHERE enqueuer.rolname = job.enqueued_by
+                     AND pdoflow._may_enqueue(enqueuer.oid, job.task));
+END
 $$;
 
 COMMENT ON FUNCTION pdoflow.job_is_granted(uuid) IS

@@ -155,6 +155,17 @@ async fn each_role_can_do_its_part_and_nothing_more() {
         ),
         (&admin, "SELECT count(*) FROM pdoflow.workers", "ok"),
         (&admin, "SELECT * FROM pdoflow.check_consistency()", "ok"),
+        (&admin, "SELECT * FROM pdoflow.compact_active_jobs()", "ok"),
+        (
+            &worker,
+            "SELECT * FROM pdoflow.compact_active_jobs()",
+            denied,
+        ),
+        (
+            &producer,
+            "SELECT * FROM pdoflow.compact_active_jobs(true)",
+            denied,
+        ),
         (
             &admin,
             r#"SELECT pdoflow.register_task('typed', '{"type": "object"}')"#,

@@ -32,6 +32,12 @@ const MAX_LEASE_BATCHES: u32 = 100;
 const MAX_DELETE_BATCHES: u32 = 10;
 /// A failure that repeats every round is logged again after this long.
 const REPEAT_WARNING_AFTER: Duration = Duration::from_secs(60);
+/// After a compaction that failed (its lock not granted in time, say), the
+/// next waits this long, doubling up to COMPACTION_BACKOFF_MAX: every try
+/// makes the table's users wait behind its lock request.
+const COMPACTION_BACKOFF: Duration = Duration::from_secs(5);
+const COMPACTION_BACKOFF_MAX: Duration = Duration::from_secs(300);
+const COMPACTION_STEP: &str = "compacting active_jobs";
 
 /// What the sweeper knows about its database between rounds.
 pub struct Sweeper {
@@ -42,6 +48,9 @@ pub struct Sweeper {
     /// Per step that failed in a row: the failure logged last, when, and
     /// in how many rounds it failed since it last succeeded.
     failing: HashMap<&'static str, Failing>,
+    /// After failed compactions: no new try before this, and the pause
+    /// after the next failure.
+    compaction_backoff: Option<(Instant, Duration)>,
 }
 
 struct Failing {
@@ -56,6 +65,7 @@ impl Sweeper {
             database,
             installed: None,
             failing: HashMap::new(),
+            compaction_backoff: None,
         }
     }
 
@@ -83,8 +93,10 @@ impl Sweeper {
             self.report_failure(step, failure);
         }
         let database = &self.database;
+        // A compaction waiting after failures has not worked again yet.
+        let compaction_paused = self.compaction_backoff.is_some();
         self.failing.retain(|step, failing| {
-            let still = failed.contains(step);
+            let still = failed.contains(step) || (*step == COMPACTION_STEP && compaction_paused);
             if !still {
                 log!(
                     "pdoflow sweeper: {step} in database \"{database}\" works again after {} failed rounds",
@@ -117,7 +129,7 @@ impl Sweeper {
     /// The steps of one round, in the order `pdoflow.sweep()` runs them.
     /// A step that fails does not stop the ones after it; the failures come
     /// back, tagged with their step.
-    fn sweep(&self) -> Vec<(&'static str, Failure)> {
+    fn sweep(&mut self) -> Vec<(&'static str, Failure)> {
         let mut failures = Vec::new();
         let mut requeued = 0;
         let mut failed = 0;
@@ -220,7 +232,47 @@ impl Sweeper {
             Ok(_) => {}
             Err(failure) => failures.push(failure),
         }
+
+        if let Some(failure) = self.compact() {
+            failures.push(failure);
+        }
         failures
+    }
+
+    /// The compaction step, unless failed ones made it wait.
+    fn compact(&mut self) -> Option<(&'static str, Failure)> {
+        if let Some((until, _)) = self.compaction_backoff {
+            if Instant::now() < until {
+                return None;
+            }
+        }
+        match step(
+            COMPACTION_STEP,
+            c"pdoflow sweeper: compacting active_jobs",
+            compact_active_jobs,
+        ) {
+            Ok(Some(compaction)) => log!(
+                "pdoflow sweeper: compacted pdoflow.active_jobs in database \"{}\" from {} MB \
+                 to {} MB (with its indexes), keeping its {} jobs: dead rows that vacuum could \
+                 not remove filled it",
+                self.database,
+                compaction.bytes_before / (1024 * 1024),
+                compaction.bytes_after / (1024 * 1024),
+                compaction.jobs
+            ),
+            Ok(None) => {}
+            Err(failure) => {
+                let pause = self
+                    .compaction_backoff
+                    .map_or(COMPACTION_BACKOFF, |(_, pause)| {
+                        (pause * 2).min(COMPACTION_BACKOFF_MAX)
+                    });
+                self.compaction_backoff = Some((Instant::now() + pause, pause));
+                return Some(failure);
+            }
+        }
+        self.compaction_backoff = None;
+        None
     }
 
     /// Logs a failed step as a WARNING: the first time, when the message
@@ -333,7 +385,8 @@ fn apply_database_settings() -> SpiResult<()> {
              LEFT JOIN database_values AS db ON db.name = s.name
              WHERE s.name IN ('pdoflow.retention', 'pdoflow.worker_timeout',
                               'pdoflow.retry_backoff_base', 'pdoflow.retry_backoff_max',
-                              'pdoflow.sweep_lock_timeout')
+                              'pdoflow.sweep_lock_timeout', 'pdoflow.compaction_threshold',
+                              'pdoflow.compaction_max_jobs')
                AND (db.value IS NOT NULL OR s.source = 'database')",
             None,
             &[],
@@ -353,6 +406,46 @@ fn extension_installed() -> SpiResult<bool> {
         "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pdoflow')",
     )
     .map(|found| found.unwrap_or(false))
+}
+
+/// What a compaction of active_jobs did.
+struct Compaction {
+    jobs: i64,
+    bytes_before: i64,
+    bytes_after: i64,
+}
+
+/// `pdoflow.compact_active_jobs()`, which decides itself whether the table
+/// needs it; `None` when it did not compact, or when the installed version
+/// of the extension (before its ALTER EXTENSION UPDATE) has no compaction.
+fn compact_active_jobs() -> SpiResult<Option<Compaction>> {
+    Spi::connect_mut(|client| {
+        let installed = client
+            .select(
+                "SELECT pg_catalog.to_regprocedure('pdoflow.compact_active_jobs(boolean, interval)') IS NOT NULL",
+                Some(1),
+                &[],
+            )?
+            .first()
+            .get_one::<bool>()?;
+        if installed != Some(true) {
+            return Ok(None);
+        }
+        let outcome = client.update(
+            "SELECT jobs, bytes_before, bytes_after FROM pdoflow.compact_active_jobs() WHERE compacted",
+            Some(1),
+            &[],
+        )?;
+        if outcome.is_empty() {
+            return Ok(None);
+        }
+        let row = outcome.first();
+        Ok(Some(Compaction {
+            jobs: row.get::<i64>(1)?.unwrap_or(0),
+            bytes_before: row.get::<i64>(2)?.unwrap_or(0),
+            bytes_after: row.get::<i64>(3)?.unwrap_or(0),
+        }))
+    })
 }
 
 /// Runs a statement that changes data and returns one bigint.
