@@ -53,6 +53,6 @@ fi
 "${REPO_ROOT}/target/release/pdoflow-bench" --database-url "${url}" all | tee "${results}"
 # The pressure scenario runs with autovacuum as most clusters have it: once
 # a minute (pdoflow must not depend on a tuned autovacuum).
-say "Running pdoflow-bench pressure (about 14 minutes) with autovacuum_naptime at its default"
+say "Running pdoflow-bench pressure (about 15 minutes) with autovacuum_naptime at its default"
 psql "${url}" -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM RESET autovacuum_naptime" -c "SELECT pg_reload_conf()" >/dev/null
 "${REPO_ROOT}/target/release/pdoflow-bench" --database-url "${url}" pressure | tee -a "${results}"

@@ -49,6 +49,11 @@ struct Cli {
     /// How long the sustained scenario's idle transaction stays open.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     idle_hold: Duration,
+    /// The pressure scenario's warm-up before its clean phase, not measured:
+    /// the clean reference is then taken at the steady state the later
+    /// phases run in (a history table of millions of jobs, checkpoints).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pressure_warmup: Duration,
     /// The pressure scenario's clean phase.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pressure_clean: Duration,
@@ -181,6 +186,7 @@ async fn main() -> Result<()> {
             }
             Scenario::Pressure => {
                 let phases = pressure::Phases {
+                    warmup: cli.pressure_warmup,
                     clean: cli.pressure_clean,
                     hold: cli.pressure_hold,
                     recovery: cli.pressure_recovery,

@@ -5,7 +5,7 @@
 -- active_jobs, and the table grew without bound. The background sweeper
 -- now truncates it and copies its live jobs back when dead rows fill it
 -- (sql/api/compaction.sql). New: compact_active_jobs for admins,
--- _require_active_jobs_in_snapshot, the settings
+-- _pg_dump_connected, _require_active_jobs_in_snapshot, the settings
 -- pdoflow.compaction_threshold and pdoflow.compaction_max_jobs. Changed:
 -- where a job is found missing (_claim_problem, _parent_states, claim_job,
 -- job_is_granted), a REPEATABLE READ snapshot older than a compaction gets
@@ -45,6 +45,7 @@ DECLARE
     columns     text;
     caller_wait text := pg_catalog.current_setting('lock_timeout');
     caller_role text := pg_catalog.current_setting('session_replication_role');
+    dump_pid    integer;
 BEGIN
     -- The copy must see every job committed before the lock: a snapshot of
     -- its own, taken after the lock.
@@ -86,6 +87,17 @@ BEGIN
                 format('about %s live jobs of %s rows: the table is not mostly dead rows', live, live + dead);
             RETURN;
         END IF;
+        -- The lock is held about 1 ms per MB of table plus 5 us per job.
+        -- A table that grew far past the threshold while compaction was
+        -- kept off (a long report holding a lock on it) would stall the
+        -- queue for seconds: leave it to vacuum, which can clean it without
+        -- blocking anyone once that report is gone.
+        IF size / (1024 * 1024) + live / 200 > 1000 THEN
+            RETURN QUERY SELECT false, NULL::bigint, size, size,
+                format('compacting %s with about %s live jobs would hold the lock for more than a second',
+                       pg_catalog.pg_size_pretty(size), live);
+            RETURN;
+        END IF;
     END IF;
 
     -- Asking for the lock makes everyone after us wait behind it: do not ask
@@ -117,13 +129,11 @@ BEGIN
     END IF;
     -- pg_dump takes its snapshot first and locks the tables it dumps after:
     -- a compaction in between would leave the dump without active jobs.
-    SELECT a.pid INTO holder
-    FROM pg_catalog.pg_stat_activity AS a
-    WHERE a.datname = pg_catalog.current_database() AND a.application_name = 'pg_dump'
-    LIMIT 1;
-    IF FOUND THEN
+    -- (Looked for again once the lock is held: it may connect meanwhile.)
+    dump_pid := pdoflow._pg_dump_connected();
+    IF dump_pid IS NOT NULL THEN
         RETURN QUERY SELECT false, NULL::bigint, size, size,
-            format('pg_dump (pid %s) is dumping the database', holder.pid);
+            format('pg_dump (pid %s) is dumping the database', dump_pid);
         RETURN;
     END IF;
 
@@ -136,6 +146,12 @@ BEGIN
                   HINT = 'Nothing was changed; the background sweeper tries again later.';
     END;
     PERFORM pg_catalog.set_config('lock_timeout', caller_wait, true);
+    dump_pid := pdoflow._pg_dump_connected();
+    IF dump_pid IS NOT NULL THEN
+        RETURN QUERY SELECT false, NULL::bigint, size, size,
+            format('pg_dump (pid %s) is dumping the database', dump_pid);
+        RETURN;
+    END IF;
 
     -- The copy may be larger than memory (args up to pdoflow.max_payload_bytes
     -- each): a temporary table holds it, not an array.
@@ -175,6 +191,21 @@ $$;
 
 COMMENT ON FUNCTION pdoflow.compact_active_jobs(boolean, interval) IS
     'Rewrites pdoflow.active_jobs down to its live jobs (TRUNCATE and copy back, under a brief ACCESS EXCLUSIVE lock) when dead rows that vacuum cannot remove fill it, or always with force. The background sweeper calls it; returns what it did or why not.';
+
+-- The pid of a pg_dump connected to this database, if one is (by its
+-- default application_name: a dump run under another name is not seen).
+-- A fresh look at the sessions each time, not the transaction's cached one.
+CREATE FUNCTION pdoflow._pg_dump_connected()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM pg_catalog.pg_stat_clear_snapshot();
+    RETURN (SELECT a.pid FROM pg_catalog.pg_stat_activity AS a
+            WHERE a.datname = pg_catalog.current_database() AND a.application_name = 'pg_dump'
+            LIMIT 1);
+END
+$$;
 
 -- Raises a serialization failure when active_jobs was compacted after this
 -- transaction's snapshot was taken, so that a REPEATABLE READ or
@@ -468,6 +499,7 @@ REVOKE ALL ON FUNCTION
     pdoflow._compaction_threshold(),
     pdoflow._compaction_max_jobs(),
     pdoflow.compact_active_jobs(boolean, interval),
-    pdoflow._require_active_jobs_in_snapshot()
+    pdoflow._require_active_jobs_in_snapshot(),
+    pdoflow._pg_dump_connected()
 FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION pdoflow.compact_active_jobs(boolean, interval) TO pdoflow_admin;

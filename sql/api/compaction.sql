@@ -53,6 +53,7 @@ DECLARE
     columns     text;
     caller_wait text := pg_catalog.current_setting('lock_timeout');
     caller_role text := pg_catalog.current_setting('session_replication_role');
+    dump_pid    integer;
 BEGIN
     -- The copy must see every job committed before the lock: a snapshot of
     -- its own, taken after the lock.
@@ -94,6 +95,17 @@ BEGIN
                 format('about %s live jobs of %s rows: the table is not mostly dead rows', live, live + dead);
             RETURN;
         END IF;
+        -- The lock is held about 1 ms per MB of table plus 5 us per job.
+        -- A table that grew far past the threshold while compaction was
+        -- kept off (a long report holding a lock on it) would stall the
+        -- queue for seconds: leave it to vacuum, which can clean it without
+        -- blocking anyone once that report is gone.
+        IF size / (1024 * 1024) + live / 200 > 1000 THEN
+            RETURN QUERY SELECT false, NULL::bigint, size, size,
+                format('compacting %s with about %s live jobs would hold the lock for more than a second',
+                       pg_catalog.pg_size_pretty(size), live);
+            RETURN;
+        END IF;
     END IF;
 
     -- Asking for the lock makes everyone after us wait behind it: do not ask
@@ -125,13 +137,11 @@ BEGIN
     END IF;
     -- pg_dump takes its snapshot first and locks the tables it dumps after:
     -- a compaction in between would leave the dump without active jobs.
-    SELECT a.pid INTO holder
-    FROM pg_catalog.pg_stat_activity AS a
-    WHERE a.datname = pg_catalog.current_database() AND a.application_name = 'pg_dump'
-    LIMIT 1;
-    IF FOUND THEN
+    -- (Looked for again once the lock is held: it may connect meanwhile.)
+    dump_pid := pdoflow._pg_dump_connected();
+    IF dump_pid IS NOT NULL THEN
         RETURN QUERY SELECT false, NULL::bigint, size, size,
-            format('pg_dump (pid %s) is dumping the database', holder.pid);
+            format('pg_dump (pid %s) is dumping the database', dump_pid);
         RETURN;
     END IF;
 
@@ -144,6 +154,12 @@ BEGIN
                   HINT = 'Nothing was changed; the background sweeper tries again later.';
     END;
     PERFORM pg_catalog.set_config('lock_timeout', caller_wait, true);
+    dump_pid := pdoflow._pg_dump_connected();
+    IF dump_pid IS NOT NULL THEN
+        RETURN QUERY SELECT false, NULL::bigint, size, size,
+            format('pg_dump (pid %s) is dumping the database', dump_pid);
+        RETURN;
+    END IF;
 
     -- The copy may be larger than memory (args up to pdoflow.max_payload_bytes
     -- each): a temporary table holds it, not an array.
@@ -183,6 +199,21 @@ $$;
 
 COMMENT ON FUNCTION pdoflow.compact_active_jobs(boolean, interval) IS
     'Rewrites pdoflow.active_jobs down to its live jobs (TRUNCATE and copy back, under a brief ACCESS EXCLUSIVE lock) when dead rows that vacuum cannot remove fill it, or always with force. The background sweeper calls it; returns what it did or why not.';
+
+-- The pid of a pg_dump connected to this database, if one is (by its
+-- default application_name: a dump run under another name is not seen).
+-- A fresh look at the sessions each time, not the transaction's cached one.
+CREATE FUNCTION pdoflow._pg_dump_connected()
+RETURNS integer
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    PERFORM pg_catalog.pg_stat_clear_snapshot();
+    RETURN (SELECT a.pid FROM pg_catalog.pg_stat_activity AS a
+            WHERE a.datname = pg_catalog.current_database() AND a.application_name = 'pg_dump'
+            LIMIT 1);
+END
+$$;
 
 -- Raises a serialization failure when active_jobs was compacted after this
 -- transaction's snapshot was taken, so that a REPEATABLE READ or

@@ -7,7 +7,9 @@
 
 -- Why the claim (job_id, claimed_attempt) cannot finish or heartbeat its job,
 -- with the job's current state (NULL: no such job); no row when it is the
--- job's current claim.
+-- job's current claim. STABLE, so it reads with its caller's snapshot:
+-- callers hold a lock on active_jobs already (finish_many's locking step,
+-- heartbeat's UPDATE), so no compaction can have come in between.
 CREATE FUNCTION pdoflow._claim_problem(job_id uuid, claimed_attempt integer)
 RETURNS TABLE (state text, code text, message text, hint text)
 LANGUAGE plpgsql STABLE

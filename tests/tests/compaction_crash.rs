@@ -43,9 +43,9 @@ async fn a_compaction_killed_halfway_loses_nothing() {
                  IF current_setting('session_replication_role') = 'replica' THEN
                      PERFORM pg_sleep(600);
                  END IF;
-                 RETURN NULL;
+                 RETURN NEW;
              END $$;
-             CREATE TRIGGER stall AFTER INSERT ON pdoflow.active_jobs
+             CREATE TRIGGER stall BEFORE INSERT ON pdoflow.active_jobs
                  FOR EACH ROW EXECUTE FUNCTION public.stall_compaction();
              ALTER TABLE pdoflow.active_jobs ENABLE ALWAYS TRIGGER stall;",
         )

@@ -37,6 +37,7 @@ const REPEAT_WARNING_AFTER: Duration = Duration::from_secs(60);
 /// makes the table's users wait behind its lock request.
 const COMPACTION_BACKOFF: Duration = Duration::from_secs(5);
 const COMPACTION_BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The compaction step's name, which its failures are logged under.
 const COMPACTION_STEP: &str = "compacting active_jobs";
 
 /// What the sweeper knows about its database between rounds.
@@ -239,7 +240,10 @@ impl Sweeper {
         failures
     }
 
-    /// The compaction step, unless failed ones made it wait.
+    /// The compaction step, unless failed ones made it wait. Only a
+    /// compaction done ends the backoff: one skipped (no need, or a lock
+    /// holder) leaves it as it is, so that failures between skips keep
+    /// doubling the pause.
     fn compact(&mut self) -> Option<(&'static str, Failure)> {
         if let Some((until, _)) = self.compaction_backoff {
             if Instant::now() < until {
@@ -251,15 +255,18 @@ impl Sweeper {
             c"pdoflow sweeper: compacting active_jobs",
             compact_active_jobs,
         ) {
-            Ok(Some(compaction)) => log!(
-                "pdoflow sweeper: compacted pdoflow.active_jobs in database \"{}\" from {} MB \
-                 to {} MB (with its indexes), keeping its {} jobs: dead rows that vacuum could \
-                 not remove filled it",
-                self.database,
-                compaction.bytes_before / (1024 * 1024),
-                compaction.bytes_after / (1024 * 1024),
-                compaction.jobs
-            ),
+            Ok(Some(compaction)) => {
+                log!(
+                    "pdoflow sweeper: compacted pdoflow.active_jobs in database \"{}\" from {} MB \
+                     to {} MB (with its indexes), keeping its {} jobs: dead rows that vacuum could \
+                     not remove filled it",
+                    self.database,
+                    compaction.bytes_before / (1024 * 1024),
+                    compaction.bytes_after / (1024 * 1024),
+                    compaction.jobs
+                );
+                self.compaction_backoff = None;
+            }
             Ok(None) => {}
             Err(failure) => {
                 let pause = self
@@ -271,7 +278,6 @@ impl Sweeper {
                 return Some(failure);
             }
         }
-        self.compaction_backoff = None;
         None
     }
 
@@ -315,10 +321,14 @@ impl Sweeper {
                 rounds,
             },
         );
-        let mut report = ErrorReport::new(failure.code, message, "pdoflow sweeper").set_hint(
+        let hint = if step == COMPACTION_STEP {
+            "The sweeper tries again after 5 s, doubling the pause up to 5 minutes while \
+             compactions fail, and repeats this warning once a minute while the failure lasts."
+        } else {
             "The sweeper tries again every pdoflow.sweep_interval, and repeats this \
-             warning once a minute while the failure lasts.",
-        );
+             warning once a minute while the failure lasts."
+        };
+        let mut report = ErrorReport::new(failure.code, message, "pdoflow sweeper").set_hint(hint);
         if let Some(detail) = failure.detail {
             report = report.set_detail(detail);
         }
