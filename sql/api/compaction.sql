@@ -48,12 +48,11 @@ DECLARE
     size        bigint := pg_catalog.pg_total_relation_size('pdoflow.active_jobs');
     live        bigint := pg_catalog.pg_stat_get_live_tuples('pdoflow.active_jobs'::regclass);
     dead        bigint := pg_catalog.pg_stat_get_dead_tuples('pdoflow.active_jobs'::regclass);
-    holder      record;
     kept        bigint;
     columns     text;
     caller_wait text := pg_catalog.current_setting('lock_timeout');
     caller_role text := pg_catalog.current_setting('session_replication_role');
-    dump_pid    integer;
+    blocker     text;
 BEGIN
     -- The copy must see every job committed before the lock: a snapshot of
     -- its own, taken after the lock.
@@ -108,40 +107,11 @@ BEGIN
         END IF;
     END IF;
 
-    -- Asking for the lock makes everyone after us wait behind it: do not ask
-    -- while a transaction older than lock_wait holds a lock on the table (a
-    -- prepared one, or a report, pg_dump or vacuum): it would keep the lock
-    -- from us for longer than we wait. (Autovacuum gives way to a waiting
-    -- lock, but only after deadlock_timeout, 1 s by default.)
-    SELECT l.pid, a.backend_type, a.xact_start INTO holder
-    FROM pg_catalog.pg_locks AS l
-    LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
-    WHERE l.locktype = 'relation'
-      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
-                        WHERE d.datname = pg_catalog.current_database())
-      AND l.relation = 'pdoflow.active_jobs'::regclass
-      AND l.granted
-      AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
-      -- (A session between its commit and the release of its locks shows
-      -- no xact_start: it is about to let go.)
-      AND (l.pid IS NULL OR a.xact_start < pg_catalog.clock_timestamp() - lock_wait)
-    ORDER BY a.xact_start
-    LIMIT 1;
-    IF FOUND THEN
-        RETURN QUERY SELECT false, NULL::bigint, size, size,
-            CASE WHEN holder.pid IS NULL THEN 'a prepared transaction holds a lock on pdoflow.active_jobs'
-                 ELSE format('%s (pid %s), in a transaction since %s, holds a lock on pdoflow.active_jobs',
-                             holder.backend_type, holder.pid, holder.xact_start)
-            END;
-        RETURN;
-    END IF;
-    -- pg_dump takes its snapshot first and locks the tables it dumps after:
-    -- a compaction in between would leave the dump without active jobs.
-    -- (Looked for again once the lock is held: it may connect meanwhile.)
-    dump_pid := pdoflow._pg_dump_connected();
-    IF dump_pid IS NOT NULL THEN
-        RETURN QUERY SELECT false, NULL::bigint, size, size,
-            format('pg_dump (pid %s) is dumping the database', dump_pid);
+    -- Not while a transaction older than lock_wait holds a lock on the
+    -- table, nor while pg_dump runs (_compaction_blocked_by).
+    blocker := pdoflow._compaction_blocked_by(lock_wait);
+    IF blocker IS NOT NULL THEN
+        RETURN QUERY SELECT false, NULL::bigint, size, size, blocker;
         RETURN;
     END IF;
 
@@ -154,10 +124,10 @@ BEGIN
                   HINT = 'Nothing was changed; the background sweeper tries again later.';
     END;
     PERFORM pg_catalog.set_config('lock_timeout', caller_wait, true);
-    dump_pid := pdoflow._pg_dump_connected();
-    IF dump_pid IS NOT NULL THEN
-        RETURN QUERY SELECT false, NULL::bigint, size, size,
-            format('pg_dump (pid %s) is dumping the database', dump_pid);
+    -- Once more with the lock held: a pg_dump may have connected meanwhile.
+    blocker := pdoflow._compaction_blocked_by(lock_wait);
+    IF blocker IS NOT NULL THEN
+        RETURN QUERY SELECT false, NULL::bigint, size, size, blocker;
         RETURN;
     END IF;
 
@@ -200,18 +170,54 @@ $$;
 COMMENT ON FUNCTION pdoflow.compact_active_jobs(boolean, interval) IS
     'Rewrites pdoflow.active_jobs down to its live jobs (TRUNCATE and copy back, under a brief ACCESS EXCLUSIVE lock) when dead rows that vacuum cannot remove fill it, or always with force. The background sweeper calls it; returns what it did or why not.';
 
--- The pid of a pg_dump connected to this database, if one is (by its
--- default application_name: a dump run under another name is not seen).
+-- Why a compaction must not ask for its lock now, or NULL when it may:
+--   * a transaction older than lock_wait holds a lock on the table (a
+--     prepared one, or a report, pg_dump or vacuum): asking would make
+--     everyone after us wait behind the request, and it would keep the lock
+--     from us for longer than we wait (autovacuum gives way to a waiting
+--     lock, but only after deadlock_timeout, 1 s by default);
+--   * pg_dump is connected to this database (by its default
+--     application_name): it takes its snapshot first and locks the tables
+--     it dumps after, and a compaction in between would leave the dump
+--     without active jobs.
 -- A fresh look at the sessions each time, not the transaction's cached one.
-CREATE FUNCTION pdoflow._pg_dump_connected()
-RETURNS integer
+CREATE FUNCTION pdoflow._compaction_blocked_by(lock_wait interval)
+RETURNS text
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+    holder   record;
+    dump_pid integer;
 BEGIN
     PERFORM pg_catalog.pg_stat_clear_snapshot();
-    RETURN (SELECT a.pid FROM pg_catalog.pg_stat_activity AS a
-            WHERE a.datname = pg_catalog.current_database() AND a.application_name = 'pg_dump'
-            LIMIT 1);
+    SELECT l.pid, a.backend_type, a.xact_start INTO holder
+    FROM pg_catalog.pg_locks AS l
+    LEFT JOIN pg_catalog.pg_stat_activity AS a ON a.pid = l.pid
+    WHERE l.locktype = 'relation'
+      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                        WHERE d.datname = pg_catalog.current_database())
+      AND l.relation = 'pdoflow.active_jobs'::regclass
+      AND l.granted
+      AND l.pid IS DISTINCT FROM pg_catalog.pg_backend_pid()
+      -- (A session between its commit and the release of its locks shows
+      -- no xact_start: it is about to let go.)
+      AND (l.pid IS NULL OR a.xact_start < pg_catalog.clock_timestamp() - lock_wait)
+    ORDER BY a.xact_start
+    LIMIT 1;
+    IF FOUND THEN
+        RETURN CASE WHEN holder.pid IS NULL THEN 'a prepared transaction holds a lock on pdoflow.active_jobs'
+                    ELSE format('%s (pid %s), in a transaction since %s, holds a lock on pdoflow.active_jobs',
+                                holder.backend_type, holder.pid, holder.xact_start)
+               END;
+    END IF;
+    SELECT a.pid INTO dump_pid
+    FROM pg_catalog.pg_stat_activity AS a
+    WHERE a.datname = pg_catalog.current_database() AND a.application_name = 'pg_dump'
+    LIMIT 1;
+    IF FOUND THEN
+        RETURN format('pg_dump (pid %s) is dumping the database', dump_pid);
+    END IF;
+    RETURN NULL;
 END
 $$;
 

@@ -386,6 +386,21 @@ pub async fn wait_for_state(
 }
 
 /// Job counts by task and state, sorted: `(task, state, count)`.
+/// Every column of every active job, in id order: to compare the table
+/// before and after something that must leave its jobs as they were.
+pub async fn active_rows(client: &Client) -> Vec<serde_json::Value> {
+    client
+        .query(
+            "SELECT to_jsonb(j) FROM pdoflow.active_jobs AS j ORDER BY j.id",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|error| panic!("reading active_jobs: {}", describe(&error)))
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
 pub async fn job_counts(client: &Client) -> Vec<(String, String, i64)> {
     client
         .query(

@@ -10,8 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pdoflow_tests::{describe, eventually, ServerLog, TestDatabase};
-use serde_json::Value;
+use pdoflow_tests::{active_rows, describe, eventually, ServerLog, TestDatabase};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -43,20 +42,6 @@ async fn compact(client: &Client, call: &str) -> Outcome {
         bytes_after: row.get(3),
         reason: row.get(4),
     }
-}
-
-/// Every column of every active job, in id order.
-async fn active_rows(client: &Client) -> Vec<Value> {
-    client
-        .query(
-            "SELECT to_jsonb(j) FROM pdoflow.active_jobs AS j ORDER BY j.id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
 }
 
 /// How many jobs of `task` are in `state`.

@@ -5,26 +5,12 @@
 
 use std::time::Duration;
 
-use pdoflow_tests::{connect_patiently, describe, eventually, send_signal, TestDatabase};
-use serde_json::Value;
-use tokio_postgres::Client;
+use pdoflow_tests::{
+    active_rows, connect_patiently, describe, eventually, send_signal, TestDatabase,
+};
 use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// Every column of every active job, in id order.
-async fn active_rows(client: &Client) -> Vec<Value> {
-    client
-        .query(
-            "SELECT to_jsonb(j) FROM pdoflow.active_jobs AS j ORDER BY j.id",
-            &[],
-        )
-        .await
-        .unwrap_or_else(|error| panic!("reading active_jobs: {}", describe(&error)))
-        .iter()
-        .map(|row| row.get(0))
-        .collect()
-}
 
 #[tokio::test]
 async fn a_compaction_killed_halfway_loses_nothing() {

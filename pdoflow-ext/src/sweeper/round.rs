@@ -322,11 +322,16 @@ impl Sweeper {
             },
         );
         let hint = if step == COMPACTION_STEP {
-            "The sweeper tries again after 5 s, doubling the pause up to 5 minutes while \
-             compactions fail, and repeats this warning once a minute while the failure lasts."
+            format!(
+                "The sweeper tries again after {} s, doubling the pause up to {} s while \
+                 compactions fail, and repeats this warning once a minute while the failure lasts.",
+                COMPACTION_BACKOFF.as_secs(),
+                COMPACTION_BACKOFF_MAX.as_secs()
+            )
         } else {
             "The sweeper tries again every pdoflow.sweep_interval, and repeats this \
              warning once a minute while the failure lasts."
+                .to_owned()
         };
         let mut report = ErrorReport::new(failure.code, message, "pdoflow sweeper").set_hint(hint);
         if let Some(detail) = failure.detail {
