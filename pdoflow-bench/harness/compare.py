@@ -97,6 +97,7 @@ def run_system(system: str, args, phases) -> list[dict]:
     adapter = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True)
     samples: list[tuple[float, str, float]] = []
+    sizes: list[tuple[float, int]] = []
     ready = threading.Event()
 
     def collect() -> None:
@@ -109,9 +110,12 @@ def run_system(system: str, args, phases) -> list[dict]:
                 ready.set()
             elif record.get("kind") == "adapter":
                 samples.append((time.time(), record["metric"], float(record["value"])))
+                if args.every_sample and record["metric"] in ("completion_rate", "claim_p99_ms"):
+                    size = sizes[-1][1] / 1048576 if sizes else 0.0
+                    print(f"  {system}: {record['metric']} {record['value']:.1f} "
+                          f"(hot relations {size:.1f} MB)", file=sys.stderr, flush=True)
 
     threading.Thread(target=collect, daemon=True).start()
-    sizes: list[tuple[float, int]] = []
     bounds = []
     try:
         # The adapter installs its system, then says so with its descriptor.
@@ -165,6 +169,8 @@ def main() -> None:
     parser.add_argument("--target-depth", type=int, default=4000)
     parser.add_argument("--worker-count", type=int, default=32)
     parser.add_argument("--job-work-ms", type=int, default=1)
+    parser.add_argument("--every-sample", action="store_true",
+                        help="also print each system's completion rate and claim p99 as they come (stderr)")
     args = parser.parse_args()
     phases = parse_phases(args.phases)
     systems = args.systems.split(",")
