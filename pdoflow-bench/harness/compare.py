@@ -6,11 +6,14 @@ For each system in turn: its own database, its adapter started with the
 harness's environment (WORKER_COUNT, PRODUCER_MODE, ...), then the phases
 (warm-up, clean, a session idle in a transaction that holds an xid, the
 minute after it, a REPEATABLE READ session querying in a loop, recovery).
-The adapters' JSONL samples are collected by phase; every 5 s the hot
-relations' size (table, indexes and TOAST) is read. At the end: per phase
-and system the completion rate, its ratio to the system's own clean phase,
-pickup latency (claim p50/p99, insert -> worker start) and the largest size
-of the hot relations; then pdoflow's rate against PgQue's.
+The adapters' JSONL samples are collected by phase; every 5 s the size of
+the hot relations and of all the system's tables (with indexes and TOAST)
+is read. Between systems the first one's data is dropped and a checkpoint
+taken. At the end: per phase and system the completion rate, its ratio to
+the system's own clean phase, pickup latency (claim p50/p99, insert ->
+worker start) and the largest sizes; then pdoflow's rate against PgQue's.
+Extra environment (BENCH_QUEUE_COUNT for PgQue, CLAIM_LOOPS and
+CLAIM_BATCH for pdoflow) reaches the adapters as it is.
 """
 
 from __future__ import annotations
@@ -30,12 +33,18 @@ import psycopg
 
 HERE = Path(__file__).resolve().parent
 
+# The hot relations (what the claims work in), and every table of the system
+# (pdoflow's history of finished jobs; PgQue's event tables keep consumed
+# events until they rotate, every 2 hours by default).
 HOT_RELATIONS = {
     "pdoflow": "SELECT pg_total_relation_size('pdoflow.active_jobs')",
     "pgque": """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = 'pgque' AND c.relkind = 'r' AND c.relname LIKE 'event%'""",
 }
+ALL_TABLES = """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = %s AND c.relkind = 'r'"""
 
 PHASE_KINDS = ("warmup", "clean", "xid", "after", "reader", "recovery")
 
@@ -68,13 +77,20 @@ class Holder:
             self.thread.start()
 
     def read(self) -> None:
-        while not self.stop.wait(0.1):
-            self.conn.execute("SELECT count(*) FROM pg_class")
+        try:
+            while not self.stop.wait(0.1):
+                self.conn.execute("SELECT count(*) FROM pg_class")
+        except Exception as failure:  # reported by end(): the phase did not hold
+            self.failure = failure
+
+    failure = None
 
     def end(self) -> None:
         self.stop.set()
         if self.thread:
             self.thread.join()
+        if self.failure is not None:
+            sys.exit(f"the REPEATABLE READ reader failed, so the horizon was not held: {self.failure}")
         self.conn.commit()
         self.conn.close()
 
@@ -97,7 +113,7 @@ def run_system(system: str, args, phases) -> list[dict]:
     adapter = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, text=True)
     samples: list[tuple[float, str, float]] = []
-    sizes: list[tuple[float, int]] = []
+    sizes: list[tuple[float, int, int]] = []
     ready = threading.Event()
 
     def collect() -> None:
@@ -111,7 +127,7 @@ def run_system(system: str, args, phases) -> list[dict]:
             elif record.get("kind") == "adapter":
                 samples.append((time.time(), record["metric"], float(record["value"])))
                 if args.every_sample and record["metric"] in ("completion_rate", "claim_p99_ms"):
-                    size = sizes[-1][1] / 1048576 if sizes else 0.0
+                    size = sizes[-1][1] / 1048576 if sizes else 0.0  # the hot relations
                     print(f"  {system}: {record['metric']} {record['value']:.1f} "
                           f"(hot relations {size:.1f} MB)", file=sys.stderr, flush=True)
 
@@ -129,7 +145,8 @@ def run_system(system: str, args, phases) -> list[dict]:
                 while time.time() < start + seconds:
                     if adapter.poll() is not None:
                         sys.exit(f"the {system} adapter exited with {adapter.returncode}")
-                    sizes.append((time.time(), db.execute(HOT_RELATIONS[system]).fetchone()[0]))
+                    sizes.append((time.time(), db.execute(HOT_RELATIONS[system]).fetchone()[0],
+                                  db.execute(ALL_TABLES, (system,)).fetchone()[0]))
                     time.sleep(min(5.0, start + seconds - time.time()))
                 if holder:
                     holder.end()
@@ -140,22 +157,38 @@ def run_system(system: str, args, phases) -> list[dict]:
             adapter.wait(10)
         except subprocess.TimeoutExpired:
             adapter.kill()
+        forget(system, args)
     rows = []
     for kind, start, end in bounds:
-        # A sample covers the 5 s before it: keep those wholly inside the phase.
-        def values(metric: str) -> list[float]:
-            return [v for t, m, v in samples if m == metric and start + 5 <= t <= end + 0.5]
+        # A sample covers the window_s before it: keep those wholly inside
+        # the phase (rates 5 s; latency percentiles 30 s).
+        def values(metric: str, window: float) -> list[float]:
+            return [v for t, m, v in samples if m == metric and start + window <= t <= end + 0.5]
 
-        rates = values("completion_rate")
+        rates = values("completion_rate", 5.0)
         rows.append({
             "system": system,
             "phase": kind,
             "rate": statistics.mean(rates) if rates else 0.0,
-            "p50": statistics.median(values("claim_p50_ms") or [0.0]),
-            "p99": statistics.median(values("claim_p99_ms") or [0.0]),
-            "size": max((s for t, s in sizes if start <= t <= end), default=0),
+            "p50": statistics.median(values("claim_p50_ms", 30.0) or [float("nan")]),
+            "p99": statistics.median(values("claim_p99_ms", 30.0) or [float("nan")]),
+            "hot": max((hot for t, hot, _ in sizes if start <= t <= end), default=0),
+            "all": max((every for t, _, every in sizes if start <= t <= end), default=0),
         })
     return rows
+
+
+def forget(system: str, args) -> None:
+    """Leaves the cluster as the next system should find it: the system's
+    data gone (pdoflow's extension dropped, its sweeper keeps its database)
+    and a checkpoint taken."""
+    with psycopg.connect(f"{args.url}/postgres", autocommit=True) as admin:
+        if system == "pdoflow":
+            with psycopg.connect(f"{args.url}/pdoflow_bench", autocommit=True) as db:
+                db.execute("DROP EXTENSION IF EXISTS pdoflow CASCADE")
+        else:
+            admin.execute(f"DROP DATABASE IF EXISTS {system}_bench WITH (FORCE)")
+        admin.execute("CHECKPOINT")
 
 
 def main() -> None:
@@ -163,7 +196,7 @@ def main() -> None:
     parser.add_argument("--url", required=True, help="the cluster, without a database: postgresql://user@host:port")
     parser.add_argument("--pgque-adapter", help="the harness's pgque-bench directory (vendor/pgque inside)")
     parser.add_argument("--systems", default="pdoflow,pgque")
-    parser.add_argument("--phases", default="warmup:30,clean:60,xid:180,after:30,reader:180,recovery:60")
+    parser.add_argument("--phases", default="warmup:30,clean:60,xid:180,after:60,reader:180,recovery:60")
     parser.add_argument("--producer-mode", default="depth-target", choices=["depth-target", "fixed"])
     parser.add_argument("--producer-rate", type=int, default=800)
     parser.add_argument("--target-depth", type=int, default=4000)
@@ -181,13 +214,13 @@ def main() -> None:
           f"{args.worker_count} workers, {args.job_work_ms} ms of work per job")
     rows = [row for system in systems for row in run_system(system, args, phases)]
     clean = {row["system"]: row["rate"] for row in rows if row["phase"] == "clean"}
-    print(f"{'system':<8} {'phase':<9} {'jobs/s':>8} {'of clean':>8} {'p50 ms':>8} {'p99 ms':>8} {'hot MB':>8}")
+    print(f"{'system':<8} {'phase':<9} {'jobs/s':>8} {'of clean':>8} {'p50 ms':>8} {'p99 ms':>8} {'hot MB':>8} {'all MB':>8}")
     for row in rows:
         if row["phase"] == "warmup":
             continue
         ratio = row["rate"] / clean[row["system"]] if clean[row["system"]] else 0.0
         print(f"{row['system']:<8} {row['phase']:<9} {row['rate']:>8.0f} {ratio:>8.2f} "
-              f"{row['p50']:>8.1f} {row['p99']:>8.1f} {row['size'] / 1048576:>8.1f}")
+              f"{row['p50']:>8.1f} {row['p99']:>8.1f} {row['hot'] / 1048576:>8.1f} {row['all'] / 1048576:>8.1f}")
     if {"pdoflow", "pgque"} <= set(systems):
         print("pdoflow against pgque, by phase:")
         by = {(row["system"], row["phase"]): row["rate"] for row in rows}

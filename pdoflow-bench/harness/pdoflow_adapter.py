@@ -3,26 +3,32 @@
 (github.com/hardbyte/postgresql-job-queue-benchmarking, its JSONL contract in
 CONTRIBUTING_ADAPTERS.md): a plain-SQL worker in another language.
 
-The same shape as the harness's PgQue adapter, so that the two compare:
+It mirrors the harness's PgQue adapter (pgque-bench/main.py) so that the
+two compare, down to the Python work per job:
 
-* a producer task enqueues PRODUCER_BATCH_MAX jobs per call
-  (`pdoflow.enqueue_many`), at PRODUCER_RATE jobs/s (`fixed`) or keeping
-  TARGET_DEPTH jobs waiting (`depth-target`), from a depth polled every
-  200 ms as the PgQue adapter polls its own (with a fixed rate, once per
-  sample);
+* a producer task enqueues up to PRODUCER_BATCH_MAX jobs per call
+  (`pdoflow.enqueue_many`), at PRODUCER_RATE jobs/s (`fixed`, credited on
+  elapsed time every PRODUCER_BATCH_MS) or keeping TARGET_DEPTH jobs waiting
+  (`depth-target`, from a depth polled every 200 ms; with a fixed rate the
+  depth is only reported, and polled once per sample);
+* each job's payload carries its own `created_at`; the producer records a
+  per-job call latency, a job records its pickup latency (created_at ->
+  start) and its end-to-end latency (created_at -> end);
 * CLAIM_LOOPS consumer tasks, each on its own connection, loop
   `pdoflow.claim(CLAIM_BATCH)` -> run the jobs -> `pdoflow.finish_many`;
   at most WORKER_COUNT jobs run at once across them (the PgQue adapter
   bounds its intra-batch parallelism the same way); an empty claim waits
-  for `NOTIFY pdoflow` (at most 100 ms);
-* a job "runs" for JOB_WORK_MS (an asyncio sleep), and its pickup latency
-  is the time from the `created_at` in its payload to its start;
-* every SAMPLE_EVERY_S it prints the harness's samples (enqueue_rate,
-  completion_rate, queue_depth, claim_p50/p95/p99_ms) on stdout.
+  for `NOTIFY pdoflow` (at most 100 ms). Where PgQue's consumer takes its
+  batches one at a time, as PgQ hands them out, pdoflow's claims may
+  overlap: CLAIM_LOOPS=1 gives the strictly serial shape;
+* a job "runs" for JOB_WORK_MS (an asyncio sleep);
+* every SAMPLE_EVERY_S it prints the harness's samples on stdout, the same
+  metrics as the PgQue adapter.
 
 Nothing here knows pdoflow's tables: it uses the SQL API a worker in any
 language would use. The background sweeper (the database must be listed in
-`pdoflow.database`) expires leases and compacts the hot table.
+`pdoflow.database`) expires leases and compacts the hot table. A database
+error ends the adapter (exit 1): a benchmark should fail loudly.
 """
 
 from __future__ import annotations
@@ -44,7 +50,10 @@ TASK = "long_horizon_bench"
 
 ENQUEUE = "SELECT count(*) FROM pdoflow.enqueue_many(%s, %s::jsonb[], queue => %s)"
 CLAIM = "SELECT id, attempt, args FROM pdoflow.claim(%s, %s, %s)"
-FINISH = "SELECT count(*) FROM pdoflow.finish_many(%s::uuid[], %s::int[])"
+# A rejected claim (its lease ran out and the job went to another worker)
+# is not a completion.
+FINISH = """SELECT count(*) FILTER (WHERE rejected IS NULL) AS finished
+            FROM pdoflow.finish_many(%s::uuid[], %s::int[])"""
 DEPTH = "SELECT count(*) FROM pdoflow.jobs WHERE queue = %s AND state = 'queued'"
 
 
@@ -114,9 +123,12 @@ async def main() -> None:
         loop.add_signal_handler(sig, shutdown.set)
 
     counts = {"enqueued": 0, "completed": 0, "depth": 0}
+    producer_ms: collections.deque = collections.deque(maxlen=32768)
     pickup_ms: collections.deque = collections.deque(maxlen=32768)
+    end_to_end_ms: collections.deque = collections.deque(maxlen=32768)
     running = asyncio.Semaphore(worker_count)
-    work_arrived = asyncio.Event()
+    # One event per claim loop: a NOTIFY wakes every waiting loop.
+    work_arrived = [asyncio.Event() for _ in range(claim_loops)]
 
     async def produce() -> None:
         db = await connect()
@@ -126,7 +138,7 @@ async def main() -> None:
             if producer_mode == "depth-target":
                 count = min(producer_batch_max, target_depth - counts["depth"])
                 if count <= 0:
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.05)
                     continue
             else:
                 await asyncio.sleep(max(0.0, producer_batch_ms / 1000.0 - (loop.time() - last)))
@@ -137,14 +149,16 @@ async def main() -> None:
                 if count < 1:
                     continue
                 credit -= count
-            created = now_iso()
-            args = [json.dumps({"seq": seq + i, "created_at": created, "padding": padding})
+            args = [json.dumps({"seq": seq + i, "created_at": now_iso(), "padding": padding})
                     for i in range(count)]
+            started = time.monotonic()
             await db.execute(ENQUEUE, (TASK, args, QUEUE))
+            per_job_ms = (time.monotonic() - started) * 1000.0 / count
+            at = time.monotonic()
+            for _ in range(count):
+                producer_ms.append((at, per_job_ms))
             seq += count
             counts["enqueued"] += count
-            # The depth the producer steers by moves with what it adds.
-            counts["depth"] += count
 
     async def poll_depth() -> None:
         # Counting the queued jobs walks every index entry of the queue,
@@ -163,47 +177,67 @@ async def main() -> None:
         db = await connect()
         await db.execute("LISTEN pdoflow")
         async for _ in db.notifies():
-            work_arrived.set()
+            for event in work_arrived:
+                event.set()
 
     async def run_job(args: dict) -> None:
         async with running:
             created = dt.datetime.fromisoformat(args["created_at"].replace("Z", "+00:00"))
-            latency = (dt.datetime.now(dt.timezone.utc) - created).total_seconds() * 1000.0
-            pickup_ms.append((time.monotonic(), max(0.0, latency)))
+            pickup_ms.append((time.monotonic(),
+                              max(0.0, (dt.datetime.now(dt.timezone.utc) - created).total_seconds() * 1000.0)))
             await asyncio.sleep(work_s)
+            end_to_end_ms.append((time.monotonic(),
+                                  max(0.0, (dt.datetime.now(dt.timezone.utc) - created).total_seconds() * 1000.0)))
 
     async def consume(index: int) -> None:
         db = await connect()
         worker = f"harness-{env_int('BENCH_INSTANCE_ID', 0)}-{index}"
         while not shutdown.is_set():
-            work_arrived.clear()
+            work_arrived[index].clear()
             jobs = await (await db.execute(CLAIM, (claim_batch, [QUEUE], worker))).fetchall()
             if not jobs:
                 try:
-                    await asyncio.wait_for(work_arrived.wait(), 0.1)
+                    await asyncio.wait_for(work_arrived[index].wait(), 0.1)
                 except asyncio.TimeoutError:
                     pass
                 continue
             await asyncio.gather(*(run_job(job["args"]) for job in jobs))
-            await db.execute(FINISH, ([job["id"] for job in jobs], [job["attempt"] for job in jobs]))
-            counts["completed"] += len(jobs)
+            row = await (await db.execute(
+                FINISH, ([job["id"] for job in jobs], [job["attempt"] for job in jobs]))).fetchone()
+            counts["completed"] += row["finished"]
 
     async def sample() -> None:
+        # Clock-aligned first tick, then a monotonic deadline per sample.
         await asyncio.sleep(sample_every_s - time.time() % sample_every_s)
-        last_enqueued, last_completed, last = 0, 0, loop.time()
+        last_enqueued, last_completed, last = counts["enqueued"], counts["completed"], loop.time()
+        deadline = last + sample_every_s
         while not shutdown.is_set():
-            await asyncio.sleep(sample_every_s - time.time() % sample_every_s)
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            deadline += sample_every_s
             now = loop.time()
             elapsed = max(0.001, now - last)
-            p50, p95, p99 = percentiles(pickup_ms, 30.0, time.monotonic())
+            at = time.monotonic()
+            producer = percentiles(producer_ms, 30.0, at)
+            pickup = percentiles(pickup_ms, 30.0, at)
+            end_to_end = percentiles(end_to_end_ms, 30.0, at)
             t = now_iso()
             for metric, value, window in [
-                ("claim_p50_ms", p50, 30.0),
-                ("claim_p95_ms", p95, 30.0),
-                ("claim_p99_ms", p99, 30.0),
+                ("producer_call_p50_ms", producer[0], 30.0),
+                ("producer_call_p95_ms", producer[1], 30.0),
+                ("producer_call_p99_ms", producer[2], 30.0),
+                ("subscriber_p50_ms", pickup[0], 30.0),
+                ("subscriber_p95_ms", pickup[1], 30.0),
+                ("subscriber_p99_ms", pickup[2], 30.0),
+                ("end_to_end_p50_ms", end_to_end[0], 30.0),
+                ("end_to_end_p95_ms", end_to_end[1], 30.0),
+                ("end_to_end_p99_ms", end_to_end[2], 30.0),
+                ("claim_p50_ms", pickup[0], 30.0),
+                ("claim_p95_ms", pickup[1], 30.0),
+                ("claim_p99_ms", pickup[2], 30.0),
                 ("enqueue_rate", (counts["enqueued"] - last_enqueued) / elapsed, float(sample_every_s)),
                 ("completion_rate", (counts["completed"] - last_completed) / elapsed, float(sample_every_s)),
                 ("queue_depth", float(counts["depth"]), 0.0),
+                ("producer_target_rate", float(producer_rate if producer_mode == "fixed" else 0), 0.0),
             ]:
                 emit({"t": t, "system": "pdoflow", "kind": "adapter", "subject_kind": "adapter",
                       "subject": "", "metric": metric, "value": value, "window_s": window})
