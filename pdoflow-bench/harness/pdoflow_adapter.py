@@ -9,8 +9,9 @@ two compare, down to the Python work per job:
 * a producer task enqueues up to PRODUCER_BATCH_MAX jobs per call
   (`pdoflow.enqueue_many`), at PRODUCER_RATE jobs/s (`fixed`, credited on
   elapsed time every PRODUCER_BATCH_MS) or keeping TARGET_DEPTH jobs waiting
-  (`depth-target`, from a depth polled every 200 ms; with a fixed rate the
-  depth is only reported, and polled once per sample);
+  (`depth-target`, steering by its own count of jobs enqueued and not yet
+  claimed; the queue_depth metric is counted in the database once per
+  sample);
 * each job's payload carries its own `created_at`; the producer records a
   per-job call latency, a job records its pickup latency (created_at ->
   start) and its end-to-end latency (created_at -> end);
@@ -20,7 +21,9 @@ two compare, down to the Python work per job:
   bounds its intra-batch parallelism the same way); an empty claim waits
   for `NOTIFY pdoflow` (at most 100 ms). Where PgQue's consumer takes its
   batches one at a time, as PgQ hands them out, pdoflow's claims may
-  overlap: CLAIM_LOOPS=1 gives the strictly serial shape;
+  overlap: CLAIM_LOOPS=1 gives the strictly serial shape. With
+  FINISH_WITH_CLAIM=1 each loop finishes a batch in the transaction that
+  claims its next (one commit per batch instead of two);
 * a job "runs" for JOB_WORK_MS (an asyncio sleep);
 * every SAMPLE_EVERY_S it prints the harness's samples on stdout, the same
   metrics as the PgQue adapter.
@@ -122,7 +125,7 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, shutdown.set)
 
-    counts = {"enqueued": 0, "completed": 0, "depth": 0}
+    counts = {"enqueued": 0, "claimed": 0, "completed": 0, "depth": 0}
     producer_ms: collections.deque = collections.deque(maxlen=32768)
     pickup_ms: collections.deque = collections.deque(maxlen=32768)
     end_to_end_ms: collections.deque = collections.deque(maxlen=32768)
@@ -136,7 +139,9 @@ async def main() -> None:
         credit, last = 0.0, loop.time()
         while not shutdown.is_set():
             if producer_mode == "depth-target":
-                count = min(producer_batch_max, target_depth - counts["depth"])
+                # Jobs enqueued and not yet claimed: this adapter is the only
+                # producer and the only worker of its queue.
+                count = min(producer_batch_max, target_depth - (counts["enqueued"] - counts["claimed"]))
                 if count <= 0:
                     await asyncio.sleep(0.05)
                     continue
@@ -161,17 +166,17 @@ async def main() -> None:
             counts["enqueued"] += count
 
     async def poll_depth() -> None:
-        # Counting the queued jobs walks every index entry of the queue,
-        # dead ones too: with the horizon held, a count every 200 ms took
+        # For the queue_depth metric only, once per sample. Counting the
+        # queued jobs walks every index entry of the queue, dead ones too:
+        # with the horizon held, a count every 200 ms (as PgQue's adapter
+        # reads its own depth, from its tick positions, at no cost) took
         # enough of the database's core to triple pickup latency p99 at
-        # 800 jobs/s. A fixed-rate producer needs no depth, so then it is
-        # read once per sample, for the queue_depth metric.
-        every = 0.2 if producer_mode == "depth-target" else sample_every_s
+        # 800 jobs/s. The producer steers by its own count instead.
         db = await connect()
         while not shutdown.is_set():
             row = await (await db.execute(DEPTH, (QUEUE,))).fetchone()
             counts["depth"] = row["count"]
-            await asyncio.sleep(every)
+            await asyncio.sleep(sample_every_s)
 
     async def listen() -> None:
         db = await connect()
@@ -192,9 +197,22 @@ async def main() -> None:
     async def consume(index: int) -> None:
         db = await connect()
         worker = f"harness-{env_int('BENCH_INSTANCE_ID', 0)}-{index}"
+        # With FINISH_WITH_CLAIM=1 a batch is finished in the transaction
+        # that claims the next: one commit per batch instead of two.
+        together = os.environ.get("FINISH_WITH_CLAIM") == "1"
+        done: list = []
         while not shutdown.is_set():
             work_arrived[index].clear()
-            jobs = await (await db.execute(CLAIM, (claim_batch, [QUEUE], worker))).fetchall()
+            if done:
+                async with db.transaction():
+                    row = await (await db.execute(
+                        FINISH, ([job["id"] for job in done], [job["attempt"] for job in done]))).fetchone()
+                    jobs = await (await db.execute(CLAIM, (claim_batch, [QUEUE], worker))).fetchall()
+                counts["completed"] += row["finished"]
+                done = []
+            else:
+                jobs = await (await db.execute(CLAIM, (claim_batch, [QUEUE], worker))).fetchall()
+            counts["claimed"] += len(jobs)
             if not jobs:
                 try:
                     await asyncio.wait_for(work_arrived[index].wait(), 0.1)
@@ -202,6 +220,9 @@ async def main() -> None:
                     pass
                 continue
             await asyncio.gather(*(run_job(job["args"]) for job in jobs))
+            if together:
+                done = jobs
+                continue
             row = await (await db.execute(
                 FINISH, ([job["id"] for job in jobs], [job["attempt"] for job in jobs]))).fetchone()
             counts["completed"] += row["finished"]
