@@ -201,14 +201,18 @@ async def main() -> None:
         # that claims the next: one commit per batch instead of two.
         together = os.environ.get("FINISH_WITH_CLAIM") == "1"
         done: list = []
+
+        async def finish(jobs: list) -> None:
+            row = await (await db.execute(
+                FINISH, ([job["id"] for job in jobs], [job["attempt"] for job in jobs]))).fetchone()
+            counts["completed"] += row["finished"]
+
         while not shutdown.is_set():
             work_arrived[index].clear()
             if done:
                 async with db.transaction():
-                    row = await (await db.execute(
-                        FINISH, ([job["id"] for job in done], [job["attempt"] for job in done]))).fetchone()
+                    await finish(done)
                     jobs = await (await db.execute(CLAIM, (claim_batch, [QUEUE], worker))).fetchall()
-                counts["completed"] += row["finished"]
                 done = []
             else:
                 jobs = await (await db.execute(CLAIM, (claim_batch, [QUEUE], worker))).fetchall()
@@ -223,9 +227,7 @@ async def main() -> None:
             if together:
                 done = jobs
                 continue
-            row = await (await db.execute(
-                FINISH, ([job["id"] for job in jobs], [job["attempt"] for job in jobs]))).fetchone()
-            counts["completed"] += row["finished"]
+            await finish(jobs)
 
     async def sample() -> None:
         # Clock-aligned first tick, then a monotonic deadline per sample.
