@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use crate::db;
-use crate::raw::Ceilings;
+use crate::raw::{self, Ceilings};
 use crate::report;
 use crate::Bench;
 
@@ -49,55 +49,105 @@ pub async fn bulk(bench: &Bench, ceilings: &mut Ceilings) -> Result<()> {
     Ok(())
 }
 
+/// The `pdoflow.notify` modes the enqueue scenario runs, in order.
+const MODES: [&str; 3] = ["off", "direct", "coalesced"];
+
 /// `enqueue`: one `pdoflow.enqueue` per transaction from `clients`
-/// connections, with each `pdoflow.notify` mode, while one session listens.
+/// connections, with each `pdoflow.notify` mode, while one session listens;
+/// `--enqueue-rounds` times, each round bracketed by raw INSERT runs.
 pub async fn single(bench: &Bench, ceilings: &mut Ceilings) -> Result<()> {
     let clients = bench.clients;
+    let rounds = bench.enqueue_rounds;
     report::scenario(
         "enqueue",
         &format!(
             "one pdoflow.enqueue per transaction, {clients} clients, each pdoflow.notify mode"
         ),
     );
-    let ceiling = ceilings.insert(bench).await?;
-    for mode in ["off", "direct", "coalesced"] {
-        let db = db::connect(&bench.url).await?;
-        db::reset(&db).await?;
-        let listened = Arc::new(AtomicU64::new(0));
-        let listener = tokio::spawn(count_notifications(bench.url.clone(), listened.clone()));
-        // Let the LISTEN take effect before the clients start.
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        let throughput = db::timed_clients(
-            &bench.url,
-            clients,
-            bench.duration,
-            &format!("SET pdoflow.notify = '{mode}'"),
-            &["SELECT pdoflow.enqueue('noop', '{}')"],
-            |session, _| async move {
-                session.db.execute(&session.statements[0], &[]).await?;
-                Ok(1)
-            },
-        )
-        .await?;
-        // Coalesced notifications follow the commits by a moment.
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        listener.abort();
-        report::rate(
-            &format!("pdoflow.notify = {mode}"),
-            throughput.rows_per_second(),
-            "jobs",
-            Some(ceiling),
-        );
-        report::figure(
-            "    notifications a listener received",
-            format!(
-                "{} for {} jobs",
-                listened.load(Ordering::Relaxed),
-                throughput.rows
-            ),
-        );
+    let mut before = ceilings.insert(bench).await?;
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
+    for round in 1..=rounds {
+        let mut measured = Vec::new();
+        for mode in MODES {
+            measured.push(enqueue_with(bench, mode).await?);
+        }
+        // One round: against the raw run before it, as every other scenario.
+        let after = if rounds > 1 {
+            raw::insert_again(bench).await?
+        } else {
+            before
+        };
+        let ceiling = (before + after) / 2.0;
+        if rounds > 1 {
+            report::figure(
+                &format!("round {round} of {rounds}"),
+                format!("raw INSERT {before:.0} rows/s before, {after:.0} after"),
+            );
+        }
+        for ((mode, (rate, heard, jobs)), ratios) in MODES.iter().zip(measured).zip(&mut ratios) {
+            report::rate(
+                &format!("pdoflow.notify = {mode}"),
+                rate,
+                "jobs",
+                Some(ceiling),
+            );
+            report::figure(
+                "    notifications a listener received",
+                format!("{heard} for {jobs} jobs"),
+            );
+            ratios.push(rate / ceiling);
+        }
+        before = after;
+    }
+    if rounds > 1 {
+        for (mode, ratios) in MODES.iter().zip(&mut ratios) {
+            ratios.sort_by(f64::total_cmp);
+            report::figure(
+                &format!("pdoflow.notify = {mode}, median of {rounds}"),
+                format!(
+                    "{:.2} of the plain-SQL ceiling (rounds: {})",
+                    ratios[ratios.len() / 2],
+                    ratios
+                        .iter()
+                        .map(|ratio| format!("{ratio:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
     }
     Ok(())
+}
+
+/// One timed run of single-job enqueues with `pdoflow.notify = mode`: the
+/// rate (jobs/s), the notifications a listener got, and the jobs enqueued.
+async fn enqueue_with(bench: &Bench, mode: &str) -> Result<(f64, u64, u64)> {
+    let db = db::connect(&bench.url).await?;
+    db::reset(&db).await?;
+    let listened = Arc::new(AtomicU64::new(0));
+    let listener = tokio::spawn(count_notifications(bench.url.clone(), listened.clone()));
+    // Let the LISTEN take effect before the clients start.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let throughput = db::timed_clients(
+        &bench.url,
+        bench.clients,
+        bench.duration,
+        &format!("SET pdoflow.notify = '{mode}'"),
+        &["SELECT pdoflow.enqueue('noop', '{}')"],
+        |session, _| async move {
+            session.db.execute(&session.statements[0], &[]).await?;
+            Ok(1)
+        },
+    )
+    .await?;
+    // Coalesced notifications follow the commits by a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    listener.abort();
+    Ok((
+        throughput.rows_per_second(),
+        listened.load(Ordering::Relaxed),
+        throughput.rows,
+    ))
 }
 
 /// LISTENs on pdoflow's channel and counts what arrives, until aborted.

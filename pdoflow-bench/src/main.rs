@@ -70,6 +70,12 @@ struct Cli {
     /// Jobs per second of the latency scenario.
     #[arg(long, default_value_t = 200.0)]
     latency_rate: f64,
+    /// Rounds of the enqueue scenario. With more than one, each round's
+    /// figures are against the mean of the raw INSERT runs just before and
+    /// just after it, and the medians close the scenario: ratios that drift
+    /// less with the machine than one raw run at the start gives.
+    #[arg(long, default_value_t = 1)]
+    enqueue_rounds: usize,
     /// The pdoflow-run binary (default: next to this one).
     #[arg(long)]
     pdoflow_run: Option<PathBuf>,
@@ -113,6 +119,7 @@ pub struct Bench {
     pub drain_jobs: u64,
     pub sustained_jobs: u64,
     pub latency_rate: f64,
+    pub enqueue_rounds: usize,
     pub pdoflow_run: PathBuf,
 }
 
@@ -120,9 +127,13 @@ pub struct Bench {
 async fn main() -> Result<()> {
     tracing_setup();
     let cli = Cli::parse();
-    if cli.clients == 0 || cli.latency_rate <= 0.0 || cli.drain_jobs == 0 || cli.sustained_jobs < 10
+    if cli.clients == 0
+        || cli.latency_rate <= 0.0
+        || cli.drain_jobs == 0
+        || cli.enqueue_rounds == 0
+        || cli.sustained_jobs < 10
     {
-        bail!("--clients, --latency-rate and --drain-jobs must be positive, --sustained-jobs at least 10");
+        bail!("--clients, --latency-rate, --drain-jobs and --enqueue-rounds must be positive, --sustained-jobs at least 10");
     }
     let pdoflow_run = match cli.pdoflow_run {
         Some(path) => path,
@@ -137,6 +148,7 @@ async fn main() -> Result<()> {
         drain_jobs: cli.drain_jobs,
         sustained_jobs: cli.sustained_jobs,
         latency_rate: cli.latency_rate,
+        enqueue_rounds: cli.enqueue_rounds,
         pdoflow_run,
     };
     let command: Vec<String> = std::env::args()

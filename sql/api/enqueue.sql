@@ -163,7 +163,8 @@ $$;
 -- pdoflow.enqueue for the jobs its fast path leaves (see
 -- pdoflow-ext/src/api/enqueue.rs): jobs in a posting, with parents, of a task whose args must be
 -- checked, and every call while pdoflow.require_registered_tasks is on.
--- Called by enqueue only, after its input and privilege checks.
+-- Called by enqueue only, after its input and privilege checks. It pins
+-- the search_path that enqueue itself does not (see there).
 CREATE FUNCTION pdoflow._enqueue_general(
     task            text,
     args            jsonb,
@@ -176,6 +177,7 @@ CREATE FUNCTION pdoflow._enqueue_general(
     dependency_mode text
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -204,6 +206,16 @@ $$;
 -- schema) with one INSERT whose plan the session keeps, and hands the rest
 -- to _enqueue_general. A PL/pgSQL version spent as long around the INSERT
 -- as in it.
+--
+-- The one SECURITY DEFINER function without a pinned search_path: setting
+-- and restoring it around every call cost single-job enqueue 8% of its rate
+-- (docs/benchmarks.md, 0.9.0). It needs none: it resolves no name through
+-- the caller's search_path. Every statement it runs names its schema, its
+-- operators (OPERATOR(pg_catalog.=)) and its parameters' types
+-- (pdoflow-ext/src/api/enqueue.rs, tasks/registered_tasks.rs), and the
+-- general path calls pdoflow._enqueue_general, which pins it for itself and
+-- the helpers it calls. tests/tests/roles.rs tries a caller's schema that
+-- shadows the operators on every path.
 CREATE FUNCTION pdoflow.enqueue(
     task            text,
     args            jsonb       DEFAULT '{}',
@@ -217,7 +229,6 @@ CREATE FUNCTION pdoflow.enqueue(
 ) RETURNS uuid
 LANGUAGE c VOLATILE
 SECURITY DEFINER
-SET search_path = pg_catalog, pdoflow, pg_temp
 AS 'MODULE_PATHNAME', 'enqueue_wrapper';
 
 COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text) IS

@@ -6,7 +6,7 @@
 //! the slot notes an overflow and the sweeper announces every queue that has
 //! work instead. Only usable when pdoflow is in shared_preload_libraries.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
@@ -19,12 +19,14 @@ const QUEUES: usize = 32;
 /// by the committing session itself.
 pub const QUEUE_NAME_MAX: usize = 63;
 
-#[derive(Clone, Copy)]
 struct Slot {
     /// The database's oid; 0 for a slot never used.
     database: u32,
     /// The sweeper's PGPROC number; -1 while no sweeper runs.
     procno: i32,
+    /// Transactions that posted since the sweeper last took the slot
+    /// (counted under the shared lock too, hence atomic).
+    commits: AtomicU32,
     count: u8,
     overflow: bool,
     lengths: [u8; QUEUES],
@@ -32,17 +34,30 @@ struct Slot {
 }
 
 impl Slot {
-    const EMPTY: Slot = Slot {
-        database: 0,
-        procno: -1,
-        count: 0,
-        overflow: false,
-        lengths: [0; QUEUES],
-        names: [[0; QUEUE_NAME_MAX]; QUEUES],
-    };
+    fn empty() -> Slot {
+        Slot {
+            database: 0,
+            procno: -1,
+            commits: AtomicU32::new(0),
+            count: 0,
+            overflow: false,
+            lengths: [0; QUEUES],
+            names: [[0; QUEUE_NAME_MAX]; QUEUES],
+        }
+    }
 
     fn name(&self, index: usize) -> &[u8] {
         &self.names[index][..usize::from(self.lengths[index])]
+    }
+
+    /// Whether announcing `queues` is already left to the sweeper, which
+    /// was woken for what the slot holds.
+    fn holds_all(&self, queues: &[String]) -> bool {
+        self.overflow
+            || (self.count > 0
+                && queues.iter().all(|queue| {
+                    (0..usize::from(self.count)).any(|index| self.name(index) == queue.as_bytes())
+                }))
     }
 
     fn add(&mut self, queue: &str) {
@@ -61,7 +76,6 @@ impl Slot {
     }
 }
 
-#[derive(Clone, Copy)]
 pub struct Board {
     slots: [Slot; SLOTS],
 }
@@ -69,7 +83,7 @@ pub struct Board {
 impl Default for Board {
     fn default() -> Self {
         Board {
-            slots: [Slot::EMPTY; SLOTS],
+            slots: std::array::from_fn(|_| Slot::empty()),
         }
     }
 }
@@ -106,6 +120,8 @@ pub struct Pending {
     pub queues: Vec<String>,
     /// More queues got work than the board could hold: announce them all.
     pub overflow: bool,
+    /// How many transactions posted since the sweeper last took the slot.
+    pub commits: u32,
 }
 
 /// The calling sweeper takes the announcements of its database from now on.
@@ -127,7 +143,7 @@ pub fn register_notifier() -> bool {
     };
     let slot = &mut board.slots[index];
     if slot.database != database {
-        *slot = Slot::EMPTY;
+        *slot = Slot::empty();
         slot.database = database;
     }
     slot.procno = my_procno();
@@ -144,6 +160,7 @@ unsafe extern "C-unwind" fn unregister_notifier(_code: i32, _arg: pg_sys::Datum)
     if let Some(slot) = board.slots.iter_mut().find(|slot| slot.procno == procno) {
         slot.procno = -1;
         slot.count = 0;
+        slot.commits.store(0, Ordering::Relaxed);
         slot.overflow = false;
     }
 }
@@ -168,6 +185,23 @@ pub fn post(queues: &[String]) -> bool {
         return false;
     }
     let database = my_database();
+    // While producers keep committing, their queues are nearly always on the
+    // board already, waiting for the sweeper: a shared look suffices then,
+    // and committing sessions do not queue for the lock one after another.
+    {
+        let board = BOARD.share();
+        let Some(slot) = board
+            .slots
+            .iter()
+            .find(|slot| slot.database == database && slot.procno >= 0)
+        else {
+            return false;
+        };
+        slot.commits.fetch_add(1, Ordering::Relaxed);
+        if slot.holds_all(queues) {
+            return true;
+        }
+    }
     let procno = {
         let mut board = BOARD.exclusive();
         let Some(slot) = board
@@ -225,6 +259,7 @@ pub fn take() -> Option<Pending> {
     let pending = Pending {
         queues,
         overflow: slot.overflow,
+        commits: slot.commits.swap(0, Ordering::Relaxed),
     };
     slot.count = 0;
     slot.overflow = false;

@@ -13,25 +13,22 @@
 
 pub mod board;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::ffi::CString;
 
 use pgrx::prelude::*;
-use pgrx::{register_xact_callback, PgXactCallbackEvent};
 
 use crate::settings::{self, NotifyMode};
 
 /// The channel workers LISTEN on; the payload is the queue's name.
 pub const CHANNEL: &std::ffi::CStr = c"pdoflow";
 
-/// The queues this transaction announces after its commit.
-struct Pending {
-    queues: Vec<String>,
-}
-
 thread_local! {
-    /// `None` outside a transaction that announced something.
-    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+    /// The queues this transaction announces after its commit; `None`
+    /// outside a transaction that announced something.
+    static PENDING: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    /// Whether this session registered `at_transaction_end`.
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Announces that `queue` has work, as `pdoflow.notify` says. Internal: the
@@ -53,36 +50,52 @@ pub fn announce(queue: &str) {
 fn remember(queue: &str) -> bool {
     PENDING.with(|pending| {
         let mut pending = pending.borrow_mut();
-        if pending.is_none() {
-            if !board::notifier_running() {
-                return false;
+        let queues = match pending.as_mut() {
+            Some(queues) => queues,
+            None => {
+                if !board::notifier_running() {
+                    return false;
+                }
+                register_callback();
+                pending.insert(Vec::new())
             }
-            *pending = Some(Pending { queues: Vec::new() });
-            register_xact_callback(PgXactCallbackEvent::Commit, after_commit);
-            register_xact_callback(PgXactCallbackEvent::Abort, forget);
-            register_xact_callback(PgXactCallbackEvent::Prepare, forget);
-        }
-        if let Some(pending) = pending.as_mut() {
-            if !pending.queues.iter().any(|known| known == queue) {
-                pending.queues.push(queue.to_owned());
-            }
+        };
+        if !queues.iter().any(|known| known == queue) {
+            queues.push(queue.to_owned());
         }
         true
     })
 }
 
-/// Runs after the commit, when the jobs are visible: hands the queues to
-/// the sweeper. If the sweeper went away meanwhile, nobody announces them;
-/// workers find the jobs at their next poll.
-fn after_commit() {
-    if let Some(pending) = PENDING.with(|pending| pending.borrow_mut().take()) {
-        board::post(&pending.queues);
+/// Registers `at_transaction_end` once per session: registering it for
+/// every announcing transaction cost single-job enqueue allocations each time.
+fn register_callback() {
+    if REGISTERED.get() {
+        return;
     }
+    // SAFETY: registers a plain function that lives as long as the library.
+    unsafe { pg_sys::RegisterXactCallback(Some(at_transaction_end), std::ptr::null_mut()) };
+    REGISTERED.set(true);
 }
 
-/// A rolled back (or prepared) transaction announces nothing.
-fn forget() {
-    PENDING.with(|pending| pending.borrow_mut().take());
+/// After the commit, when the jobs are visible, the queues go to the
+/// sweeper (if it went away meanwhile, nobody announces them: workers find
+/// the jobs at their next poll). A rolled back or prepared transaction
+/// announces nothing.
+#[pg_guard]
+unsafe extern "C-unwind" fn at_transaction_end(
+    event: pg_sys::XactEvent::Type,
+    _argument: *mut std::ffi::c_void,
+) {
+    let pending = match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_ABORT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => PENDING.with(|pending| pending.take()),
+        _ => None,
+    };
+    if let (pg_sys::XactEvent::XACT_EVENT_COMMIT, Some(queues)) = (event, pending) {
+        board::post(&queues);
+    }
 }
 
 /// PostgreSQL's NOTIFY, which pgrx's bindings leave out.

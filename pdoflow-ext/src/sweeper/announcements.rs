@@ -30,26 +30,57 @@ const ANNOUNCE_EVERY_QUEUE: &str = "
 /// committing, what they leave meanwhile goes out together when the gap
 /// ends. Each announcing transaction costs the sweeper, and every listener,
 /// a wake-up: at 10,000 enqueues/s a 0.5 ms gather sent one per 6.6 jobs.
-const MIN_GAP: Duration = Duration::from_millis(2);
+pub(crate) const MIN_GAP: Duration = Duration::from_millis(2);
+
+/// The gap while producers commit faster than BUSY_RATE. At 12,000 single-job
+/// enqueues a second, 450 announcing transactions a second (a 2 ms gap) cost
+/// the producers 4-5% of their rate; 100 cost nothing measurable
+/// (docs/benchmarks.md, 0.9.0). At such rates workers are busy claiming and
+/// the announcements hardly wake anyone.
+pub(crate) const BUSY_GAP: Duration = Duration::from_millis(10);
+
+/// Commits a second (posting to the board) from which the gap is BUSY_GAP.
+/// High enough that a steady few hundred jobs a second, whose commits now
+/// and then come close together, keep the short gap: at 200 a second, eight
+/// commits within 2 ms are about a one-in-a-hundred-million event.
+const BUSY_RATE: u128 = 4_000;
 
 thread_local! {
     static LAST_SENT: Cell<Option<Instant>> = const { Cell::new(None) };
+    static GAP: Cell<Duration> = const { Cell::new(MIN_GAP) };
 }
 
-/// Sends what is on the board, if anything, once MIN_GAP has passed since
+/// Sends what is on the board, if anything, once the gap has passed since
 /// the last announcement (sleeping for the rest of it if needed).
 pub fn send_waiting() {
     if !announce::board::waiting() {
         return;
     }
-    if let Some(since) = LAST_SENT.get().map(|last| last.elapsed()) {
-        if since < MIN_GAP {
-            std::thread::sleep(MIN_GAP - since);
+    let last_sent = LAST_SENT.get();
+    if let Some(since) = last_sent.map(|last| last.elapsed()) {
+        let gap = GAP.get();
+        if since < gap {
+            std::thread::sleep(gap - since);
         }
     }
     if let Some(pending) = announce::board::take() {
+        GAP.set(gap_after(
+            pending.commits,
+            last_sent.map(|last| last.elapsed()),
+        ));
         send(pending);
         LAST_SENT.set(Some(Instant::now()));
+    }
+}
+
+/// The gap after an announcement of `commits` transactions that committed
+/// over `window` (the time since the previous announcement).
+pub(crate) fn gap_after(commits: u32, window: Option<Duration>) -> Duration {
+    match window {
+        Some(window) if u128::from(commits) * 1_000_000_000 >= BUSY_RATE * window.as_nanos() => {
+            BUSY_GAP
+        }
+        _ => MIN_GAP,
     }
 }
 

@@ -11,7 +11,7 @@
 //!   `RESTART_DELAY`.
 //! * In a database without the extension it idles, checking every round.
 
-mod announcements;
+pub(crate) mod announcements;
 mod round;
 mod transaction;
 

@@ -5,6 +5,7 @@
 //! schema the pgrx harness calls them from.
 
 mod helpers;
+mod test_announcements;
 mod test_claim;
 mod test_enqueue;
 mod test_finish;
