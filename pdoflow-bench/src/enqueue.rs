@@ -54,7 +54,8 @@ const MODES: [&str; 3] = ["off", "direct", "coalesced"];
 
 /// `enqueue`: one `pdoflow.enqueue` per transaction from `clients`
 /// connections, with each `pdoflow.notify` mode, while one session listens;
-/// `--enqueue-rounds` times, each round bracketed by raw INSERT runs.
+/// `--enqueue-rounds` times, each round bracketed by raw INSERT runs and
+/// starting with the next mode.
 pub async fn single(bench: &Bench, ceilings: &mut Ceilings) -> Result<()> {
     let clients = bench.clients;
     let rounds = bench.enqueue_rounds;
@@ -67,9 +68,12 @@ pub async fn single(bench: &Bench, ceilings: &mut Ceilings) -> Result<()> {
     let mut before = ceilings.insert(bench).await?;
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 1..=rounds {
-        let mut measured = Vec::new();
-        for mode in MODES {
-            measured.push(enqueue_with(bench, mode).await?);
+        // Each round starts with the next mode, so that no mode always runs
+        // last (after the others' jobs, nearer the raw run after).
+        let mut measured = vec![(0.0, 0, 0); MODES.len()];
+        for step in 0..MODES.len() {
+            let index = (step + round - 1) % MODES.len();
+            measured[index] = enqueue_with(bench, MODES[index]).await?;
         }
         // One round: against the raw run before it, as every other scenario.
         let after = if rounds > 1 {
