@@ -50,22 +50,22 @@ impl Slot {
         &self.names[index][..usize::from(self.lengths[index])]
     }
 
+    fn holds(&self, queue: &str) -> bool {
+        (0..usize::from(self.count)).any(|index| self.name(index) == queue.as_bytes())
+    }
+
     /// Whether announcing `queues` is already left to the sweeper, which
     /// was woken for what the slot holds.
     fn holds_all(&self, queues: &[String]) -> bool {
-        self.overflow
-            || (self.count > 0
-                && queues.iter().all(|queue| {
-                    (0..usize::from(self.count)).any(|index| self.name(index) == queue.as_bytes())
-                }))
+        self.overflow || (self.count > 0 && queues.iter().all(|queue| self.holds(queue)))
     }
 
     fn add(&mut self, queue: &str) {
-        let bytes = queue.as_bytes();
-        let count = usize::from(self.count);
-        if (0..count).any(|index| self.name(index) == bytes) {
+        if self.holds(queue) {
             return;
         }
+        let bytes = queue.as_bytes();
+        let count = usize::from(self.count);
         if count == QUEUES || bytes.len() > QUEUE_NAME_MAX {
             self.overflow = true;
             return;
@@ -78,6 +78,15 @@ impl Slot {
 
 pub struct Board {
     slots: [Slot; SLOTS],
+}
+
+impl Board {
+    /// The slot of `database`'s running sweeper.
+    fn announcing(&self, database: u32) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|slot| slot.database == database && slot.procno >= 0)
+    }
 }
 
 impl Default for Board {
@@ -190,13 +199,10 @@ pub fn post(queues: &[String]) -> bool {
     // and committing sessions do not queue for the lock one after another.
     {
         let board = BOARD.share();
-        let Some(slot) = board
-            .slots
-            .iter()
-            .find(|slot| slot.database == database && slot.procno >= 0)
-        else {
+        let Some(index) = board.announcing(database) else {
             return false;
         };
+        let slot = &board.slots[index];
         slot.commits.fetch_add(1, Ordering::Relaxed);
         if slot.holds_all(queues) {
             return true;
@@ -204,13 +210,10 @@ pub fn post(queues: &[String]) -> bool {
     }
     let procno = {
         let mut board = BOARD.exclusive();
-        let Some(slot) = board
-            .slots
-            .iter_mut()
-            .find(|slot| slot.database == database && slot.procno >= 0)
-        else {
+        let Some(index) = board.announcing(database) else {
             return false;
         };
+        let slot = &mut board.slots[index];
         // A slot with entries already woke its sweeper, which has not taken
         // them yet: no second wake-up (a signal) is needed.
         let woken = slot.count > 0 || slot.overflow;

@@ -87,14 +87,16 @@ unsafe extern "C-unwind" fn at_transaction_end(
     event: pg_sys::XactEvent::Type,
     _argument: *mut std::ffi::c_void,
 ) {
-    let pending = match event {
-        pg_sys::XactEvent::XACT_EVENT_COMMIT
-        | pg_sys::XactEvent::XACT_EVENT_ABORT
-        | pg_sys::XactEvent::XACT_EVENT_PREPARE => PENDING.with(|pending| pending.take()),
-        _ => None,
-    };
-    if let (pg_sys::XactEvent::XACT_EVENT_COMMIT, Some(queues)) = (event, pending) {
-        board::post(&queues);
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_COMMIT => {
+            if let Some(queues) = PENDING.with(RefCell::take) {
+                board::post(&queues);
+            }
+        }
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            PENDING.with(RefCell::take);
+        }
+        _ => {}
     }
 }
 
