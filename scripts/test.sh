@@ -5,10 +5,11 @@
 #   2. pg_regress: the SQL API as a user sees it   (pgrx-tests/regress)
 #   3. isolation specs: concurrent sessions        (pgrx-tests/isolation)
 #   4. integration tests driving a real cluster    (tests/)
-#   5. on PostgreSQL 15: the Debian packages, installed with dpkg -i and
+#   5. the Python and Node examples                (scripts/examples-test.sh)
+#   6. on PostgreSQL 15: the Debian packages, installed with dpkg -i and
 #      used end to end                             (scripts/package-test.sh)
 #
-# Suites 2-4 run against a fresh throwaway cluster with pdoflow preloaded.
+# Suites 2-5 run against a fresh throwaway cluster with pdoflow preloaded.
 # PG_MAJOR (the Makefile's PG) picks the PostgreSQL version: 15 by default,
 # 17 or 18. Each version has a cluster and a port of its own.
 # PGRX_TESTS=no (the Makefile's PGRX_TESTS) skips suite 1, which CI runs on
@@ -45,7 +46,7 @@ trap '"${REPO_ROOT}/scripts/cluster.sh" stop "${cluster}"' EXIT
 # The background sweeper tests need sweepers in databases of their own, and
 # sweepers start only with the server: create the databases, list them in
 # pdoflow.database and restart. A short interval keeps those tests quick.
-swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_announce pdoflow_swept_retention pdoflow_swept_lifecycle pdoflow_swept_worker pdoflow_swept_locks pdoflow_swept_compaction)
+swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_announce pdoflow_swept_retention pdoflow_swept_lifecycle pdoflow_swept_worker pdoflow_swept_locks pdoflow_swept_compaction pdoflow_swept_schedules)
 for database in "${swept_databases[@]}"; do
     "${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")" \
         -c "CREATE DATABASE ${database}"
@@ -55,6 +56,8 @@ cat <<CONF | as_postgres tee -a "${PG_ROOT}/${cluster}/postgresql.conf" >/dev/nu
 pdoflow.database = 'postgres, $(IFS=,; echo "${swept_databases[*]}" | sed 's/,/, /g')'
 pdoflow.sweep_interval = '100ms'
 max_worker_processes = 16
+# tests/tests/await_result.rs holds 200 connections waiting at once.
+max_connections = 300
 CONF
 "${REPO_ROOT}/scripts/cluster.sh" restart "${cluster}" "${port}"
 
@@ -79,6 +82,9 @@ say "Integration tests"
 PDOFLOW_TEST_DATABASE_URL="$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")" \
     PDOFLOW_TEST_PG_BIN="${PG_BIN}" PDOFLOW_TEST_CLUSTER="${cluster}" \
     cargo test --quiet -p pdoflow-tests -- --test-threads=4
+
+say "Python and Node examples"
+"${REPO_ROOT}/scripts/examples-test.sh" "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")"
 
 if [ "${PG_MAJOR}" = 15 ]; then
     say "Debian packages"

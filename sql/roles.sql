@@ -1,13 +1,17 @@
 -- Privileges: three group roles, and nothing for PUBLIC.
 --
---   pdoflow_producer  enqueue (every form), create postings, submit DAGs, and
---                     read jobs, postings and queue statistics through the views
---   pdoflow_worker    a producer that also claims, finishes, heartbeats and
---                     releases jobs, registers itself and sweeps
+--   pdoflow_producer  enqueue (every form), create postings, submit DAGs,
+--                     wait for results, manage its own cron schedules, and
+--                     read jobs, postings, schedules and queue statistics
+--                     through the views
+--   pdoflow_worker    a producer that also claims, finishes, heartbeats,
+--                     reports progress and releases jobs, registers itself
+--                     and sweeps
 --   pdoflow_admin     a worker that also cancels and retries jobs, changes
---                     and deletes postings, registers tasks, grants who may
---                     enqueue them, reads the workers registry and checks
---                     consistency; may enqueue every task
+--                     and deletes postings, changes every role's schedules,
+--                     registers tasks, grants who may enqueue them, reads
+--                     the workers registry and checks consistency; may
+--                     enqueue every task
 --
 -- Per task, grant_task narrows who may enqueue it (see sql/api/tasks.sql).
 --
@@ -55,15 +59,20 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pdoflow FROM PUBLIC;
 GRANT USAGE ON SCHEMA pdoflow TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
-    pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text),
-    pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text),
+    pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text, text, interval),
+    pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text, text[], interval),
     pdoflow.enqueue_many(jsonb),
+    pdoflow.await_result(uuid, interval),
+    pdoflow.schedule(text, text, text, jsonb, text, integer, integer, text, boolean),
+    pdoflow.unschedule(text),
+    pdoflow.pause_schedule(text),
+    pdoflow.resume_schedule(text),
     pdoflow.create_posting(text, text, integer, text),
     pdoflow.submit_dag(jsonb, uuid),
     pdoflow.uuid_generate_v7()
 TO pdoflow_producer;
 GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks,
-    pdoflow.task_grants TO pdoflow_producer;
+    pdoflow.task_grants, pdoflow.schedules TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
     pdoflow.claim(integer, text[], text, interval, text[]),
@@ -71,6 +80,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.finish(uuid, integer, text, jsonb),
     pdoflow.finish_many(uuid[], integer[], text[], jsonb[]),
     pdoflow.heartbeat(uuid, integer, interval),
+    pdoflow.progress(uuid, integer, jsonb),
     pdoflow.release(uuid, integer),
     pdoflow.register_worker(text),
     pdoflow.job_is_granted(uuid),

@@ -143,6 +143,11 @@ CREATE TABLE pdoflow.active_jobs (
     -- The role that enqueued the job (see pdoflow._calling_role); NULL for
     -- jobs enqueued before pdoflow 0.4.0.
     enqueued_by      text,
+    -- Unique jobs (sql/api/unique_keys.sql): the key the job holds in
+    -- pdoflow.unique_keys with its task, or NULL.
+    unique_key       text,
+    -- What the current claim last reported with pdoflow.progress.
+    progress         jsonb,
     -- No CHECK constraints: PostgreSQL 15 rebuilds a table's CHECKs from their
     -- stored text for every INSERT statement, which cost single-job enqueue a
     -- tenth of its rate. Only the pdoflow functions write this table; the
@@ -218,6 +223,8 @@ CREATE TABLE pdoflow.finished_jobs (
     args         jsonb       NOT NULL,
     result       jsonb,
     enqueued_by  text,
+    unique_key   text,
+    progress     jsonb,
     CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
     CONSTRAINT finished_jobs_state_check CHECK (state IN ('succeeded', 'failed', 'cancelled'))
 );
@@ -237,13 +244,13 @@ SELECT id, task, queue, priority,
        attempt, max_attempts, args,
        NULL::jsonb AS result, last_error, run_at, created_at, started_at,
        NULL::timestamptz AS finished_at, lease_expires_at, worker, heartbeat_at,
-       posting, depends_on, dependency_mode, node, enqueued_by
+       posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress
 FROM pdoflow.active_jobs
 UNION ALL
 SELECT id, task, queue, priority, state, attempt, max_attempts, args,
        result, last_error, run_at, created_at, started_at,
        finished_at, NULL::timestamptz AS lease_expires_at, worker, NULL::timestamptz AS heartbeat_at,
-       posting, depends_on, dependency_mode, node, enqueued_by
+       posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress
 FROM pdoflow.finished_jobs;
 
 COMMENT ON VIEW pdoflow.jobs IS
@@ -310,9 +317,76 @@ CREATE TABLE pdoflow.task_privileges (
 COMMENT ON TABLE pdoflow.task_privileges IS
     'Per-task enqueue grants. Read pdoflow.task_grants; change them only with pdoflow.grant_task and pdoflow.revoke_task.';
 
+-- Unique jobs: which job holds each (task, unique_key), and from when a new
+-- job may take the key over (see sql/api/unique_keys.sql). A row is the
+-- lock that makes concurrent enqueues of one key agree on one job.
+CREATE TABLE pdoflow.unique_keys (
+    task        text        COLLATE "C" NOT NULL,
+    unique_key  text        COLLATE "C" NOT NULL,
+    job         uuid        NOT NULL,
+    -- How long after succeeding the job keeps its key (NULL: not at all).
+    unique_for  interval,
+    -- NULL while the job is blocked, queued or running; once it ended, the
+    -- time from which a new job may take the key.
+    released_at timestamptz,
+    CONSTRAINT unique_keys_pkey PRIMARY KEY (task, unique_key)
+);
+
+COMMENT ON TABLE pdoflow.unique_keys IS
+    'Unique keys of jobs enqueued with unique_key: the job holding each, and when it lets go. Changed only by the pdoflow functions.';
+
+-- Retention forgets keys released long ago.
+CREATE INDEX unique_keys_released_idx ON pdoflow.unique_keys (released_at) WHERE released_at IS NOT NULL;
+
+-- Cron schedules (pdoflow.schedule; read pdoflow.schedules). The sweeper
+-- enqueues a schedule's due occurrence and moves next_run_at on in the same
+-- transaction, so each occurrence is enqueued once, whatever crashes.
+CREATE TABLE pdoflow.cron_schedules (
+    name         text        COLLATE "C" NOT NULL,
+    cron         text        NOT NULL,
+    time_zone    text        NOT NULL,
+    task         text        COLLATE "C" NOT NULL,
+    args         jsonb       NOT NULL,
+    queue        text        COLLATE "C" NOT NULL,
+    priority     integer     NOT NULL,
+    max_attempts integer     NOT NULL,
+    -- After downtime: true runs one job for the occurrences missed, false
+    -- skips them.
+    catch_up     boolean     NOT NULL,
+    paused       boolean     NOT NULL DEFAULT false,
+    -- Jobs are enqueued as this role, under its task grants.
+    owner        regrole     NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    -- The next occurrence not enqueued yet.
+    next_run_at  timestamptz NOT NULL,
+    -- The occurrence enqueued last (its scheduled time), and its job.
+    last_run_at  timestamptz,
+    last_job     uuid,
+    -- Why the last due occurrence was not enqueued, if it was not.
+    last_error   text,
+    CONSTRAINT cron_schedules_pkey PRIMARY KEY (name)
+);
+
+COMMENT ON TABLE pdoflow.cron_schedules IS
+    'Cron schedules. Read pdoflow.schedules; change them only with pdoflow.schedule, unschedule, pause_schedule and resume_schedule.';
+
+-- The sweeper finds the schedules that are due.
+CREATE INDEX cron_schedules_due_idx ON pdoflow.cron_schedules (next_run_at) WHERE NOT paused;
+
+CREATE VIEW pdoflow.schedules AS
+SELECT name, cron, task, queue, time_zone, next_run_at, last_run_at, last_job, paused,
+       args, priority, max_attempts, catch_up, owner::text AS owner, last_error, created_at, updated_at
+FROM pdoflow.cron_schedules;
+
+COMMENT ON VIEW pdoflow.schedules IS
+    'Cron schedules: when each runs next, when it ran last and which job that made.';
+
 -- pg_dump must keep the jobs themselves, not only the table definitions.
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.active_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.finished_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.postings', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.task_privileges', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.unique_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.cron_schedules', '');

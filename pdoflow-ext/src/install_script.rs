@@ -11,9 +11,14 @@ extension_sql_file!(
     requires = ["schema"]
 );
 extension_sql_file!(
+    "../../sql/api/unique_keys.sql",
+    name = "unique_keys",
+    requires = ["schema"]
+);
+extension_sql_file!(
     "../../sql/api/history.sql",
     name = "history",
-    requires = ["states"]
+    requires = ["states", "unique_keys", results::jobs_ended]
 );
 extension_sql_file!(
     "../../sql/api/dependencies.sql",
@@ -55,13 +60,19 @@ extension_sql_file!(
         "tasks",
         api::ids::uuid_generate_v7,
         input::checks::check_dependencies,
+        input::checks::check_unique_keys,
+        input::checks::unique_for_value,
         tasks::task_grants::check_task_grants
     ]
 );
 extension_sql_file!(
     "../../sql/api/dag.sql",
     name = "dag",
-    requires = ["enqueue", api::submit_dag::plan_dag]
+    requires = [
+        "enqueue",
+        api::submit_dag::plan_dag,
+        input::checks::unique_for_value
+    ]
 );
 extension_sql_file!(
     "../../sql/api/workers.sql",
@@ -105,7 +116,26 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/api/heartbeat.sql",
     name = "heartbeat",
-    requires = ["finish", "workers"]
+    requires = ["finish", "workers", input::checks::check_progress]
+);
+extension_sql_file!(
+    "../../sql/api/results.sql",
+    name = "results",
+    requires = ["schema"]
+);
+extension_sql_file!(
+    "../../sql/api/schedules.sql",
+    name = "schedules",
+    requires = [
+        "enqueue",
+        "tasks",
+        input::checks::check_job_batch,
+        schedules::check_schedule_name,
+        schedules::check_schedule,
+        schedules::cron_next,
+        schedules::cron_latest,
+        tasks::task_grants::may_enqueue_task
+    ]
 );
 extension_sql_file!(
     "../../sql/api/release.sql",
@@ -132,6 +162,8 @@ extension_sql_file!(
     requires = [
         "finish",
         "workers",
+        "schedules",
+        "unique_keys",
         input::checks::check_sweep,
         settings::retention,
         settings::worker_timeout,
@@ -152,7 +184,9 @@ extension_sql_file!(
         "compaction",
         "cancel_retry",
         "heartbeat",
-        "release"
+        "release",
+        "results",
+        "schedules"
     ],
     finalize
 );

@@ -34,6 +34,8 @@ mod api;
 mod claim_floors;
 mod input;
 mod install_script;
+mod results;
+mod schedules;
 mod settings;
 mod sweeper;
 mod tasks;
@@ -53,6 +55,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         announce::board::init();
         claim_floors::table::init();
+        results::waiters::init();
         tasks::registered_tasks::init();
         sweeper::register_workers();
     }

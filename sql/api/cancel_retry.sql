@@ -48,6 +48,7 @@ DECLARE
     pending    integer;
     dependency record;
     posting    record;
+    holder     uuid;
 BEGIN
     PERFORM pdoflow._require_read_committed('pdoflow.retry');
     PERFORM pdoflow._check_job_id(retry.id);
@@ -74,14 +75,26 @@ BEGIN
                     new_state := 'blocked';
                 END IF;
             END IF;
+            -- A unique job takes its key back (unique_keys.sql), unless
+            -- another job took it over meanwhile.
+            IF job.unique_key IS NOT NULL THEN
+                holder := (pdoflow._take_unique_keys(ARRAY[job.task::text], ARRAY[job.unique_key], NULL,
+                                                     ARRAY[job.id]))[1];
+                IF holder <> job.id THEN
+                    RAISE EXCEPTION 'job % cannot be retried: job % holds its unique key % of task %',
+                        retry.id, holder, pg_catalog.quote_literal(job.unique_key), pg_catalog.quote_literal(job.task)
+                        USING ERRCODE = 'unique_violation',
+                              HINT = 'Cancel that job first, or wait until it ends.';
+                END IF;
+            END IF;
             DELETE FROM pdoflow.finished_jobs AS f WHERE f.id = retry.id;
             INSERT INTO pdoflow.active_jobs (id, posting, run_at, created_at, priority, attempt, max_attempts,
                                              parents_pending, state, queue, task, dependency_mode, node,
-                                             last_error, depends_on, args, enqueued_by)
+                                             last_error, depends_on, args, enqueued_by, unique_key, progress)
             VALUES (job.id, job.posting, now(), job.created_at, job.priority, job.attempt,
                     greatest(job.max_attempts, job.attempt + 1), pending, new_state, job.queue, job.task,
                     job.dependency_mode, job.node, job.last_error, job.depends_on, job.args,
-                    job.enqueued_by);
+                    job.enqueued_by, job.unique_key, NULL);
             -- Children waiting for any one parent counted this one as ended:
             -- it may succeed again.
             UPDATE pdoflow.active_jobs AS c

@@ -86,7 +86,24 @@ AS $$
           SELECT FROM unnest(a.depends_on) AS d(id)
           WHERE EXISTS (SELECT FROM pdoflow.active_jobs AS pa WHERE pa.id = d.id)
              OR EXISTS (SELECT FROM pdoflow.finished_jobs AS pf WHERE pf.id = d.id AND pf.state <> 'succeeded'))
+    UNION ALL
+    -- Unique jobs (unique_keys.sql): an active job holds its key, and a key
+    -- held is held by an active job.
+    SELECT CASE
+               WHEN u.job IS NULL THEN format('active job''s unique key %L is not in unique_keys', a.unique_key)
+               WHEN u.job <> a.id THEN format('active job''s unique key %L is held by job %s', a.unique_key, u.job)
+               ELSE format('active job''s unique key %L is marked released', a.unique_key)
+           END,
+           a.id
+    FROM pdoflow.active_jobs AS a
+    LEFT JOIN pdoflow.unique_keys AS u ON u.task = a.task AND u.unique_key = a.unique_key
+    WHERE a.unique_key IS NOT NULL AND (u.job IS DISTINCT FROM a.id OR u.released_at IS NOT NULL)
+    UNION ALL
+    SELECT format('unique key %L of task %L is held by a job that is not active', u.unique_key, u.task), u.job
+    FROM pdoflow.unique_keys AS u
+    WHERE u.released_at IS NULL
+      AND NOT EXISTS (SELECT FROM pdoflow.active_jobs AS a WHERE a.id = u.job)
 $$;
 
 COMMENT ON FUNCTION pdoflow.check_consistency() IS
-    'Rows that break pdoflow''s invariants: an active job whose own columns disagree, and across tables (a job in both tables, a stuck or wrongly released dependent, a job out of step with its posting); no row when all is well.';
+    'Rows that break pdoflow''s invariants: an active job whose own columns disagree, and across tables (a job in both tables, a stuck or wrongly released dependent, a job out of step with its posting, a unique key out of step with its job); no row when all is well.';

@@ -35,8 +35,18 @@ DECLARE
     existing_ids  uuid[];
     existing_state text[];
     jobs          record;
+    -- Per node (plan order): the job it stands for, its own planned id or,
+    -- for a unique key that another job holds, that job's.
+    final_ids     uuid[];
+    edge_children integer[];
+    edge_parents  uuid[];
+    edge_planned  boolean[];
 BEGIN
     SELECT * INTO plan FROM pdoflow._plan_dag(submit_dag.dag::text);
+    final_ids := plan.ids;
+    edge_children := plan.edge_children;
+    edge_parents := plan.edge_parents;
+    edge_planned := plan.edge_planned;
     PERFORM pdoflow._check_task_grants(array_agg(DISTINCT n.node::jsonb ->> 'task'))
     FROM unnest(plan.nodes) AS n(node);
     IF pdoflow._task_checks_needed() THEN
@@ -49,6 +59,28 @@ BEGIN
             GROUP BY 1
         ) AS t;
     END IF;
+    -- Unique keys are taken before the jobs are placed: a node whose key
+    -- another job holds is not added, and its children wait for that job
+    -- instead, as for any job that exists already.
+    IF EXISTS (SELECT FROM unnest(plan.nodes) AS n(node) WHERE n.node::jsonb ? 'unique_key') THEN
+        SELECT pdoflow._take_unique_keys(
+                   array_agg(n.node::jsonb ->> 'task' ORDER BY n.ord),
+                   array_agg(n.node::jsonb ->> 'unique_key' ORDER BY n.ord),
+                   array_agg(pdoflow._unique_for(n.node::jsonb ->> 'unique_for',
+                                                 format('the unique_for of DAG node "%s"', n.name)) ORDER BY n.ord),
+                   plan.ids)
+        INTO final_ids
+        FROM unnest(plan.names, plan.nodes) WITH ORDINALITY AS n(name, node, ord);
+        SELECT array_agg(e.child ORDER BY e.ord),
+               array_agg(coalesce(r.final, e.parent) ORDER BY e.ord),
+               array_agg(e.planned AND (r.final IS NULL OR r.final = ANY (plan.ids)) ORDER BY e.ord)
+        INTO edge_children, edge_parents, edge_planned
+        FROM unnest(plan.edge_children, plan.edge_parents, plan.edge_planned)
+             WITH ORDINALITY AS e(child, parent, planned, ord)
+        LEFT JOIN unnest(plan.ids, final_ids) AS r(id, final) ON e.planned AND r.id = e.parent AND r.final <> r.id
+        -- Not the edges into a node that is not added.
+        WHERE final_ids[e.child] = plan.ids[e.child];
+    END IF;
     IF submit_dag.posting IS NOT NULL THEN
         SELECT * INTO posting_row FROM pdoflow._posting_for_new_jobs(submit_dag.posting);
     ELSE
@@ -56,7 +88,7 @@ BEGIN
     END IF;
     -- Parents that exist already: lock the active ones (see dependencies.sql).
     SELECT array_agg(DISTINCT e.parent) INTO existing
-    FROM unnest(plan.edge_parents, plan.edge_planned) AS e(parent, planned)
+    FROM unnest(edge_parents, edge_planned) AS e(parent, planned)
     WHERE NOT e.planned;
     IF existing IS NOT NULL THEN
         SELECT array_agg(s.id), array_agg(s.state) INTO existing_ids, existing_state
@@ -69,7 +101,7 @@ BEGIN
                count(*) FILTER (WHERE s.state = 'succeeded') AS ok,
                (array_agg(e.parent ORDER BY e.parent) FILTER (WHERE s.state IN ('failed', 'cancelled')))[1] AS lost,
                array_agg(e.parent ORDER BY e.ord) AS parents
-        FROM unnest(plan.edge_children, plan.edge_parents, plan.edge_planned)
+        FROM unnest(edge_children, edge_parents, edge_planned)
              WITH ORDINALITY AS e(child, parent, planned, ord)
         LEFT JOIN unnest(existing_ids, existing_state) AS s(id, state) ON s.id = e.parent AND NOT e.planned
         GROUP BY e.child
@@ -87,8 +119,10 @@ BEGIN
                    WHEN (n.mode = 'all' AND d.pending = 0) OR (n.mode = 'any' AND d.ok > 0) THEN 'ready'
                    ELSE 'blocked'
                END AS start
-        FROM unnest(plan.names, plan.ids, plan.nodes, plan.modes) WITH ORDINALITY AS n(name, id, node, mode, ord)
+        FROM unnest(plan.names, plan.ids, plan.nodes, plan.modes, final_ids)
+             WITH ORDINALITY AS n(name, id, node, mode, final_id, ord)
         LEFT JOIN edge AS d ON d.child = n.ord
+        WHERE n.final_id = n.id
     )
     -- The jobs as _insert_jobs takes them, in plan order (parents first;
     -- the arrays are filled from the ordered rows).
@@ -107,17 +141,24 @@ BEGIN
            array_agg(j.first_parent::integer) AS first_parents,
            array_agg(cardinality(j.parents)) AS parent_counts,
            array_agg(j.mode) AS modes,
-           array_agg(j.name) AS names
+           array_agg(j.name) AS names,
+           array_agg(j.node ->> 'unique_key') AS unique_keys,
+           array_agg(pdoflow._unique_for(j.node ->> 'unique_for',
+                                         format('the unique_for of DAG node "%s"', j.name))) AS unique_for
     INTO jobs
     FROM (SELECT * FROM job ORDER BY job.ord) AS j;
+    -- (The keys are this DAG's now: _insert_jobs finds them held by these jobs.)
     PERFORM pdoflow._insert_jobs(jobs.ids, jobs.tasks, jobs.args, jobs.queues, jobs.priorities, jobs.attempts,
                                  jobs.run_ats, jobs.states, submit_dag.posting, jobs.pending, jobs.parents,
-                                 jobs.first_parents, jobs.parent_counts, jobs.modes, jobs.names);
+                                 jobs.first_parents, jobs.parent_counts, jobs.modes, jobs.names,
+                                 CASE WHEN cardinality(array_remove(jobs.unique_keys, NULL)) > 0
+                                      THEN jobs.unique_keys END,
+                                 jobs.unique_for);
 
     RETURN QUERY
-    SELECT n.name, n.id FROM unnest(plan.names, plan.ids) WITH ORDINALITY AS n(name, id, ord) ORDER BY n.ord;
+    SELECT n.name, n.id FROM unnest(plan.names, final_ids) WITH ORDINALITY AS n(name, id, ord) ORDER BY n.ord;
 END
 $$;
 
 COMMENT ON FUNCTION pdoflow.submit_dag(jsonb, uuid) IS
-    'Adds the jobs of a DAG document ({"nodes": [{"name", "task" or "dag", "after", "mode", ...}], "edges"}) in one statement; returns each job''s name (sub-DAG paths joined by /) and id.';
+    'Adds the jobs of a DAG document ({"nodes": [{"name", "task" or "dag", "after", "mode", "unique_key", ...}], "edges"}) in one statement; returns each job''s name (sub-DAG paths joined by /) and id (for a node whose unique key another job holds, that job''s).';

@@ -20,6 +20,12 @@
 -- is NULL when no job has that value. A job's run_at NULL means now. Its
 -- parents are parents[first_parent : first_parent + parent_count - 1]:
 -- jobs that share their parents share one slice.
+--
+-- unique_keys (one per job, never shared) and unique_for (per job, or one
+-- for all) make unique jobs (unique_keys.sql): a job whose key another job
+-- holds is not added. Returns the id each job ended up with: its own, or the
+-- holder's. enqueued_by, when given, stands in for the calling role (the
+-- sweeper enqueues a schedule's jobs as the schedule's owner).
 CREATE FUNCTION pdoflow._insert_jobs(
     ids             uuid[],
     tasks           text[],
@@ -35,22 +41,37 @@ CREATE FUNCTION pdoflow._insert_jobs(
     first_parents   integer[] DEFAULT NULL,
     parent_counts   integer[] DEFAULT NULL,
     modes           text[]    DEFAULT NULL,
-    nodes           text[]    DEFAULT NULL
-) RETURNS void
+    nodes           text[]    DEFAULT NULL,
+    unique_keys     text[]    DEFAULT NULL,
+    unique_for      interval[] DEFAULT NULL,
+    enqueued_by     text      DEFAULT NULL
+) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+    -- Per job: the id it ends up with (see above).
+    final_ids uuid[] := ids;
+    n         integer := coalesce(cardinality(ids), 0);
 BEGIN
-    IF coalesce(cardinality(ids), 0) = 0 THEN
-        RETURN;  -- no jobs (the shared values alone would make a row below)
+    IF n = 0 THEN
+        RETURN ids;  -- no jobs (the shared values alone would make a row below)
+    END IF;
+    IF unique_keys IS NOT NULL THEN
+        final_ids := pdoflow._take_unique_keys(
+            CASE WHEN cardinality(tasks) = 1 THEN array_fill(tasks[1], ARRAY[n]) ELSE tasks END,
+            unique_keys,
+            CASE WHEN cardinality(_insert_jobs.unique_for) = 1
+                 THEN array_fill(_insert_jobs.unique_for[1], ARRAY[n]) ELSE _insert_jobs.unique_for END,
+            ids);
     END IF;
     INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
                                      created_at, state, parents_pending, depends_on, dependency_mode,
-                                     node, enqueued_by)
+                                     node, enqueued_by, unique_key)
         SELECT j.id, j.posting, j.task, j.queue, j.priority, j.max_attempts, j.args,
                coalesce(j.run_at, now()), now(), j.state, j.pending,
                CASE WHEN j.parent_count > 0
                     THEN _insert_jobs.parents[j.first_parent : j.first_parent + j.parent_count - 1] END,
-               j.mode, j.node, j.enqueued_by
+               j.mode, j.node, j.enqueued_by, j.unique_key
         FROM (
             -- Per job: its own element, or the value every job shares.
             SELECT e.id, coalesce(one.task, e.task) AS task, coalesce(one.args, e.args) AS args,
@@ -61,7 +82,7 @@ BEGIN
                    coalesce(one.first_parent, e.first_parent) AS first_parent,
                    coalesce(one.parent_count, e.parent_count) AS parent_count,
                    coalesce(one.mode, e.mode) AS mode, coalesce(one.node, e.node) AS node,
-                   one.posting, one.enqueued_by
+                   one.posting, one.enqueued_by, e.unique_key, e.final_id
             FROM (
                 -- The shared values: arrays of one element. Worked out once
                 -- (OFFSET 0 keeps the planner from doing it for every job).
@@ -79,16 +100,20 @@ BEGIN
                        CASE WHEN cardinality(parent_counts) = 1 THEN parent_counts[1] END AS parent_count,
                        CASE WHEN cardinality(modes) = 1 THEN modes[1] END AS mode,
                        CASE WHEN cardinality(nodes) = 1 THEN nodes[1] END AS node,
-                       _insert_jobs.posting AS posting, pdoflow._calling_role() AS enqueued_by
+                       _insert_jobs.posting AS posting,
+                       coalesce(_insert_jobs.enqueued_by, pdoflow._calling_role()) AS enqueued_by
                 OFFSET 0
             ) AS one,
             ROWS FROM (unnest(ids), unnest(tasks), unnest(_insert_jobs.args), unnest(queues),
                        unnest(priorities), unnest(_insert_jobs.max_attempts), unnest(run_ats),
                        unnest(states), unnest(_insert_jobs.parents_pending), unnest(first_parents),
-                       unnest(parent_counts), unnest(modes), unnest(nodes))
+                       unnest(parent_counts), unnest(modes), unnest(nodes), unnest(unique_keys),
+                       unnest(final_ids))
                  AS e(id, task, args, queue, priority, max_attempts, run_at, state, pending,
-                      first_parent, parent_count, mode, node)
-        ) AS j;
+                      first_parent, parent_count, mode, node, unique_key, final_id)
+        ) AS j
+        -- Not the jobs whose key another job holds.
+        WHERE j.final_id = j.id;
     -- The levels (queue and priority) that gained queued jobs, read from the
     -- input rather than the rows (RETURNING would hold every row of a bulk
     -- insert), each with its earliest due time: noted for the claim floors
@@ -103,12 +128,15 @@ BEGIN
                    coalesce(d.priority, CASE WHEN cardinality(priorities) = 1 THEN priorities[1] END) AS priority,
                    coalesce(d.run_at, CASE WHEN cardinality(run_ats) = 1 THEN run_ats[1] END, now()) AS run_at,
                    coalesce(d.state, CASE WHEN cardinality(states) = 1 THEN states[1] END) AS state
-            FROM ROWS FROM (unnest(queues), unnest(priorities), unnest(run_ats), unnest(states))
-                 AS d(queue, priority, run_at, state)
+            FROM ROWS FROM (unnest(queues), unnest(priorities), unnest(run_ats), unnest(states),
+                            unnest(ids), unnest(final_ids))
+                 AS d(queue, priority, run_at, state, id, final_id)
+            WHERE d.final_id = d.id
         ) AS j
         WHERE j.state = 'queued'
         GROUP BY j.queue, j.priority
     ) AS l;
+    RETURN final_ids;
 END
 $$;
 
@@ -161,8 +189,10 @@ END
 $$;
 
 -- pdoflow.enqueue for the jobs its fast path leaves (see
--- pdoflow-ext/src/api/enqueue.rs): jobs in a posting, with parents, of a task whose args must be
--- checked, and every call while pdoflow.require_registered_tasks is on.
+-- pdoflow-ext/src/api/enqueue.rs): jobs in a posting, with parents, with a
+-- unique key that has a row already (held, or to be taken over), of a task
+-- whose args must be checked, and every call while
+-- pdoflow.require_registered_tasks is on.
 -- Called by enqueue only, after its input and privilege checks. It pins
 -- the search_path that enqueue itself does not (see there).
 CREATE FUNCTION pdoflow._enqueue_general(
@@ -174,7 +204,9 @@ CREATE FUNCTION pdoflow._enqueue_general(
     max_attempts    integer,
     posting         uuid,
     depends_on      uuid[],
-    dependency_mode text
+    dependency_mode text,
+    unique_key      text     DEFAULT NULL,
+    unique_for      interval DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pdoflow, pg_temp
@@ -191,13 +223,14 @@ BEGIN
     FROM pdoflow._new_job_placement(_enqueue_general.queue, _enqueue_general.priority,
                                     _enqueue_general.posting, _enqueue_general.depends_on,
                                     _enqueue_general.dependency_mode);
-    PERFORM pdoflow._insert_jobs(
+    RETURN (pdoflow._insert_jobs(
         ARRAY[job_id], ARRAY[_enqueue_general.task], ARRAY[_enqueue_general.args], ARRAY[place.job_queue],
         ARRAY[place.job_priority], ARRAY[_enqueue_general.max_attempts], ARRAY[_enqueue_general.run_at],
         ARRAY[place.job_state], _enqueue_general.posting,
         parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
-        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode]);
-    RETURN job_id;
+        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode],
+        unique_keys => CASE WHEN _enqueue_general.unique_key IS NOT NULL THEN ARRAY[_enqueue_general.unique_key] END,
+        unique_for => ARRAY[_enqueue_general.unique_for]))[1];
 END
 $$;
 
@@ -225,17 +258,21 @@ CREATE FUNCTION pdoflow.enqueue(
     max_attempts    integer     DEFAULT 5,
     posting         uuid        DEFAULT NULL,
     depends_on      uuid[]      DEFAULT NULL,
-    dependency_mode text        DEFAULT 'all'
+    dependency_mode text        DEFAULT 'all',
+    unique_key      text        DEFAULT NULL,
+    unique_for      interval    DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE c VOLATILE
 SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'enqueue_wrapper';
 
-COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text) IS
-    'Adds one job and returns its id. run_at NULL means now. With depends_on it waits (blocked) until all, or any, of those jobs succeeded.';
+COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text, text, interval) IS
+    'Adds one job and returns its id. run_at NULL means now. With depends_on it waits (blocked) until all, or any, of those jobs succeeded. With unique_key, a job of the same task holding that key (blocked, queued, running, or succeeded within unique_for) is returned instead of a new one.';
 
 -- Many jobs of one task: one job per element of args, ids returned in args
--- order. They share every other option, parents included.
+-- order. They share every other option, parents included, except their
+-- unique keys: unique_keys holds one per element of args (NULL elements:
+-- no key), and a job whose key is held returns the holder's id.
 CREATE FUNCTION pdoflow.enqueue_many(
     task            text,
     args            jsonb[],
@@ -245,7 +282,9 @@ CREATE FUNCTION pdoflow.enqueue_many(
     max_attempts    integer     DEFAULT 5,
     posting         uuid        DEFAULT NULL,
     depends_on      uuid[]      DEFAULT NULL,
-    dependency_mode text        DEFAULT 'all'
+    dependency_mode text        DEFAULT 'all',
+    unique_keys     text[]      DEFAULT NULL,
+    unique_for      interval    DEFAULT NULL
 ) RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 SECURITY DEFINER
@@ -259,6 +298,7 @@ DECLARE
 BEGIN
     PERFORM pdoflow._check_job_batch(enqueue_many.task, enqueue_many.args, enqueue_many.queue,
                                      enqueue_many.priority, enqueue_many.run_at, enqueue_many.max_attempts);
+    PERFORM pdoflow._check_unique_keys(enqueue_many.unique_keys, enqueue_many.unique_for, n);
     PERFORM pdoflow._check_task_grants(ARRAY[enqueue_many.task]);
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(enqueue_many.task, enqueue_many.args);
@@ -276,17 +316,18 @@ BEGIN
     END IF;
     job_ids := pdoflow._uuid_v7_array(n);
     -- The options every job shares go as one-element arrays.
-    PERFORM pdoflow._insert_jobs(
+    job_ids := pdoflow._insert_jobs(
         job_ids, ARRAY[enqueue_many.task], enqueue_many.args, ARRAY[place.job_queue], ARRAY[place.job_priority],
         ARRAY[enqueue_many.max_attempts], ARRAY[enqueue_many.run_at], ARRAY[place.job_state],
         enqueue_many.posting,
         parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
-        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode]);
+        parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode],
+        unique_keys => enqueue_many.unique_keys, unique_for => ARRAY[enqueue_many.unique_for]);
     RETURN QUERY SELECT unnest(job_ids);
 END
 $$;
 
-COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text) IS
+COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text, text[], interval) IS
     'Adds one job of the given task per element of args, in one statement; returns the ids in args order.';
 
 -- Many jobs, each with its own options: a JSON array of objects whose keys are
@@ -301,6 +342,7 @@ AS $$
 DECLARE
     job_ids      uuid[];
     job          jsonb;
+    keep_param   text;
     one_by_one   boolean;
     checks       boolean;
     tasks        text[];
@@ -309,6 +351,8 @@ DECLARE
     priorities   integer[];
     attempts     integer[];
     run_ats      timestamptz[];
+    keys         text[];
+    keep_for     interval[];
 BEGIN
     -- Jobs with postings or parents need locks and lookups each: one enqueue
     -- call per job, in order. So does a document of one job (the Rust
@@ -337,7 +381,10 @@ BEGIN
     END IF;
     IF one_by_one THEN
         job_ids := '{}';
-        FOR job IN SELECT jsonb_array_elements(enqueue_many.jobs) LOOP
+        FOR job, keep_param IN
+            SELECT e.job, format('jobs[%s].unique_for', e.n - 1)
+            FROM jsonb_array_elements(enqueue_many.jobs) WITH ORDINALITY AS e(job, n)
+        LOOP
             job_ids := job_ids || pdoflow.enqueue(
                 task            => job ->> 'task',
                 args            => coalesce(nullif(job -> 'args', 'null'::jsonb), '{}'::jsonb),
@@ -348,7 +395,9 @@ BEGIN
                 posting         => (job ->> 'posting')::uuid,
                 depends_on      => (SELECT array_agg(p::uuid)
                                     FROM jsonb_array_elements_text(nullif(job -> 'depends_on', 'null'::jsonb)) AS p),
-                dependency_mode => coalesce(job ->> 'dependency_mode', 'all'));
+                dependency_mode => coalesce(job ->> 'dependency_mode', 'all'),
+                unique_key      => job ->> 'unique_key',
+                unique_for      => pdoflow._unique_for(job ->> 'unique_for', keep_param));
         END LOOP;
         RETURN QUERY SELECT unnest(job_ids);
         RETURN;
@@ -361,16 +410,21 @@ BEGIN
            array_agg(coalesce(spec.job ->> 'queue', 'default')),
            array_agg(coalesce(nullif(spec.job -> 'priority', 'null')::integer, 0)),
            array_agg(coalesce(nullif(spec.job -> 'max_attempts', 'null')::integer, 5)),
-           array_agg((spec.job ->> 'run_at')::timestamptz)
-    INTO job_ids, tasks, job_args, queues, priorities, attempts, run_ats
+           array_agg((spec.job ->> 'run_at')::timestamptz),
+           array_agg(spec.job ->> 'unique_key'),
+           array_agg(pdoflow._unique_for(spec.job ->> 'unique_for', format('jobs[%s].unique_for', spec.n - 1)))
+    INTO job_ids, tasks, job_args, queues, priorities, attempts, run_ats, keys, keep_for
     FROM ROWS FROM (jsonb_array_elements(enqueue_many.jobs),
-                    unnest(pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs)))) AS spec(job, id);
+                    unnest(pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs))))
+         WITH ORDINALITY AS spec(job, id, n);
     IF job_ids IS NOT NULL THEN
-        PERFORM pdoflow._insert_jobs(job_ids, tasks, job_args, queues, priorities, attempts, run_ats,
-                                     ARRAY['queued']);
+        job_ids := pdoflow._insert_jobs(job_ids, tasks, job_args, queues, priorities, attempts, run_ats,
+                                        ARRAY['queued'],
+                                        unique_keys => CASE WHEN cardinality(array_remove(keys, NULL)) > 0 THEN keys END,
+                                        unique_for => keep_for);
     END IF;
-    -- The ids in the document's order (they are time-ordered as made).
-    RETURN QUERY SELECT i FROM unnest(job_ids) AS i ORDER BY i;
+    -- The ids in the document's order.
+    RETURN QUERY SELECT unnest(job_ids);
 END
 $$;
 

@@ -12,8 +12,14 @@ RETURNS TABLE (id uuid, state text)
 LANGUAGE plpgsql VOLATILE
 AS $$
 #variable_conflict use_column
+DECLARE
+    moved_ids    uuid[];
+    moved_states text[];
+    keyed_tasks  text[];
+    keyed_keys   text[];
+    keyed_ids    uuid[];
+    keyed_states text[];
 BEGIN
-    RETURN QUERY
     WITH outcome AS (
         SELECT o.id, o.state, o.error, o.result
         FROM unnest(ids, states, errors, results) AS o(id, state, error, result)
@@ -27,16 +33,29 @@ BEGIN
         INSERT INTO pdoflow.finished_jobs (id, posting, run_at, created_at, started_at, finished_at,
                                            priority, attempt, max_attempts, state, queue, task, worker,
                                            dependency_mode, node, last_error, depends_on, args, result,
-                                           enqueued_by)
+                                           enqueued_by, unique_key, progress)
         SELECT e.id, e.posting, e.run_at, e.created_at, e.started_at, now(),
                e.priority, e.attempt, e.max_attempts, o.state, e.queue, e.task, e.worker,
                e.dependency_mode, e.node, coalesce(o.error, e.last_error), e.depends_on, e.args,
-               o.result, e.enqueued_by
+               o.result, e.enqueued_by, e.unique_key, e.progress
         FROM ended AS e
         JOIN outcome AS o ON o.id = e.id
-        RETURNING finished_jobs.id, finished_jobs.state
+        RETURNING finished_jobs.id, finished_jobs.state, finished_jobs.task, finished_jobs.unique_key
     )
-    SELECT a.id, a.state::text FROM archived AS a;
+    SELECT array_agg(a.id), array_agg(a.state::text),
+           array_agg(a.task::text) FILTER (WHERE a.unique_key IS NOT NULL),
+           array_agg(a.unique_key) FILTER (WHERE a.unique_key IS NOT NULL),
+           array_agg(a.id) FILTER (WHERE a.unique_key IS NOT NULL),
+           array_agg(a.state::text) FILTER (WHERE a.unique_key IS NOT NULL)
+    INTO moved_ids, moved_states, keyed_tasks, keyed_keys, keyed_ids, keyed_states
+    FROM archived AS a;
+    IF keyed_ids IS NOT NULL THEN
+        PERFORM pdoflow._release_unique_keys(keyed_tasks, keyed_keys, keyed_ids, keyed_states);
+    END IF;
+    -- Sessions waiting in pdoflow.await_result for these jobs wake once
+    -- this transaction commits.
+    PERFORM pdoflow._jobs_ended(moved_ids);
+    RETURN QUERY SELECT m.id, m.state FROM unnest(moved_ids, moved_states) AS m(id, state);
 END
 $$;
 

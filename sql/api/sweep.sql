@@ -246,7 +246,8 @@ RETURNS TABLE (
     expired_failed   bigint,
     queues_notified  bigint,
     finished_deleted bigint,
-    workers_gone     bigint
+    workers_gone     bigint,
+    schedules_run    bigint
 )
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
@@ -257,6 +258,7 @@ DECLARE
     notified      bigint := 0;
     deleted       bigint := 0;
     gone          bigint := 0;
+    scheduled     bigint := 0;
     caller_wait   text := current_setting('lock_timeout');
     step          text;
 BEGIN
@@ -266,7 +268,7 @@ BEGIN
     -- Like the background sweeper: never wait long for a lock, and let a
     -- step that could not lock what it needed not stop the others.
     PERFORM set_config('lock_timeout', current_setting('pdoflow.sweep_lock_timeout'), true);
-    FOREACH step IN ARRAY ARRAY['leases', 'due jobs', 'retention', 'workers'] LOOP
+    FOREACH step IN ARRAY ARRAY['leases', 'schedules', 'due jobs', 'retention', 'workers'] LOOP
         BEGIN
             CASE step
                 WHEN 'leases' THEN
@@ -277,11 +279,14 @@ BEGIN
                                            '(a producer enqueueing jobs that depend on their children, say).',
                                   HINT = 'They are tried again at the next sweep.';
                     END IF;
+                WHEN 'schedules' THEN
+                    scheduled := pdoflow._run_due_schedules(sweep.batch_size);
                 -- After the leases, so that a retry due at once is announced now.
                 WHEN 'due jobs' THEN
                     notified := pdoflow._notify_due_jobs();
                 WHEN 'retention' THEN
                     deleted := pdoflow._delete_finished(sweep.batch_size);
+                    PERFORM pdoflow._forget_released_unique_keys(sweep.batch_size);
                 ELSE
                     gone := pdoflow._sweep_workers();
             END CASE;
@@ -291,12 +296,12 @@ BEGIN
         END;
     END LOOP;
     PERFORM set_config('lock_timeout', caller_wait, true);
-    RETURN QUERY SELECT expired.requeued, expired.failed, notified, deleted, gone;
+    RETURN QUERY SELECT expired.requeued, expired.failed, notified, deleted, gone, scheduled;
 END
 $$;
 
 COMMENT ON FUNCTION pdoflow.sweep(integer) IS
-    'One round of the background sweeper''s work: re-queues or fails up to batch_size expired claims, announces due delayed jobs, deletes up to batch_size finished jobs past pdoflow.retention and marks silent workers gone. Returns the counts.';
+    'One round of the background sweeper''s work: re-queues or fails up to batch_size expired claims, enqueues the jobs of due cron schedules, announces due delayed jobs, deletes up to batch_size finished jobs past pdoflow.retention (and released unique keys) and marks silent workers gone. Returns the counts.';
 
 -- Say so at CREATE EXTENSION when no background sweeper will work here.
 DO $$

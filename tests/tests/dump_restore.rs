@@ -1,7 +1,7 @@
 //! pg_dump and pg_restore: a database with pdoflow, restored into a fresh
 //! database, keeps every job (in every state, with who enqueued it),
-//! posting, dependency, task registration and task grant, and the restored
-//! queue goes on working.
+//! posting, dependency, unique key, cron schedule, task registration and
+//! task grant, and the restored queue goes on working.
 
 use pdoflow_tests::TestDatabase;
 use tokio::process::Command;
@@ -31,6 +31,8 @@ async fn contents(db: &Client) -> Vec<String> {
         "SELECT to_jsonb(s)::text FROM pdoflow.posting_status AS s ORDER BY id",
         "SELECT to_jsonb(t)::text FROM pdoflow.tasks AS t ORDER BY name",
         "SELECT to_jsonb(g)::text FROM pdoflow.task_grants AS g ORDER BY task, grantee::text",
+        "SELECT to_jsonb(u)::text FROM pdoflow.unique_keys AS u ORDER BY task, unique_key",
+        "SELECT to_jsonb(c)::text FROM pdoflow.schedules AS c ORDER BY name",
     ] {
         for row in db.query(query, &[]).await.expect(query) {
             rows.push(row.get(0));
@@ -69,12 +71,19 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
             {"name": "first", "task": "step"},
             {"name": "then", "task": "step", "after": ["first"]},
             {"name": "either", "task": "step", "mode": "any", "after": ["first", "then"]}]}');
+        SELECT pdoflow.enqueue('deduplicated', unique_key => 'order-7', unique_for => '1 day');
+        SELECT pdoflow.schedule('nightly-load', '30 2 * * *', 'nightly', '{"full": true}',
+                                time_zone => 'Europe/Berlin');
+        SET ROLE pdoflow_worker;
+        SELECT pdoflow.schedule('workers-own', '@hourly', 'hourly');
+        RESET ROLE;
+        SELECT pdoflow.pause_schedule('workers-own');
         "#,
     )
     .await
     .expect("the source's jobs");
     let before = contents(&db).await;
-    assert_eq!(before.len(), 9 + 3 + 2 + 2 + 1 + 2, "{before:?}");
+    assert_eq!(before.len(), 10 + 3 + 2 + 2 + 1 + 2 + 1 + 2, "{before:?}");
     assert!(
         before
             .iter()
@@ -138,8 +147,34 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
         .collect();
     assert_eq!(
         claimed,
-        ["enqueued_by_a_worker", "load", "retried", "step", "step"]
+        [
+            "deduplicated",
+            "enqueued_by_a_worker",
+            "load",
+            "retried",
+            "step",
+            "step"
+        ]
     );
+    // The unique key still holds, and the schedules keep their owners.
+    let same: bool = restored
+        .query_one(
+            "SELECT pdoflow.enqueue('deduplicated', unique_key => 'order-7')
+                    = (SELECT id FROM pdoflow.jobs WHERE task = 'deduplicated')",
+            &[],
+        )
+        .await
+        .expect("enqueue the restored key again")
+        .get(0);
+    assert!(same, "the restored unique key did not hold");
+    let refused = restored
+        .batch_execute(
+            "SET ROLE pdoflow_producer; SELECT pdoflow.unschedule('workers-own'); RESET ROLE;",
+        )
+        .await
+        .expect_err("another role removed the worker's restored schedule");
+    assert_eq!(pdoflow_tests::sqlstate(&refused), "42501");
+    restored.batch_execute("RESET ROLE").await.ok();
     // The grants hold after the restore: a producer may not enqueue 'load'.
     let refused = restored
         .batch_execute("SET ROLE pdoflow_producer; SELECT pdoflow.enqueue('load');")

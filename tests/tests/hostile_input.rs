@@ -13,8 +13,10 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::Client;
 
 /// SQLSTATE classes a rejected call may end with: data exceptions (22),
-/// program limits (54: sizes, nesting depth), object state (55).
-const EXPECTED_CLASSES: &[&str] = &["22", "54", "55"];
+/// program limits (54: sizes, nesting depth), object state (55), a retry
+/// of a job whose unique key another job took (23505), a schedule that
+/// does not exist (P0002).
+const EXPECTED_CLASSES: &[&str] = &["22", "54", "55", "23", "P0"];
 
 fn text() -> impl Strategy<Value = Option<String>> {
     prop_oneof![
@@ -133,6 +135,17 @@ enum Call {
     PostingStatus(IdChoice, Option<String>),
     Dependent(Option<String>, IdChoice, IdChoice, Option<String>),
     Dag(Option<String>),
+    Unique(Option<String>, Option<String>, Option<String>),
+    UniqueMany(Option<String>, Option<String>, Option<String>),
+    Progress(IdChoice, Option<i32>, Option<String>),
+    AwaitResult(IdChoice, Option<String>),
+    Schedule(
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    ),
+    ScheduleChange(Option<String>, u8),
 }
 
 fn call() -> impl Strategy<Value = Call> {
@@ -149,6 +162,12 @@ fn call() -> impl Strategy<Value = Call> {
         (id(), text()).prop_map(|(i, s)| Call::PostingStatus(i, s)),
         (text(), id(), id(), text()).prop_map(|(t, a, b, m)| Call::Dependent(t, a, b, m)),
         json().prop_map(Call::Dag),
+        (text(), text(), interval()).prop_map(|(t, k, f)| Call::Unique(t, k, f)),
+        (text(), text(), interval()).prop_map(|(t, k, f)| Call::UniqueMany(t, k, f)),
+        (id(), int(), json()).prop_map(|(i, a, p)| Call::Progress(i, a, p)),
+        (id(), interval()).prop_map(|(i, t)| Call::AwaitResult(i, t)),
+        (text(), text(), text(), text()).prop_map(|(n, c, t, z)| Call::Schedule(n, c, t, z)),
+        (text(), 0u8..3).prop_map(|(n, k)| Call::ScheduleChange(n, k)),
     ]
 }
 
@@ -207,6 +226,32 @@ async fn apply(
             vec![Box::new(t.clone()), Box::new(pick(a, ids)), Box::new(pick(b, ids)), Box::new(m.clone())],
         ),
         Call::Dag(d) => ("SELECT id::text FROM pdoflow.submit_dag($1::text::jsonb)", vec![Box::new(d.clone())]),
+        Call::Unique(t, k, f) => (
+            "SELECT pdoflow.enqueue($1::text, unique_key => $2::text, unique_for => $3::text::interval)::text",
+            vec![Box::new(t.clone()), Box::new(k.clone()), Box::new(f.clone())],
+        ),
+        Call::UniqueMany(t, k, f) => (
+            "SELECT id::text FROM pdoflow.enqueue_many($1::text, ARRAY['{}', '{}']::jsonb[],
+                 unique_keys => ARRAY[$2::text, $2::text || 'x'], unique_for => $3::text::interval)",
+            vec![Box::new(t.clone()), Box::new(k.clone()), Box::new(f.clone())],
+        ),
+        Call::Progress(i, a, p) => (
+            "SELECT pdoflow.progress($1::text::uuid, $2::int, $3::text::jsonb)::text",
+            vec![Box::new(pick(i, ids)), Box::new(*a), Box::new(p.clone())],
+        ),
+        // Never long: a wait is cut to a tenth of a second.
+        Call::AwaitResult(i, t) => (
+            "SELECT state FROM pdoflow.await_result($1::text::uuid,
+                 least($2::text::interval, interval '100 milliseconds'))",
+            vec![Box::new(pick(i, ids)), Box::new(t.clone())],
+        ),
+        Call::Schedule(n, c, t, z) => (
+            "SELECT pdoflow.schedule($1::text, $2::text, $3::text, time_zone => $4::text)::text",
+            vec![Box::new(n.clone()), Box::new(c.clone()), Box::new(t.clone()), Box::new(z.clone())],
+        ),
+        Call::ScheduleChange(n, 0) => ("SELECT pdoflow.unschedule($1::text)::text", vec![Box::new(n.clone())]),
+        Call::ScheduleChange(n, 1) => ("SELECT pdoflow.pause_schedule($1::text)::text", vec![Box::new(n.clone())]),
+        Call::ScheduleChange(n, _) => ("SELECT pdoflow.resume_schedule($1::text)::text", vec![Box::new(n.clone())]),
     };
     let params: Vec<&(dyn ToSql + Sync)> = params
         .iter()
@@ -224,7 +269,9 @@ async fn apply(
                 | Call::EnqueueMany(..)
                 | Call::EnqueueDocument(..)
                 | Call::Dependent(..)
-                | Call::Dag(..) => ids.extend(made.into_iter().filter(|id| id.len() == 36)),
+                | Call::Dag(..)
+                | Call::Unique(..)
+                | Call::UniqueMany(..) => ids.extend(made.into_iter().filter(|id| id.len() == 36)),
                 _ => {}
             }
             Ok(())

@@ -4,8 +4,8 @@
 //! Most jobs have no posting, no parents and no args schema to check (the
 //! session's copy of the registrations says so: `registered_tasks.rs`). For
 //! them this function is the whole enqueue: it checks the input, makes the
-//! id, inserts the row with one kept plan, and notes the queue for
-//! announcement. Everything else goes to the PL/pgSQL
+//! id, takes its unique key if it has a new one, inserts the row with one
+//! kept plan, and notes the queue for announcement. Everything else goes to the PL/pgSQL
 //! `pdoflow._enqueue_general` (sql/api/enqueue.sql), which locks postings and
 //! parents and checks args against their task's schema.
 //!
@@ -19,7 +19,7 @@
 
 use std::cell::OnceCell;
 
-use pgrx::datum::{AnyElement, DatumWithOid, TimestampWithTimeZone};
+use pgrx::datum::{AnyElement, DatumWithOid, Interval, TimestampWithTimeZone};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::{SpiClient, SpiError};
@@ -32,9 +32,10 @@ use crate::input::checks;
 use crate::tasks::registered_tasks;
 use crate::tasks::task_grants;
 
-const GENERAL: &str = "SELECT pdoflow._enqueue_general($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const GENERAL: &str =
+    "SELECT pdoflow._enqueue_general($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-const GENERAL_TYPES: [pg_sys::Oid; 9] = [
+const GENERAL_TYPES: [pg_sys::Oid; 11] = [
     pg_sys::TEXTOID,
     pg_sys::JSONBOID,
     pg_sys::TEXTOID,
@@ -44,15 +45,19 @@ const GENERAL_TYPES: [pg_sys::Oid; 9] = [
     pg_sys::UUIDOID,
     pg_sys::UUIDARRAYOID,
     pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::INTERVALOID,
 ];
 
 thread_local! {
     static GENERAL_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
     static PLAIN_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
+    static TAKE_KEY_PLAN: OnceCell<pgrx::spi::OwnedPreparedStatement> = const { OnceCell::new() };
 }
 
 /// `pdoflow.enqueue(task, args, queue, priority, run_at, max_attempts,
-/// posting, depends_on, dependency_mode)`: adds one job, returns its id.
+/// posting, depends_on, dependency_mode, unique_key, unique_for)`: adds one
+/// job, returns its id (or, for a unique key that is held, the holder's).
 /// `args` is jsonb and `depends_on` uuid[] (declared in SQL); they pass
 /// through untouched.
 #[allow(clippy::too_many_arguments)]
@@ -67,6 +72,8 @@ fn enqueue(
     posting: Option<pgrx::Uuid>,
     depends_on: Option<AnyElement>,
     dependency_mode: Option<&str>,
+    unique_key: Option<&str>,
+    unique_for: Option<Interval>,
 ) -> Result<Option<pgrx::Uuid>, ErrorReport> {
     checks::enqueue_input(
         task,
@@ -75,6 +82,7 @@ fn enqueue(
         priority,
         run_at,
         max_attempts,
+        (unique_key, unique_for),
     )?;
     let plain = posting.is_none() && depends_on.is_none() && dependency_mode == Some("all");
     Spi::connect_mut(|client| {
@@ -92,8 +100,25 @@ fn enqueue(
             (plain, task, queue, priority, max_attempts)
         {
             if !registered_tasks::needs_look(&rules) {
-                let id = insert_plain(client, task, args, queue, priority, run_at, max_attempts)?;
-                return Ok(Ok(Some(id)));
+                let job = PlainJob {
+                    id: ids::new_id(),
+                    task,
+                    args,
+                    queue,
+                    priority,
+                    run_at,
+                    max_attempts,
+                    unique_key,
+                };
+                // A unique key that is free is taken here; one that is held
+                // (or released and to be taken over) goes the general way.
+                let free = match unique_key {
+                    Some(key) => take_free_key(client, task, key, job.id, unique_for)?,
+                    None => true,
+                };
+                if free {
+                    return Ok(Ok(Some(insert_plain(client, job)?)));
+                }
             }
         }
         let table = kept_plan::execute(
@@ -111,11 +136,46 @@ fn enqueue(
                 posting.into(),
                 passed_through(depends_on, pg_sys::UUIDARRAYOID),
                 dependency_mode.into(),
+                unique_key.into(),
+                unique_for.into(),
             ],
         )?;
         Ok(Ok(table.first().get_one::<pgrx::Uuid>()?))
     })
     .map_err(internal)?
+}
+
+/// Takes a unique key that no job has held yet (or that the sweeper forgot)
+/// for the new job `id`: what `pdoflow._take_unique_keys`
+/// (sql/api/unique_keys.sql) does first, as one statement with a kept plan.
+/// A session inserting the same key at once makes this wait for its
+/// commit. Returns false when the key has a row already.
+const TAKE_KEY: &str = "INSERT INTO pdoflow.unique_keys (task, unique_key, job, unique_for)
+                        VALUES ($1, $2, $3, $4) ON CONFLICT (task, unique_key) DO NOTHING
+                        RETURNING true";
+
+const TAKE_KEY_TYPES: [pg_sys::Oid; 4] = [
+    pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
+    pg_sys::UUIDOID,
+    pg_sys::INTERVALOID,
+];
+
+fn take_free_key(
+    client: &mut SpiClient<'_>,
+    task: &str,
+    key: &str,
+    id: pgrx::Uuid,
+    unique_for: Option<Interval>,
+) -> Result<bool, SpiError> {
+    let taken = kept_plan::execute(
+        client,
+        &TAKE_KEY_PLAN,
+        TAKE_KEY,
+        &TAKE_KEY_TYPES,
+        &[task.into(), key.into(), id.into(), unique_for.into()],
+    )?;
+    Ok(!taken.is_empty())
 }
 
 /// A plain job's row: what `pdoflow._insert_jobs` (sql/api/enqueue.sql), the
@@ -124,10 +184,10 @@ fn enqueue(
 /// PL/pgSQL would cost this hot path a fifth of its time). The columns it
 /// leaves out keep their defaults (state 'queued', attempt 0) or NULL.
 /// `tests/tests/enqueue_row.rs` checks that both write the same row.
-const PLAIN: &str = "INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at, enqueued_by)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const PLAIN: &str = "INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at, enqueued_by, unique_key)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-const PLAIN_TYPES: [pg_sys::Oid; 9] = [
+const PLAIN_TYPES: [pg_sys::Oid; 10] = [
     pg_sys::UUIDOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
@@ -137,21 +197,35 @@ const PLAIN_TYPES: [pg_sys::Oid; 9] = [
     pg_sys::TIMESTAMPTZOID,
     pg_sys::TIMESTAMPTZOID,
     pg_sys::TEXTOID,
+    pg_sys::TEXTOID,
 ];
 
-/// Inserts a plain job with one kept plan and notes its queue for
-/// announcement and its key for the claim floors.
-#[allow(clippy::too_many_arguments)]
-fn insert_plain(
-    client: &mut SpiClient<'_>,
-    task: &str,
+/// A plain job, checked: no posting, no parents, no args schema.
+struct PlainJob<'a> {
+    id: pgrx::Uuid,
+    task: &'a str,
     args: Option<AnyElement>,
-    queue: &str,
+    queue: &'a str,
     priority: i32,
     run_at: Option<TimestampWithTimeZone>,
     max_attempts: i32,
-) -> Result<pgrx::Uuid, SpiError> {
-    let id = ids::new_id();
+    /// Taken for this job already (`take_free_key`).
+    unique_key: Option<&'a str>,
+}
+
+/// Inserts a plain job with one kept plan and notes its queue for
+/// announcement and its key for the claim floors.
+fn insert_plain(client: &mut SpiClient<'_>, job: PlainJob<'_>) -> Result<pgrx::Uuid, SpiError> {
+    let PlainJob {
+        id,
+        task,
+        args,
+        queue,
+        priority,
+        run_at,
+        max_attempts,
+        unique_key,
+    } = job;
     let now = transaction_start();
     let due = run_at.map_or(now, pg_sys::TimestampTz::from);
     let enqueued_by = task_grants::calling_role_name();
@@ -170,6 +244,7 @@ fn insert_plain(
             timestamp(due),
             timestamp(now),
             enqueued_by.as_str().into(),
+            unique_key.into(),
         ],
     )?;
     claim_floors::note_queued(queue, priority, due, *id.as_bytes());

@@ -12,7 +12,8 @@ use std::ffi::CString;
 use crate::input::errors::InputError;
 use crate::input::job_document::{self, Timestamp};
 use crate::input::rules::{
-    at_least, at_most, max_attempts, name, one_of, payload, present, Limits, DEPENDENCY_MODES,
+    at_least, at_most, max_attempts, name, one_of, payload, present, unique_key, Limits,
+    DEPENDENCY_MODES,
     DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
 };
 use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
@@ -130,6 +131,7 @@ fn check_job(
         priority,
         run_at,
         max_attempts,
+        (None, None),
     )
 }
 
@@ -141,12 +143,87 @@ pub fn enqueue_input(
     priority: Option<i32>,
     run_at: Option<TimestampWithTimeZone>,
     max_attempts: Option<i32>,
+    unique: (Option<&str>, Option<Interval>),
 ) -> Checked {
     let limits = current_limits();
     job_options(task, queue, priority, run_at, max_attempts, &limits)?;
     let args = present("args", args, Some(ARGS_NULL_HINT))?;
     payload("args", jsonb_size(args), &limits)?;
+    unique_options("unique_key", unique.0, "unique_for", unique.1)?;
     Ok(())
+}
+
+/// A job's unique key and how long it keeps it after succeeding (either
+/// may be NULL; unique_for needs a key).
+pub fn unique_options(
+    key_param: &str,
+    key: Option<&str>,
+    for_param: &str,
+    unique_for: Option<Interval>,
+) -> Result<(), InputError> {
+    if let Some(key) = key {
+        unique_key(key_param, key)?;
+    }
+    if let Some(unique_for) = unique_for {
+        positive(for_param, unique_for)?;
+        if key.is_none() {
+            return Err(InputError::Needs {
+                param: for_param.to_owned(),
+                needs: format!("a {key_param}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The unique keys of `pdoflow.enqueue_many(task, args jsonb[], ...)`: one
+/// per job (`jobs` of them) or none, and the unique_for they share.
+#[pg_extern(stable, parallel_safe, name = "_check_unique_keys")]
+fn check_unique_keys(
+    keys: Option<Vec<Option<String>>>,
+    unique_for: Option<Interval>,
+    jobs: Option<i32>,
+) -> Checked {
+    let Some(keys) = keys else {
+        return Ok(unique_options("unique_keys", None, "unique_for", unique_for)?);
+    };
+    let jobs = usize::try_from(jobs.unwrap_or(0)).unwrap_or(0);
+    if keys.len() != jobs {
+        return Err(InputError::LengthMismatch {
+            param: "unique_keys".into(),
+            length: keys.len(),
+            other: "args".into(),
+            other_length: jobs,
+        }
+        .into());
+    }
+    for (index, key) in keys.iter().enumerate() {
+        if let Some(key) = key {
+            unique_key(&format!("unique_keys[{}]", index + 1), key)?;
+        }
+    }
+    if let Some(unique_for) = unique_for {
+        positive("unique_for", unique_for)?;
+    }
+    Ok(())
+}
+
+/// A `unique_for` string of a JSON document (`param` names it) as an
+/// interval: positive, or an error naming the job.
+#[pg_extern(stable, parallel_safe, name = "_unique_for")]
+fn unique_for_value(text: Option<&str>, param: &str) -> Result<Option<Interval>, ErrorReport> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let Some(value) = parse_interval(text) else {
+        return Err(InputError::BadInterval {
+            param: param.to_owned(),
+            value: text.to_owned(),
+        }
+        .into());
+    };
+    positive(param, value)?;
+    Ok(Some(value))
 }
 
 /// Arguments of `pdoflow.enqueue_many(task, args jsonb[], ...)`.
@@ -207,6 +284,18 @@ fn check_job_list(jobs: Option<&str>) -> Result<bool, ErrorReport> {
         &judge_timestamp,
         &current_limits(),
     )?)
+}
+
+/// The report of `pdoflow.progress`: present, within pdoflow.max_payload_bytes.
+#[pg_extern(stable, parallel_safe, name = "_check_progress")]
+fn check_progress(progress: Option<AnyElement>) -> Checked {
+    let progress = present(
+        "progress",
+        progress,
+        Some("Pass a JSON value, such as '{\"done\": 10, \"total\": 100}'."),
+    )?;
+    payload("progress", jsonb_size(progress.datum()), &current_limits())?;
+    Ok(())
 }
 
 /// The results of `pdoflow.finish_many`: each within pdoflow.max_payload_bytes.
@@ -313,6 +402,25 @@ fn check_dependencies(
 /// Parses `text` with PostgreSQL's own timestamptz input function, so JSON
 /// documents accept exactly what a timestamptz literal accepts. `None` when
 /// PostgreSQL rejects it with a data exception (SQLSTATE class 22).
+fn parse_interval(text: &str) -> Option<Interval> {
+    let text = CString::new(text).ok()?;
+    PgTryBuilder::new(|| unsafe {
+        pgrx::direct_function_call::<Interval>(
+            pg_sys::interval_in,
+            &[
+                text.as_c_str().into_datum(),
+                pg_sys::InvalidOid.into_datum(),
+                (-1_i32).into_datum(),
+            ],
+        )
+    })
+    .catch_others(|error| match &error {
+        CaughtError::PostgresError(report) if is_data_exception(report.sql_error_code()) => None,
+        _ => error.rethrow(),
+    })
+    .execute()
+}
+
 fn parse_timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
     let text = CString::new(text).ok()?;
     PgTryBuilder::new(|| unsafe {

@@ -39,9 +39,10 @@ const NODE_KEYS: &[&str] = &[
     "mode",
     "depends_on",
     "dag",
+    "unique_key",
+    "unique_for",
 ];
-const NODE_KEYS_TEXT: &str =
-    "name, task, args, queue, priority, run_at, max_attempts, after, mode, depends_on, dag";
+const NODE_KEYS_TEXT: &str = "name, task, args, queue, priority, run_at, max_attempts, after, mode, depends_on, dag, unique_key, unique_for";
 const JOB_ONLY_KEYS: &[&str] = &[
     "task",
     "args",
@@ -49,6 +50,8 @@ const JOB_ONLY_KEYS: &[&str] = &[
     "priority",
     "run_at",
     "max_attempts",
+    "unique_key",
+    "unique_for",
 ];
 
 /// Sub-DAGs nest at most this deep.

@@ -48,6 +48,12 @@ pub enum InputError {
     #[error("{param} must be a positive interval, got {value}")]
     NotPositive { param: String, value: String },
 
+    #[error("{param} is not a valid interval: {}", quote(value))]
+    BadInterval { param: String, value: String },
+
+    #[error("{param} needs {needs}")]
+    Needs { param: String, needs: String },
+
     #[error("{param} must be a finite timestamp, got {value}")]
     NotFinite { param: String, value: String },
 
@@ -153,7 +159,9 @@ impl InputError {
         match self {
             InputError::Null { .. } => ERRCODE_NULL_VALUE_NOT_ALLOWED,
             InputError::TooLong { .. } => ERRCODE_STRING_DATA_RIGHT_TRUNCATION,
-            InputError::BadTimestamp { .. } => ERRCODE_INVALID_DATETIME_FORMAT,
+            InputError::BadTimestamp { .. } | InputError::BadInterval { .. } => {
+                ERRCODE_INVALID_DATETIME_FORMAT
+            }
             InputError::TooLarge { .. } => ERRCODE_PROGRAM_LIMIT_EXCEEDED,
             InputError::TooFarAway { .. } => ERRCODE_DATETIME_FIELD_OVERFLOW,
             _ => ERRCODE_INVALID_PARAMETER_VALUE,

@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 
 use crate::input::errors::{quote, shorten, InputError};
 use crate::input::rules::{
-    max_attempts, name, one_of, payload, Limits, DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT,
-    RUN_AT_MAX_YEARS,
+    max_attempts, name, one_of, payload, unique_key, Limits, DEPENDENCY_MODES,
+    DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
 };
 
 pub const JOB_KEYS: &[&str] = &[
@@ -23,9 +23,10 @@ pub const JOB_KEYS: &[&str] = &[
     "posting",
     "depends_on",
     "dependency_mode",
+    "unique_key",
+    "unique_for",
 ];
-const JOB_KEYS_TEXT: &str =
-    "task, args, queue, priority, run_at, max_attempts, posting, depends_on, dependency_mode";
+const JOB_KEYS_TEXT: &str = "task, args, queue, priority, run_at, max_attempts, posting, depends_on, dependency_mode, unique_key, unique_for";
 
 /// What PostgreSQL's timestamptz input makes of a `run_at` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +155,21 @@ pub fn check_job_options(
     }
     if let Some(args) = fields.get("args") {
         payload(&fields.path("args"), args.len(), limits)?;
+    }
+    if let Some(key) = fields.get("unique_key") {
+        let param = fields.path("unique_key");
+        unique_key(&param, &string(&param, key)?)?;
+    }
+    if let Some(keep) = fields.get("unique_for") {
+        // Read as an interval by PostgreSQL, which names the job if it
+        // cannot (pdoflow._unique_for).
+        string(&fields.path("unique_for"), keep)?;
+        if fields.get("unique_key").is_none() {
+            return Err(InputError::Needs {
+                param: fields.path("unique_for"),
+                needs: "a unique_key".into(),
+            });
+        }
     }
     if let Some(run_at) = fields.get("run_at") {
         let text = string(&fields.path("run_at"), run_at)?;

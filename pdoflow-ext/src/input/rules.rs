@@ -105,6 +105,33 @@ pub fn name(param: &str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Longest unique key, in bytes: keys are kept in a B-tree index with
+/// their task, whose entries may not exceed about 2,700 bytes.
+pub const UNIQUE_KEY_MAX_BYTES: usize = 1000;
+
+/// A unique key: 1 to [`UNIQUE_KEY_MAX_BYTES`] bytes, no control characters.
+pub fn unique_key(param: &str, value: &str) -> Result<(), InputError> {
+    let param = param.to_owned();
+    if value.is_empty() {
+        return Err(InputError::Empty { param });
+    }
+    if value.len() > UNIQUE_KEY_MAX_BYTES {
+        return Err(InputError::TooLong {
+            param,
+            length: value.len(),
+            limit: UNIQUE_KEY_MAX_BYTES,
+            value: value.to_owned(),
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(InputError::ControlCharacter {
+            param,
+            value: value.to_owned(),
+        });
+    }
+    Ok(())
+}
+
 pub fn at_least(param: &str, value: i64, min: i64) -> Result<(), InputError> {
     if value < min {
         return Err(InputError::BelowMinimum {

@@ -30,6 +30,8 @@ const MAX_LEASE_BATCHES: u32 = 100;
 /// after retention was lowered, say) is worked off over many rounds, while
 /// leases and due jobs keep being served every round.
 const MAX_DELETE_BATCHES: u32 = 10;
+/// Batches of due cron schedules one round may enqueue.
+const MAX_SCHEDULE_BATCHES: u32 = 10;
 /// A failure that repeats every round is logged again after this long.
 const REPEAT_WARNING_AFTER: Duration = Duration::from_secs(60);
 /// After a compaction that failed (its lock not granted in time, say), the
@@ -184,6 +186,35 @@ impl Sweeper {
             failures.push(("ending jobs with expired claims", failure));
         }
 
+        let mut scheduled = 0;
+        for _ in 0..MAX_SCHEDULE_BATCHES {
+            match step(
+                "enqueueing due cron schedules",
+                c"pdoflow sweeper: enqueueing due cron schedules",
+                || {
+                    update_one_since(
+                        "pdoflow._run_due_schedules(integer)",
+                        &format!("SELECT pdoflow._run_due_schedules({BATCH_SIZE})"),
+                    )
+                },
+            ) {
+                Ok(batch) => {
+                    scheduled += batch;
+                    if batch < BATCH_SIZE {
+                        break;
+                    }
+                }
+                Err(failure) => {
+                    failures.push(failure);
+                    break;
+                }
+            }
+            pg_sys::check_for_interrupts!();
+        }
+        if scheduled > 0 {
+            debug1!("pdoflow sweeper: enqueued {scheduled} jobs of cron schedules");
+        }
+
         match step(
             "announcing due jobs",
             c"pdoflow sweeper: announcing due jobs",
@@ -218,6 +249,26 @@ impl Sweeper {
         }
         if deleted > 0 {
             debug1!("pdoflow sweeper: deleted {deleted} finished jobs past pdoflow.retention");
+        }
+        for _ in 0..MAX_DELETE_BATCHES {
+            match step(
+                "forgetting released unique keys",
+                c"pdoflow sweeper: forgetting released unique keys",
+                || {
+                    update_one_since(
+                        "pdoflow._forget_released_unique_keys(integer)",
+                        &format!("SELECT pdoflow._forget_released_unique_keys({BATCH_SIZE})"),
+                    )
+                },
+            ) {
+                Ok(batch) if batch == BATCH_SIZE => {}
+                Ok(_) => break,
+                Err(failure) => {
+                    failures.push(failure);
+                    break;
+                }
+            }
+            pg_sys::check_for_interrupts!();
         }
 
         match step(
@@ -469,6 +520,19 @@ fn update_one(query: &str) -> SpiResult<i64> {
         let table = client.update(query, Some(1), &[])?;
         Ok(table.first().get_one::<i64>()?.unwrap_or(0))
     })
+}
+
+/// `update_one` for a step that came with a later version of the
+/// extension: 0 until `ALTER EXTENSION pdoflow UPDATE` brings `function`.
+fn update_one_since(function: &str, query: &str) -> SpiResult<i64> {
+    let installed = Spi::get_one_with_args::<bool>(
+        "SELECT pg_catalog.to_regprocedure($1) IS NOT NULL",
+        &[function.into()],
+    )?;
+    if installed != Some(true) {
+        return Ok(0);
+    }
+    update_one(query)
 }
 
 /// One batch of `pdoflow._expire_leases`: (queued again, failed, left for

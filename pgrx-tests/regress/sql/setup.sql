@@ -24,7 +24,8 @@ END $$;
 
 -- Empties the queue and the workers registry between tests.
 CREATE FUNCTION regress.reset() RETURNS void LANGUAGE sql AS $$
-    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.workers, pdoflow.postings;
+    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.workers, pdoflow.postings, pdoflow.unique_keys,
+             pdoflow.cron_schedules;
 $$;
 
 -- Jobs as a test shows them: everything but ids and timestamps.

@@ -1,0 +1,40 @@
+-- Progress reports of the current claim, and waiting for a job's result.
+SELECT regress.reset();
+
+SELECT pdoflow.enqueue('import', '{"rows": 100}') AS job \gset
+SELECT attempt FROM pdoflow.claim(1, worker => 'w1', lease => '1 minute');
+SELECT pdoflow.progress(:'job', 1, '{"done": 10, "total": 100}');
+-- It counts as a heartbeat: the lease was renewed from now.
+SELECT progress, heartbeat_at IS NOT NULL AS heartbeat, lease_expires_at > now() AS leased
+FROM pdoflow.jobs WHERE id = :'job';
+-- Only the current claim may report; bad reports name the value.
+SELECT regress.failure(format('SELECT pdoflow.progress(%L, 2, %L)', :'job', '{}'));
+SELECT regress.failure(format('SELECT pdoflow.progress(%L, 1, NULL)', :'job'));
+SELECT regress.failure(format('SELECT pdoflow.progress(%L, 0, %L)', :'job', '{}'));
+SELECT regress.failure($$SELECT pdoflow.progress('00000000-0000-7000-8000-000000000000', 1, '{}')$$);
+SET pdoflow.max_payload_bytes = 100;
+SELECT regress.failure(format('SELECT pdoflow.progress(%L, 1, %L)', :'job', json_build_object('pad', repeat('x', 200))));
+RESET pdoflow.max_payload_bytes;
+
+-- Not ended yet: with no time to wait, the current state.
+SELECT state, result, last_error, finished_at, progress FROM pdoflow.await_result(:'job', '0');
+SELECT pdoflow.finish(:'job', 1, result => '{"imported": 100}');
+-- Ended: at once, with the result and the last progress.
+SELECT state, result, last_error, finished_at IS NOT NULL AS ended, progress FROM pdoflow.await_result(:'job');
+
+SELECT pdoflow.enqueue('doomed', max_attempts => 1) AS doomed \gset
+SELECT attempt FROM pdoflow.claim(1, tasks => ARRAY['doomed']);
+SELECT pdoflow.finish(:'doomed', 1, error => 'disk full');
+SELECT state, result, last_error FROM pdoflow.await_result(:'doomed', '5 seconds');
+SELECT pdoflow.enqueue('dropped') AS dropped \gset
+SELECT pdoflow.cancel(:'dropped');
+SELECT state FROM pdoflow.await_result(:'dropped');
+
+-- Bad calls.
+SELECT regress.failure($$SELECT * FROM pdoflow.await_result('00000000-0000-7000-8000-000000000000')$$);
+SELECT regress.failure($$SELECT * FROM pdoflow.await_result(NULL)$$);
+SELECT regress.failure(format('SELECT * FROM pdoflow.await_result(%L, NULL)', :'job'));
+SELECT regress.failure(format('SELECT * FROM pdoflow.await_result(%L, %L)', :'job', '-1 second'));
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT regress.failure(format('SELECT * FROM pdoflow.await_result(%L)', :'job'));
+COMMIT;
