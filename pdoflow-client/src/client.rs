@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use serde_json::Value;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, Statement};
@@ -211,7 +212,8 @@ impl Client {
         self.db.is_closed()
     }
 
-    /// Enqueues one job; returns its id.
+    /// Enqueues one job; returns its id, or, for a job with a `unique_key`
+    /// that another job of its task holds, that job's id (nothing is added).
     pub async fn enqueue(&self, job: &NewJob) -> Result<Uuid> {
         let ids = self.enqueue_many(std::slice::from_ref(job)).await?;
         ids.into_iter()
@@ -220,7 +222,8 @@ impl Client {
     }
 
     /// Enqueues many jobs in one statement (all or none); returns their ids
-    /// in the order given.
+    /// in the order given. A job whose `unique_key` is held (by an existing
+    /// job, or by an earlier job of the list) gets the holder's id.
     pub async fn enqueue_many(&self, jobs: &[NewJob]) -> Result<Vec<Uuid>> {
         let document = serde_json::to_value(jobs).map_err(|source| Error::Json {
             context: "job list".into(),
@@ -434,6 +437,25 @@ impl Client {
             )
             .await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// Records `progress` (any `Serialize` value) as how far the claim
+    /// (`id`, `attempt`) got, shown as the job's `progress`; renews its lease
+    /// as `heartbeat` does. A claim that is no longer current is refused
+    /// with SQLSTATE 55000. Each call is a database write: a handler run by
+    /// `Worker` reports through `JobContext::progress`, which paces them.
+    pub async fn progress(&self, id: Uuid, attempt: i32, progress: &impl Serialize) -> Result<()> {
+        let progress = serde_json::to_value(progress).map_err(|source| Error::Json {
+            context: format!("progress of job {id}"),
+            source,
+        })?;
+        self.db
+            .execute(
+                "SELECT pdoflow.progress($1, $2, $3::jsonb)",
+                &[&id, &attempt, &progress],
+            )
+            .await?;
+        Ok(())
     }
 
     /// Hands a claimed job back without counting the attempt.

@@ -266,7 +266,9 @@ impl IntoIterator for DagIds {
 
 impl Client {
     /// Submits `dag` (into `posting`, if given) in one statement, all or
-    /// nothing; returns each job's id by full node name.
+    /// nothing; returns each job's id by full node name (for a node whose
+    /// `unique_key` another job holds, that job's id: no job is added for
+    /// it).
     pub async fn submit_dag(&self, dag: &Dag, posting: Option<Uuid>) -> Result<DagIds> {
         dag.check("")?;
         self.submit_dag_document(&dag.to_document(), posting).await
@@ -314,7 +316,12 @@ mod tests {
         let mut dag = Dag::new();
         dag.node(
             "fetch",
-            job("fetch").queue("io").priority(3).max_attempts(2),
+            job("fetch")
+                .queue("io")
+                .priority(3)
+                .max_attempts(2)
+                .unique_key("fetch:today")
+                .unique_for(std::time::Duration::from_secs(60)),
         );
         dag.node("parse", job("parse"))
             .after(["fetch"])
@@ -327,7 +334,8 @@ mod tests {
             json!({
                 "nodes": [
                     {"name": "fetch", "task": "fetch", "args": {}, "queue": "io",
-                     "priority": 3, "max_attempts": 2},
+                     "priority": 3, "max_attempts": 2, "unique_key": "fetch:today",
+                     "unique_for": "60 seconds"},
                     {"name": "parse", "task": "parse", "args": {}, "after": ["fetch"],
                      "mode": "any", "depends_on": [parent.to_string()]},
                     {"name": "report", "task": "report", "args": {}},

@@ -29,6 +29,9 @@ pub enum Error {
     /// A posting id that names no posting.
     #[error("posting {0} does not exist")]
     NoSuchPosting(uuid::Uuid),
+    /// A schedule name that names no schedule.
+    #[error("schedule {0:?} does not exist")]
+    NoSuchSchedule(String),
     /// Anything else a caller asked for that cannot be done.
     #[error("{0}")]
     Invalid(String),

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 
 /// A job to enqueue: a task name, JSON arguments and `pdoflow.enqueue`'s
 /// options. Options left unset take the SQL function's defaults (queue
-/// `default`, priority 0, due now, 5 attempts, no posting, no parents).
+/// `default`, priority 0, due now, 5 attempts, no posting, no parents, not
+/// unique).
 ///
 /// It serializes as one object of `pdoflow.enqueue_many(jsonb)`'s document,
 /// with only the options that are set.
@@ -25,6 +26,8 @@ pub struct NewJob {
     priority: Option<i32>,
     run_at: Option<DateTime<Utc>>,
     max_attempts: Option<i32>,
+    unique_key: Option<String>,
+    unique_for: Option<Duration>,
     // `Dag` reads these, and sets the last two in place.
     pub(crate) posting: Option<Uuid>,
     pub(crate) depends_on: Vec<Uuid>,
@@ -67,6 +70,8 @@ impl NewJob {
             priority: None,
             run_at: None,
             max_attempts: None,
+            unique_key: None,
+            unique_for: None,
             posting: None,
             depends_on: Vec::new(),
             dependency_mode: None,
@@ -103,6 +108,23 @@ impl NewJob {
 
     pub fn max_attempts(mut self, max_attempts: i32) -> Self {
         self.max_attempts = Some(max_attempts);
+        self
+    }
+
+    /// Makes the job unique by `key` within its task: while a job of the same
+    /// task holding that key is blocked, queued or running (or succeeded less
+    /// than `unique_for` ago), enqueueing returns that job's id instead of
+    /// adding a new job. A job that failed or was cancelled lets its key go.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// How long a job with a `unique_key` keeps its key after it succeeded
+    /// (default: not at all), so that a job that ran recently is not run
+    /// again. Needs `unique_key`; sent to the microsecond.
+    pub fn unique_for(mut self, keep: Duration) -> Self {
+        self.unique_for = Some(keep);
         self
     }
 
@@ -149,6 +171,12 @@ impl NewJob {
         if let Some(max_attempts) = self.max_attempts {
             fields.insert("max_attempts".into(), max_attempts.into());
         }
+        if let Some(key) = &self.unique_key {
+            fields.insert("unique_key".into(), Value::String(key.clone()));
+        }
+        if let Some(keep) = self.unique_for {
+            fields.insert("unique_for".into(), Value::String(interval_text(keep)));
+        }
         if let Some(posting) = self.posting {
             fields.insert("posting".into(), Value::String(posting.to_string()));
         }
@@ -163,6 +191,15 @@ impl NewJob {
             fields.insert("dependency_mode".into(), mode.as_str().into());
         }
         fields
+    }
+}
+
+/// A duration as PostgreSQL interval input (`"3600 seconds"`,
+/// `"1.500000 seconds"`), which the job documents take for `unique_for`.
+pub(crate) fn interval_text(duration: Duration) -> String {
+    match duration.subsec_micros() {
+        0 => format!("{} seconds", duration.as_secs()),
+        micros => format!("{}.{micros:06} seconds", duration.as_secs()),
     }
 }
 
@@ -200,13 +237,18 @@ pub struct Job {
     pub node: Option<String>,
     /// The role that enqueued it (`None` for jobs from before pdoflow 0.4.0).
     pub enqueued_by: Option<String>,
+    /// The key that makes it unique within its task (`NewJob::unique_key`).
+    pub unique_key: Option<String>,
+    /// What its handler last reported (`JobContext::progress`); kept after
+    /// the job ended.
+    pub progress: Option<Value>,
 }
 
 /// The columns `Job::from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str =
     "id, task, queue, priority, state, attempt, max_attempts, args, result, \
      last_error, run_at, created_at, started_at, finished_at, lease_expires_at, worker, \
-     posting, depends_on, dependency_mode, node, enqueued_by";
+     posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress";
 
 impl Job {
     pub(crate) fn from_row(row: &Row) -> Result<Job, tokio_postgres::Error> {
@@ -232,6 +274,8 @@ impl Job {
             dependency_mode: row.try_get(18)?,
             node: row.try_get(19)?,
             enqueued_by: row.try_get(20)?,
+            unique_key: row.try_get(21)?,
+            progress: row.try_get(22)?,
         })
     }
 }
@@ -336,6 +380,28 @@ mod tests {
             serde_json::to_value(run_at).ok(),
             Some(json!("2030-01-02T03:04:05.500Z"))
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_unique_job_serializes_its_key_and_how_long_it_keeps_it() -> Result<()> {
+        let job = NewJob::new("t", &())?
+            .unique_key("report:2030-01-02")
+            .unique_for(Duration::from_secs(3600));
+        assert_eq!(
+            serde_json::to_value(&job).ok(),
+            Some(json!({
+                "task": "t",
+                "args": null,
+                "unique_key": "report:2030-01-02",
+                "unique_for": "3600 seconds",
+            }))
+        );
+        assert_eq!(
+            interval_text(Duration::from_micros(1_500_001)),
+            "1.500001 seconds"
+        );
+        assert_eq!(interval_text(Duration::from_millis(20)), "0.020000 seconds");
         Ok(())
     }
 }

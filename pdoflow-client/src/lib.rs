@@ -5,6 +5,9 @@
 //! - [`Posting`]: a named group of jobs, paused, resumed, cancelled and
 //!   followed together.
 //! - [`Dag`]: jobs that wait for other jobs, submitted as one workflow.
+//! - [`Schedule`]: jobs enqueued by pdoflow at the times a cron pattern
+//!   names.
+//! - [`JobOutcome`]: a job's end, waited for with `Client::await_result`.
 //! - [`Task`] and [`TaskRegistry`]: handlers by task name.
 //! - [`Worker`]: the runtime that runs registered handlers.
 //! - [`cli`]: the `pdoflow-run` command line, reusable in your own binary.
@@ -22,6 +25,8 @@ mod dag;
 mod error;
 mod job;
 mod posting;
+mod results;
+mod schedule;
 mod task;
 pub mod worker;
 
@@ -30,6 +35,8 @@ pub use dag::{Dag, DagIds, DagJob, JobNode, SubDagNode};
 pub use error::{Error, Result};
 pub use job::{DependencyMode, Job, JobFilter, NewJob, PriorityCount, QueueCount};
 pub use posting::{Posting, PostingBuilder, PostingState, PostingStatus};
+pub use results::{JobOutcome, AWAIT_CHUNK};
+pub use schedule::{Schedule, ScheduleInfo};
 pub use task::{JobContext, Task, TaskError, TaskRegistry};
 pub use worker::{SweepMode, Worker, WorkerConfig, WorkerReport};
 

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
+use crate::worker::progress::ProgressSlot;
 
 /// What a running job knows about itself.
 #[derive(Clone, Debug)]
@@ -33,6 +34,8 @@ pub struct JobContext {
     pub posting: Option<Uuid>,
     /// See `parent_results`.
     pub(crate) parent_results: Map<String, Value>,
+    /// Where `progress` leaves reports for the worker; `None` outside one.
+    pub(crate) progress_slot: Option<Arc<ProgressSlot>>,
 }
 
 impl JobContext {
@@ -42,6 +45,32 @@ impl JobContext {
     /// or the job has no parents.
     pub fn parent_results(&self) -> &Map<String, Value> {
         &self.parent_results
+    }
+
+    /// Reports how far the job got: any JSON value (`{"done": 10, "total":
+    /// 100}`), shown as the job's `progress` in `pdoflow.jobs` (also after
+    /// it ended), by `Client::job` and `Client::await_result`.
+    ///
+    /// Cheap enough for a hot loop: the value only replaces the one waiting
+    /// to be sent, and the worker sends at most one per
+    /// `WorkerConfig::progress_interval` (default 1 s), so a million calls
+    /// make about one database call per interval. The value waiting when the
+    /// handler returns is sent before the job is finished, so the last
+    /// report is the one that stays. A report also renews the claim's lease.
+    ///
+    /// Fails only when `value` does not serialize; what the database then
+    /// makes of it (a value over `pdoflow.max_payload_bytes` is refused) is
+    /// logged by the worker. Outside a worker it does nothing.
+    pub fn progress(&self, value: impl Serialize) -> Result<()> {
+        let Some(slot) = &self.progress_slot else {
+            return Ok(());
+        };
+        let value = serde_json::to_value(value).map_err(|source| Error::Json {
+            context: format!("progress of job {}", self.id),
+            source,
+        })?;
+        slot.report(value);
+        Ok(())
     }
 
     /// The result of parent `key` as a `T`; `None` when no parent by that key
@@ -247,6 +276,7 @@ mod tests {
                 Value::Object(results) => results,
                 _ => Map::new(),
             },
+            progress_slot: None,
         }
     }
 
@@ -267,6 +297,23 @@ mod tests {
             "{error:?}"
         );
         assert!(context(Value::Null).parent_results().is_empty());
+    }
+
+    #[test]
+    fn progress_goes_to_the_slot_and_is_a_no_op_outside_a_worker() {
+        let mut job = context(Value::Null);
+        assert!(job.progress(serde_json::json!({"done": 1})).is_ok());
+        let board = crate::worker::progress::ProgressBoard::new();
+        let slot = board.slot(job.id);
+        job.progress_slot = Some(slot.clone());
+        assert!(job.progress([1, 2]).is_ok());
+        assert_eq!(slot.take(), Some(serde_json::json!([1, 2])));
+        let mut not_json = std::collections::HashMap::new();
+        not_json.insert((1, 2), 3);
+        assert!(
+            job.progress(not_json).is_err(),
+            "a map with non-string keys"
+        );
     }
 
     #[test]

@@ -490,7 +490,8 @@ DROP FUNCTION pdoflow._enqueue_general(text, jsonb, text, integer, timestamptz, 
 
 -- pdoflow.enqueue for the jobs its fast path leaves (see
 -- pdoflow-ext/src/api/enqueue.rs): jobs in a posting, with parents, with a
--- unique key, of a task whose args must be checked, and every call while
+-- unique key that has a row already (held, or to be taken over), of a task
+-- whose args must be checked, and every call while
 -- pdoflow.require_registered_tasks is on.
 -- Called by enqueue only, after its input and privilege checks. It pins
 -- the search_path that enqueue itself does not (see there).
@@ -968,6 +969,52 @@ $$;
 COMMENT ON FUNCTION pdoflow.retry(uuid) IS
     'Re-queues a failed or cancelled job, due now (blocked again while it has parents to wait for); false when it is already active.';
 
+-- Starts an attempt of each of the jobs ids, for worker and lease: the one
+-- place where a job becomes running (claim and claim_job lock the queued
+-- jobs they picked, then call this). Returns the claims as claim returns
+-- them, in claim order.
+CREATE OR REPLACE FUNCTION pdoflow._start_attempts(ids uuid[], worker text, lease interval)
+RETURNS TABLE (
+    id               uuid,
+    task             text,
+    args             jsonb,
+    queue            text,
+    priority         integer,
+    attempt          integer,
+    max_attempts     integer,
+    lease_expires_at timestamptz,
+    run_at           timestamptz,
+    created_at       timestamptz,
+    last_error       text,
+    posting          uuid,
+    parent_results   jsonb
+)
+LANGUAGE plpgsql VOLATILE ROWS 10
+AS $$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    WITH claimed AS (
+        UPDATE pdoflow.active_jobs AS j
+        SET state = 'running',
+            attempt = j.attempt + 1,
+            worker = _start_attempts.worker,
+            started_at = now(),
+            heartbeat_at = NULL,
+            progress = NULL,
+            lease_expires_at = now() + _start_attempts.lease
+        WHERE j.id = ANY (ids)
+        RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
+                  j.lease_expires_at, j.run_at, j.created_at, j.last_error, j.posting, j.depends_on
+    )
+    SELECT c.id, c.task, c.args, c.queue, c.priority, c.attempt, c.max_attempts,
+           c.lease_expires_at, c.run_at, c.created_at, c.last_error, c.posting,
+           CASE WHEN c.depends_on IS NOT NULL THEN pdoflow._parent_results(c.depends_on) END
+    FROM claimed AS c
+    ORDER BY c.priority DESC, c.run_at, c.id;
+END
+$$;
+
 -- Progress: the current claim reports how far it got (any JSON value, within
 -- pdoflow.max_payload_bytes). pdoflow.jobs shows the latest report, also
 -- after the job ended; it counts as a heartbeat (the lease is renewed for as
@@ -1032,12 +1079,12 @@ COMMENT ON FUNCTION pdoflow.await_result(uuid, interval) IS
 -- enqueues the occurrence again; after the commit, both are there (on a
 -- standby promoted after failover too, as far as the commit reached it).
 --
--- After downtime (the server down, the sweeper stopped, the schedule
--- paused) missed occurrences are not replayed one by one: a schedule with
--- catch_up (the default) runs one job for the latest of them, as soon as
--- it can; without catch_up it skips an occurrence found more than a minute
--- late and waits for the next one. A schedule that is resumed continues
--- from its next occurrence after the resume.
+-- After downtime (the server down, the sweeper stopped) missed occurrences
+-- are not replayed one by one: a schedule with catch_up (the default) runs
+-- one job for the latest of them, as soon as it can; without catch_up it
+-- skips an occurrence found more than a minute late and waits for the next
+-- one. A paused schedule misses nothing it owes: when it is resumed it
+-- continues from its next occurrence after the resume.
 --
 -- Producers manage schedules. A schedule's jobs are enqueued as the role
 -- that created (or last replaced) it, its owner: under that role's task
@@ -1121,7 +1168,7 @@ BEGIN
                                              catch_up, owner, next_run_at)
     VALUES (schedule.name, schedule.cron, schedule.time_zone, schedule.task, schedule.args, schedule.queue,
             schedule.priority, schedule.max_attempts, schedule.catch_up, caller,
-            pdoflow._cron_next(schedule.cron, schedule.time_zone, now()))
+            coalesce(pdoflow._cron_next(schedule.cron, schedule.time_zone, now()), 'infinity'))
     ON CONFLICT ON CONSTRAINT cron_schedules_pkey DO UPDATE
     SET cron = excluded.cron, time_zone = excluded.time_zone, task = excluded.task, args = excluded.args,
         queue = excluded.queue, priority = excluded.priority, max_attempts = excluded.max_attempts,
@@ -1158,26 +1205,32 @@ COMMENT ON FUNCTION pdoflow.unschedule(text) IS
     'Removes the schedule name (jobs it enqueued stay); false when there is none.';
 
 CREATE FUNCTION pdoflow.pause_schedule(name text)
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
+DECLARE
+    locked pdoflow.cron_schedules;
 BEGIN
     PERFORM pdoflow._check_schedule_name(pause_schedule.name);
-    PERFORM pdoflow._schedule_for_change(pause_schedule.name);
+    locked := pdoflow._schedule_for_change(pause_schedule.name);
+    IF locked.paused THEN
+        RETURN false;
+    END IF;
     UPDATE pdoflow.cron_schedules AS s SET paused = true, updated_at = now()
     WHERE s.name = pause_schedule.name;
+    RETURN true;
 END
 $$;
 
 COMMENT ON FUNCTION pdoflow.pause_schedule(text) IS
-    'Pauses the schedule name: no jobs until it is resumed.';
+    'Pauses the schedule name: no jobs until it is resumed. False when it was paused already.';
 
 -- Resuming starts again from the next occurrence after now: what fell due
 -- while paused is not run.
 CREATE FUNCTION pdoflow.resume_schedule(name text)
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
@@ -1187,17 +1240,19 @@ DECLARE
 BEGIN
     PERFORM pdoflow._check_schedule_name(resume_schedule.name);
     locked := pdoflow._schedule_for_change(resume_schedule.name);
-    IF locked.paused THEN
-        UPDATE pdoflow.cron_schedules AS s
-        SET paused = false, updated_at = now(),
-            next_run_at = pdoflow._cron_next(s.cron, s.time_zone, now())
-        WHERE s.name = resume_schedule.name;
+    IF NOT locked.paused THEN
+        RETURN false;
     END IF;
+    UPDATE pdoflow.cron_schedules AS s
+    SET paused = false, updated_at = now(),
+        next_run_at = coalesce(pdoflow._cron_next(s.cron, s.time_zone, now()), 'infinity')
+    WHERE s.name = resume_schedule.name;
+    RETURN true;
 END
 $$;
 
 COMMENT ON FUNCTION pdoflow.resume_schedule(text) IS
-    'Resumes the paused schedule name from its next occurrence.';
+    'Resumes the paused schedule name from its next occurrence; false when it was not paused.';
 
 -- Enqueues the due occurrences of up to max_schedules schedules (one job
 -- each, see the policy above) and moves them on. Schedules locked by a
@@ -1367,6 +1422,67 @@ $$;
 
 COMMENT ON FUNCTION pdoflow.check_consistency() IS
     'Rows that break pdoflow''s invariants: an active job whose own columns disagree, and across tables (a job in both tables, a stuck or wrongly released dependent, a job out of step with its posting, a unique key out of step with its job); no row when all is well.';
+
+-- Deletes up to max_jobs finished jobs older than pdoflow.retention, oldest
+-- first, and postings older than that with no jobs left. Returns how many
+-- jobs it deleted; 0 when retention is 0 (keep forever).
+CREATE OR REPLACE FUNCTION pdoflow._delete_finished(max_jobs integer)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+DECLARE
+    keep           interval := pdoflow._retention();
+    deleted        bigint;
+    empty_postings uuid[];
+BEGIN
+    IF keep IS NULL THEN
+        RETURN 0;
+    END IF;
+    WITH old AS (
+        SELECT f.id
+        FROM pdoflow.finished_jobs AS f
+        WHERE f.finished_at < now() - keep
+        ORDER BY f.finished_at
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED
+    ), gone AS (
+        DELETE FROM pdoflow.finished_jobs AS f
+        USING old
+        WHERE f.id = old.id
+        RETURNING f.id, f.task, f.unique_key
+    ), forgotten AS (
+        -- A job that is deleted lets go of its unique key, even within its
+        -- unique_for: an enqueue must not get back the id of a job that is
+        -- gone.
+        DELETE FROM pdoflow.unique_keys AS u
+        USING gone AS g
+        WHERE g.unique_key IS NOT NULL
+          AND u.task = g.task AND u.unique_key = g.unique_key AND u.job = g.id
+    )
+    SELECT count(*) INTO deleted FROM gone;
+    -- Postings go when no job of theirs is left. Lock first, count after:
+    -- an enqueue into one holds its row locked until it commits, and the
+    -- second statement's fresh snapshot sees every job committed before.
+    SELECT array_agg(o.id) INTO empty_postings
+    FROM (
+        SELECT o.id
+        FROM pdoflow.postings AS o
+        WHERE o.status_changed_at < now() - keep AND o.created_at < now() - keep
+          AND NOT EXISTS (SELECT FROM pdoflow.finished_jobs AS f WHERE f.posting = o.id)
+          AND NOT EXISTS (SELECT FROM pdoflow.active_jobs AS a WHERE a.posting = o.id)
+        LIMIT max_jobs
+        FOR UPDATE SKIP LOCKED
+    ) AS o;
+    IF empty_postings IS NOT NULL THEN
+        DELETE FROM pdoflow.postings AS p
+        WHERE p.id = ANY (empty_postings)
+          AND NOT EXISTS (SELECT FROM pdoflow.finished_jobs AS f WHERE f.posting = p.id)
+          AND NOT EXISTS (SELECT FROM pdoflow.active_jobs AS a WHERE a.posting = p.id);
+    END IF;
+    RETURN deleted;
+END
+$$;
 
 DROP FUNCTION pdoflow.sweep(integer);
 

@@ -42,6 +42,7 @@ BEGIN
             worker = _start_attempts.worker,
             started_at = now(),
             heartbeat_at = NULL,
+            progress = NULL,
             lease_expires_at = now() + _start_attempts.lease
         WHERE j.id = ANY (ids)
         RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,

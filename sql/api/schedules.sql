@@ -7,12 +7,12 @@
 -- enqueues the occurrence again; after the commit, both are there (on a
 -- standby promoted after failover too, as far as the commit reached it).
 --
--- After downtime (the server down, the sweeper stopped, the schedule
--- paused) missed occurrences are not replayed one by one: a schedule with
--- catch_up (the default) runs one job for the latest of them, as soon as
--- it can; without catch_up it skips an occurrence found more than a minute
--- late and waits for the next one. A schedule that is resumed continues
--- from its next occurrence after the resume.
+-- After downtime (the server down, the sweeper stopped) missed occurrences
+-- are not replayed one by one: a schedule with catch_up (the default) runs
+-- one job for the latest of them, as soon as it can; without catch_up it
+-- skips an occurrence found more than a minute late and waits for the next
+-- one. A paused schedule misses nothing it owes: when it is resumed it
+-- continues from its next occurrence after the resume.
 --
 -- Producers manage schedules. A schedule's jobs are enqueued as the role
 -- that created (or last replaced) it, its owner: under that role's task
@@ -96,7 +96,7 @@ BEGIN
                                              catch_up, owner, next_run_at)
     VALUES (schedule.name, schedule.cron, schedule.time_zone, schedule.task, schedule.args, schedule.queue,
             schedule.priority, schedule.max_attempts, schedule.catch_up, caller,
-            pdoflow._cron_next(schedule.cron, schedule.time_zone, now()))
+            coalesce(pdoflow._cron_next(schedule.cron, schedule.time_zone, now()), 'infinity'))
     ON CONFLICT ON CONSTRAINT cron_schedules_pkey DO UPDATE
     SET cron = excluded.cron, time_zone = excluded.time_zone, task = excluded.task, args = excluded.args,
         queue = excluded.queue, priority = excluded.priority, max_attempts = excluded.max_attempts,
@@ -133,26 +133,32 @@ COMMENT ON FUNCTION pdoflow.unschedule(text) IS
     'Removes the schedule name (jobs it enqueued stay); false when there is none.';
 
 CREATE FUNCTION pdoflow.pause_schedule(name text)
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
+DECLARE
+    locked pdoflow.cron_schedules;
 BEGIN
     PERFORM pdoflow._check_schedule_name(pause_schedule.name);
-    PERFORM pdoflow._schedule_for_change(pause_schedule.name);
+    locked := pdoflow._schedule_for_change(pause_schedule.name);
+    IF locked.paused THEN
+        RETURN false;
+    END IF;
     UPDATE pdoflow.cron_schedules AS s SET paused = true, updated_at = now()
     WHERE s.name = pause_schedule.name;
+    RETURN true;
 END
 $$;
 
 COMMENT ON FUNCTION pdoflow.pause_schedule(text) IS
-    'Pauses the schedule name: no jobs until it is resumed.';
+    'Pauses the schedule name: no jobs until it is resumed. False when it was paused already.';
 
 -- Resuming starts again from the next occurrence after now: what fell due
 -- while paused is not run.
 CREATE FUNCTION pdoflow.resume_schedule(name text)
-RETURNS void
+RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
@@ -162,17 +168,19 @@ DECLARE
 BEGIN
     PERFORM pdoflow._check_schedule_name(resume_schedule.name);
     locked := pdoflow._schedule_for_change(resume_schedule.name);
-    IF locked.paused THEN
-        UPDATE pdoflow.cron_schedules AS s
-        SET paused = false, updated_at = now(),
-            next_run_at = pdoflow._cron_next(s.cron, s.time_zone, now())
-        WHERE s.name = resume_schedule.name;
+    IF NOT locked.paused THEN
+        RETURN false;
     END IF;
+    UPDATE pdoflow.cron_schedules AS s
+    SET paused = false, updated_at = now(),
+        next_run_at = coalesce(pdoflow._cron_next(s.cron, s.time_zone, now()), 'infinity')
+    WHERE s.name = resume_schedule.name;
+    RETURN true;
 END
 $$;
 
 COMMENT ON FUNCTION pdoflow.resume_schedule(text) IS
-    'Resumes the paused schedule name from its next occurrence.';
+    'Resumes the paused schedule name from its next occurrence; false when it was not paused.';
 
 -- Enqueues the due occurrences of up to max_schedules schedules (one job
 -- each, see the policy above) and moves them on. Schedules locked by a

@@ -178,7 +178,15 @@ BEGIN
         DELETE FROM pdoflow.finished_jobs AS f
         USING old
         WHERE f.id = old.id
-        RETURNING 1
+        RETURNING f.id, f.task, f.unique_key
+    ), forgotten AS (
+        -- A job that is deleted lets go of its unique key, even within its
+        -- unique_for: an enqueue must not get back the id of a job that is
+        -- gone.
+        DELETE FROM pdoflow.unique_keys AS u
+        USING gone AS g
+        WHERE g.unique_key IS NOT NULL
+          AND u.task = g.task AND u.unique_key = g.unique_key AND u.job = g.id
     )
     SELECT count(*) INTO deleted FROM gone;
     -- Postings go when no job of theirs is left. Lock first, count after:

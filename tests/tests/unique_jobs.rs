@@ -124,7 +124,7 @@ async fn no_key_is_held_by_two_active_jobs_while_workers_end_them() {
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("key-{}", (calls as usize + producer) % 5);
                 // Some keys are kept for a moment after succeeding.
-                let keep = if calls % 2 == 0 {
+                let keep = if calls.is_multiple_of(2) {
                     Some("50 milliseconds")
                 } else {
                     None

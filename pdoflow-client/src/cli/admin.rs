@@ -1,5 +1,5 @@
 //! The admin commands: enqueue, status, jobs, job show|cancel|retry,
-//! priority-stats, wait.
+//! priority-stats.
 
 use std::time::Duration;
 
@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::progress::{Progress, POLL_INTERVAL};
 use super::{connect, output};
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
@@ -51,12 +50,21 @@ pub struct EnqueueArgs {
     /// Whether all parents or any one must succeed first.
     #[arg(long, value_enum, requires = "depends_on")]
     pub dependency_mode: Option<DependencyMode>,
+    /// Make the job unique by this key within its task: while a job of the
+    /// task holding the key is blocked, queued or running (or succeeded
+    /// within --unique-for), print that job's id instead of adding one.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// With --unique-key: how long a job that succeeded keeps its key (e.g.
+    /// 10m, 1h).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "unique_key")]
+    pub unique_for: Option<Duration>,
     /// Print the new job as JSON.
     #[arg(long)]
     pub json: bool,
 }
 
-fn parse_json(text: &str) -> std::result::Result<Value, String> {
+pub(super) fn parse_json(text: &str) -> std::result::Result<Value, String> {
     serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))
 }
 
@@ -119,6 +127,12 @@ pub async fn enqueue(settings: &ConnectionSettings, args: EnqueueArgs) -> Result
     job = job.depends_on(args.depends_on);
     if let Some(mode) = args.dependency_mode {
         job = job.dependency_mode(mode);
+    }
+    if let Some(key) = args.unique_key {
+        job = job.unique_key(key);
+    }
+    if let Some(keep) = args.unique_for {
+        job = job.unique_for(keep);
     }
     let client = connect(settings).await?;
     let id = client.enqueue(&job).await?;
@@ -298,6 +312,14 @@ fn show(job: &Job) {
                 .join(", "),
         ),
         ("mode", job.dependency_mode.clone().unwrap_or_default()),
+        ("unique key", job.unique_key.clone().unwrap_or_default()),
+        (
+            "progress",
+            job.progress
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
+        ),
         ("run at", job.run_at.to_rfc3339()),
         ("created", job.created_at.to_rfc3339()),
         ("started", time(job.started_at)),
@@ -307,63 +329,11 @@ fn show(job: &Job) {
     output::fields(&fields);
 }
 
-fn first_line(text: &str) -> String {
+pub(super) fn first_line(text: &str) -> String {
     let line = text.lines().next().unwrap_or_default();
     if line.chars().count() > 60 {
         format!("{}…", line.chars().take(59).collect::<String>())
     } else {
         line.to_owned()
     }
-}
-
-#[derive(Debug, Args)]
-pub struct WaitArgs {
-    /// Queues to wait for, comma-separated (default: every queue).
-    #[arg(long, value_delimiter = ',')]
-    pub queues: Option<Vec<String>>,
-    /// Give up (exit 1) after this long.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    pub timeout: Option<Duration>,
-    /// Show a progress bar while waiting (on a terminal).
-    #[arg(long)]
-    pub progress: bool,
-}
-
-/// `wait`: returns once the queues hold no queued or running job.
-pub async fn wait(settings: &ConnectionSettings, args: WaitArgs) -> Result<()> {
-    let client = connect(settings).await?;
-    let started = std::time::Instant::now();
-    let remaining = || async {
-        let row = client
-            .postgres()
-            .query_one(
-                "SELECT count(*) FROM pdoflow.jobs
-                 WHERE state IN ('queued', 'running', 'blocked') AND ($1::text[] IS NULL OR queue = ANY ($1))",
-                &[&args.queues],
-            )
-            .await?;
-        Ok::<i64, Error>(row.try_get(0)?)
-    };
-    let first = remaining().await?;
-    let progress = Progress::new(args.progress, 0, first as u64);
-    let mut total = first;
-    let mut left = first;
-    while left > 0 {
-        if let Some(limit) = args.timeout {
-            if started.elapsed() >= limit {
-                progress.abandon();
-                return Err(Error::Invalid(format!(
-                    "{left} jobs still queued or running after {}",
-                    humantime::format_duration(limit)
-                )));
-            }
-        }
-        tokio::time::sleep(POLL_INTERVAL).await;
-        left = remaining().await?;
-        // Jobs enqueued meanwhile grow the total rather than move the bar back.
-        total = total.max(left);
-        progress.update((total - left) as u64, total as u64);
-    }
-    progress.finish("(queues empty)");
-    Ok(())
 }

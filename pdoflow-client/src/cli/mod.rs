@@ -14,7 +14,11 @@ mod output;
 mod pool;
 mod postings;
 mod progress;
+mod schedules;
+mod wait;
 mod worker;
+
+pub use wait::{EXIT_JOB_FAILED, EXIT_STILL_RUNNING};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,8 +74,9 @@ pub enum Command {
     Pool(pool::PoolArgs),
     /// Run one queued job here, in the foreground (for debugging).
     ExecuteJob(worker::ExecuteJobArgs),
-    /// Wait until the queues have no queued or running job left.
-    Wait(admin::WaitArgs),
+    /// Wait until the queues have no queued or running job left, or (--job)
+    /// until one job has ended.
+    Wait(wait::WaitArgs),
     /// Enqueue one job.
     Enqueue(admin::EnqueueArgs),
     /// Job counts by queue and state.
@@ -100,10 +105,16 @@ pub enum Command {
         #[command(subcommand)]
         action: dag::DagAction,
     },
+    /// List, add, remove, pause or resume cron schedules.
+    Schedules {
+        #[command(subcommand)]
+        action: schedules::SchedulesAction,
+    },
 }
 
 /// Parses the command line, runs the command and returns the exit code:
-/// 0 on success, 1 on failure (with a one-line error), 2 for usage errors.
+/// 0 on success, 1 on failure (with a one-line error), 2 for usage errors;
+/// `wait --job` also 3 (`EXIT_STILL_RUNNING`) and 4 (`EXIT_JOB_FAILED`).
 pub fn main(registry: TaskRegistry) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -127,7 +138,7 @@ pub fn main(registry: TaskRegistry) -> ExitCode {
         }
     };
     match runtime.block_on(run(cli, registry)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             // One line, whatever the error carries (a command's stderr, say).
             let text = error.to_string();
@@ -160,15 +171,33 @@ fn usage_error(error: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let rendered = error.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid command line");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("pdoflow-run: {first} (see --help)");
+    eprintln!(
+        "pdoflow-run: {} (see --help)",
+        usage_line(&error.render().to_string())
+    );
     ExitCode::from(2)
 }
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
+/// Clap's message in one line: its first paragraph, which for a missing
+/// argument goes on over indented lines that name it.
+fn usage_line(rendered: &str) -> String {
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let line = paragraph.join(" ");
+    match line.strip_prefix("error: ") {
+        Some(rest) => rest.to_owned(),
+        None if line.is_empty() => "invalid command line".to_owned(),
+        None => line,
+    }
+}
+
+/// Runs a parsed command line; returns the exit code of a command that ran
+/// to its end (`SUCCESS`, but for `wait --job`, whose code says how the job
+/// ended).
+pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<ExitCode> {
     let session = SessionSettings {
         lock_timeout: cli.lock_timeout,
         statement_timeout: cli.statement_timeout,
@@ -179,11 +208,11 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
         settings.session = session;
         Ok(settings)
     };
-    match cli.command {
+    let done = match cli.command {
         Command::Worker(args) => worker::run(settings()?, registry, args).await,
         Command::Pool(args) => pool::run(settings()?, args).await,
         Command::ExecuteJob(args) => worker::execute(settings()?, registry, args).await,
-        Command::Wait(args) => admin::wait(&settings()?, args).await,
+        Command::Wait(args) => return wait::wait(&settings()?, args).await,
         Command::Enqueue(args) => admin::enqueue(&settings()?, args).await,
         Command::Status(args) => admin::status(&settings()?, args).await,
         Command::Jobs(args) => admin::jobs(&settings()?, args).await,
@@ -192,7 +221,9 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<()> {
         Command::Postings { action } => postings::postings(&settings()?, action).await,
         Command::Posting { action } => postings::posting(&settings()?, action).await,
         Command::Dag { action } => dag::dag(&settings()?, action).await,
-    }
+        Command::Schedules { action } => schedules::schedules(&settings()?, action).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat, filter: &str) -> std::result::Result<(), String> {
@@ -257,7 +288,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
     use uuid::Uuid;
 
-    use super::{postings, Cli, Command};
+    use super::{postings, schedules, Cli, Command};
     use crate::job::DependencyMode;
     use crate::posting::PostingState;
 
@@ -348,6 +379,103 @@ mod tests {
                     ..
                 })
             ),
+            "{parsed:?}"
+        );
+    }
+
+    #[test]
+    fn a_usage_mistake_is_one_line_naming_what_is_missing() {
+        let error = Cli::try_parse_from(["pdoflow-run", "schedules", "add", "x", "--task", "t"])
+            .expect_err("--cron is missing");
+        let line = super::usage_line(&error.render().to_string());
+        assert_eq!(
+            line,
+            "the following required arguments were not provided: --cron <CRON>"
+        );
+    }
+
+    #[test]
+    fn unique_jobs_schedules_and_job_waits_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let parsed = parse(&[
+            "pdoflow-run",
+            "enqueue",
+            "--task",
+            "t",
+            "--unique-key",
+            "k",
+            "--unique-for",
+            "1h",
+        ]);
+        let Ok(Cli {
+            command: Command::Enqueue(args),
+            ..
+        }) = parsed
+        else {
+            panic!("not an enqueue: {parsed:?}");
+        };
+        assert_eq!(args.unique_key.as_deref(), Some("k"));
+        assert_eq!(args.unique_for, Some(std::time::Duration::from_secs(3600)));
+        assert!(
+            parse(&[
+                "pdoflow-run",
+                "enqueue",
+                "--task",
+                "t",
+                "--unique-for",
+                "1h"
+            ])
+            .is_err(),
+            "--unique-for needs --unique-key"
+        );
+
+        let parsed = parse(&["pdoflow-run", "wait", "--job", A, "--timeout", "90s"]);
+        let Ok(Cli {
+            command: Command::Wait(args),
+            ..
+        }) = parsed
+        else {
+            panic!("not a wait: {parsed:?}");
+        };
+        assert_eq!(args.job, A.parse().ok());
+        assert_eq!(args.timeout, Some(std::time::Duration::from_secs(90)));
+        assert!(parse(&["pdoflow-run", "wait", "--job", A, "--queues", "a"]).is_err());
+        assert!(parse(&["pdoflow-run", "wait", "--json"]).is_err());
+
+        let parsed = parse(&[
+            "pdoflow-run",
+            "schedules",
+            "add",
+            "nightly",
+            "--cron",
+            "*/5 * * * *",
+            "--task",
+            "report",
+            "--priority",
+            "-1",
+            "--no-catch-up",
+        ]);
+        let Ok(Cli {
+            command:
+                Command::Schedules {
+                    action: schedules::SchedulesAction::Add(args),
+                },
+            ..
+        }) = parsed
+        else {
+            panic!("not a schedules add: {parsed:?}");
+        };
+        assert_eq!(
+            (args.name.as_str(), args.cron.as_str(), args.priority),
+            ("nightly", "*/5 * * * *", Some(-1))
+        );
+        assert!(args.no_catch_up);
+        assert_eq!(args.args, serde_json::json!({}));
+
+        let parsed = parse(&["pdoflow-run", "worker", "--progress-interval", "250ms"]);
+        assert!(
+            matches!(&parsed, Ok(Cli { command: Command::Worker(args), .. })
+                if args.progress_interval == std::time::Duration::from_millis(250)),
             "{parsed:?}"
         );
     }

@@ -48,6 +48,10 @@ pub struct WorkerArgs {
     /// How often this worker sweeps, when it does.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, env = "PDOFLOW_SWEEP_INTERVAL")]
     pub sweep_interval: Duration,
+    /// Send a running job's progress reports at most this often (reports in
+    /// between replace the one waiting).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration, env = "PDOFLOW_PROGRESS_INTERVAL")]
+    pub progress_interval: Duration,
     /// Where the shell task writes job output (default ~/.local/state/pdoflow/logs).
     #[arg(long, env = "PDOFLOW_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
@@ -146,6 +150,7 @@ pub async fn run(
         burst: args.burst,
         sweep: args.sweep,
         sweep_interval: args.sweep_interval,
+        progress_interval: args.progress_interval,
     };
     let source = settings.source.clone();
     let worker = Worker::new(settings, registry, config)?;

@@ -1,6 +1,7 @@
 //! Running one claimed job: its handler in a task of its own, bounded by the
 //! job timeout, with a panic turned into the job's error.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
@@ -8,6 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
+use super::progress::{ProgressBoard, ProgressSlot};
 use crate::client::{ClaimedJob, Outcome};
 use crate::task::{JobContext, TaskRegistry};
 
@@ -19,16 +21,27 @@ pub struct Done {
     pub outcome: Outcome,
 }
 
-/// Starts `job` and returns the handle that aborts it. Its outcome arrives on
-/// `done` when it ends, unless it is aborted first. With `refused`, the job
-/// does not run: that is its error.
+/// A job just started.
+pub struct Started {
+    /// Aborts its handler.
+    pub abort: AbortHandle,
+    /// Where its handler's progress reports wait to be sent.
+    pub progress: Arc<ProgressSlot>,
+}
+
+/// Starts `job` and returns the handle that aborts it, and its progress
+/// slot (on `board`). Its outcome arrives on `done` when it ends, unless it
+/// is aborted first. With `refused`, the job does not run: that is its
+/// error.
 pub fn start(
     job: ClaimedJob,
     registry: &TaskRegistry,
     timeout: Option<Duration>,
     done: UnboundedSender<Done>,
     refused: Option<String>,
-) -> AbortHandle {
+    board: &Arc<ProgressBoard>,
+) -> Started {
+    let progress = board.slot(job.id);
     let context = JobContext {
         id: job.id,
         task: job.task.clone(),
@@ -38,6 +51,7 @@ pub fn start(
         last_error: job.last_error.clone(),
         posting: job.posting,
         parent_results: parent_results(job.id, job.parent_results),
+        progress_slot: Some(progress.clone()),
     };
     let handler = registry.start(job.args, context);
     let known: Vec<String> = registry.names().map(str::to_owned).collect();
@@ -87,7 +101,7 @@ pub fn start(
             outcome,
         });
     });
-    abort
+    Started { abort, progress }
 }
 
 /// The claim's `parent_results` as the handler sees them: an object, empty
@@ -111,7 +125,7 @@ fn without_nul(text: &str) -> String {
     text.replace('\0', "\\0")
 }
 
-fn without_nul_value(value: Value) -> Value {
+pub(super) fn without_nul_value(value: Value) -> Value {
     match value {
         Value::String(text) if text.contains('\0') => Value::String(without_nul(&text)),
         Value::Array(items) => Value::Array(items.into_iter().map(without_nul_value).collect()),

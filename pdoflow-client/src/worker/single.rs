@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::execution;
+use super::progress::{self, Pace, ProgressBoard, Sent, DEFAULT_PROGRESS_INTERVAL};
 use crate::client::Client;
 use crate::error::{Error, Result};
 use crate::task::TaskRegistry;
@@ -24,8 +26,29 @@ pub struct ExecutedJob {
     pub error: Option<String>,
 }
 
+/// Sends one progress report; one the database refuses is logged, not fatal.
+async fn report(client: &Client, id: Uuid, attempt: i32, value: &Value) -> Result<()> {
+    match progress::send(client, id, attempt, value).await? {
+        Sent::Stored => {}
+        Sent::ClaimLost(error) | Sent::Refused(error) => {
+            tracing::warn!(job = %id, %error, "a progress report was not stored");
+        }
+    }
+    Ok(())
+}
+
+/// Completes at `at`, never without it.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Claims the queued job `id` (due or not), runs its handler here, keeps its
-/// lease alive and finishes it. Fails when the job is not queued.
+/// lease alive, sends its progress reports (at most one per
+/// `DEFAULT_PROGRESS_INTERVAL`) and finishes it. Fails when the job is not
+/// queued.
 pub async fn execute_job(
     client: &Client,
     registry: &TaskRegistry,
@@ -53,15 +76,36 @@ pub async fn execute_job(
         .await
         .remove(&id);
     let (sender, mut receiver) = mpsc::unbounded_channel();
-    let _abort = execution::start(job, registry, timeout, sender, refused);
+    let board = ProgressBoard::new();
+    let started = execution::start(job, registry, timeout, sender, refused, &board);
+    let _abort = started.abort;
+    let mut renew_at = Instant::now() + lease / 3;
+    let mut pace = Pace::default();
     let done = loop {
+        let progress_due = pace.due;
         tokio::select! {
             done = receiver.recv() => break done,
-            () = tokio::time::sleep(lease / 3) => {
+            () = tokio::time::sleep_until(renew_at) => {
                 client.heartbeat(id, attempt, lease).await?;
+                renew_at = Instant::now() + lease / 3;
+            }
+            () = board.announced() => {
+                board.take_announced();
+                pace.announced(Instant::now(), DEFAULT_PROGRESS_INTERVAL);
+            }
+            () = sleep_until_some(progress_due) => {
+                pace.sent(Instant::now());
+                if let Some(value) = started.progress.take() {
+                    report(client, id, attempt, &value).await?;
+                    renew_at = Instant::now() + lease / 3;
+                }
             }
         }
     };
+    // The report still waiting goes before the finish, to stay the last.
+    if let Some(last) = started.progress.close() {
+        report(client, id, attempt, &last).await?;
+    }
     let done =
         done.ok_or_else(|| Error::Invalid(format!("job {id} stopped without an outcome")))?;
     let finished = client

@@ -13,8 +13,7 @@ use crate::input::errors::InputError;
 use crate::input::job_document::{self, Timestamp};
 use crate::input::rules::{
     at_least, at_most, max_attempts, name, one_of, payload, present, unique_key, Limits,
-    DEPENDENCY_MODES,
-    DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
+    DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
 };
 use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
 use pgrx::array::RawArray;
@@ -185,7 +184,12 @@ fn check_unique_keys(
     jobs: Option<i32>,
 ) -> Checked {
     let Some(keys) = keys else {
-        return Ok(unique_options("unique_keys", None, "unique_for", unique_for)?);
+        return Ok(unique_options(
+            "unique_keys",
+            None,
+            "unique_for",
+            unique_for,
+        )?);
     };
     let jobs = usize::try_from(jobs.unwrap_or(0)).unwrap_or(0);
     if keys.len() != jobs {

@@ -11,6 +11,9 @@
 //! * `N seconds` or `every N seconds` (1 to 59): at every N-th second of the
 //!   minute, counted from second 0, as `*/N * * * * *` does.
 //!
+//! Errors name the pattern and what is wrong (the field count is checked
+//! here; the rest is croner's wording, with the fields' ranges as a hint).
+//!
 //! Times are wall-clock times in the schedule's time zone (IANA names, from
 //! the tz database built into the library). Over daylight saving changes the
 //! rules of the Open Cron Pattern Specification apply (croner): a time of
@@ -53,27 +56,46 @@ fn bad(message: String, hint: &str) -> ErrorReport {
     .set_hint(hint)
 }
 
-const CRON_HINT: &str = "Write five fields (minute hour day-of-month month day-of-week, e.g. '*/5 * * * *' \
+const CRON_HINT: &str =
+    "Write five fields (minute hour day-of-month month day-of-week, e.g. '*/5 * * * *' \
      or '30 2 * * MON-FRI'), six with seconds first, a shortcut such as '@hourly', or \
      'every 30 seconds'.";
 
-/// `N seconds` or `every N seconds` as the six-field pattern it means.
+const SHORTCUTS: [&str; 6] = [
+    "@yearly",
+    "@annually",
+    "@monthly",
+    "@weekly",
+    "@daily",
+    "@hourly",
+];
+const SHORTCUTS_HINT: &str =
+    "The shortcuts are @yearly, @annually, @monthly, @weekly, @daily and @hourly.";
+
+/// The ranges of the fields, for errors that cannot name the field.
+const RANGES_HINT: &str = "Fields take: seconds 0-59 (if six fields), minute 0-59, hour 0-23, \
+     day of month 1-31, month 1-12 or JAN-DEC, day of week 0-7 or SUN-SAT (0 and 7 are Sunday).";
+
+/// `N seconds` or `every N seconds` as the six-field pattern it means;
+/// `None` for text of another form.
 fn seconds_form(text: &str) -> Option<Result<String, ErrorReport>> {
     let words: Vec<&str> = text.split_whitespace().collect();
-    let words = match words.as_slice() {
-        ["every", rest @ ..] => rest,
-        all => all,
+    let (every, words) = match words.as_slice() {
+        [first, rest @ ..] if first.eq_ignore_ascii_case("every") => (true, rest),
+        all => (false, all),
     };
-    let [count, unit] = words else {
-        return None;
-    };
-    if !matches!(
-        unit.to_ascii_lowercase().as_str(),
-        "second" | "seconds"
-    ) {
-        return None;
+    let seconds = matches!(words, [_, unit] if unit.eq_ignore_ascii_case("second") || unit.eq_ignore_ascii_case("seconds"));
+    if !seconds {
+        // "every 5 minutes" and the like: only seconds have this form.
+        return every.then(|| {
+            Err(bad(
+                format!("cron {text:?}: the \"every\" form counts seconds only (every 1 to 59 seconds)"),
+                "For longer periods write a cron pattern, e.g. '*/5 * * * *' for every five minutes \
+                 or '0 */2 * * *' for every two hours.",
+            ))
+        });
     }
-    Some(match count.parse::<u32>() {
+    Some(match words[0].parse::<u32>() {
         Ok(seconds @ 1..=59) => Ok(format!("*/{seconds} * * * * *")),
         _ => Err(bad(
             format!("cron {text:?}: a schedule in seconds must run every 1 to 59 seconds"),
@@ -87,8 +109,26 @@ fn read_cron(text: &str) -> Result<Cron, ErrorReport> {
         Some(pattern) => pattern?,
         None => text.to_owned(),
     };
-    if pattern.trim().is_empty() {
+    let fields = pattern.split_whitespace().count();
+    if fields == 0 {
         return Err(bad("cron must not be empty".into(), CRON_HINT));
+    }
+    let shortcut = pattern.trim_start().starts_with('@');
+    if shortcut
+        && !SHORTCUTS
+            .iter()
+            .any(|known| pattern.trim().eq_ignore_ascii_case(known))
+    {
+        return Err(bad(
+            format!("cron {text:?} is not a known shortcut"),
+            SHORTCUTS_HINT,
+        ));
+    }
+    if !shortcut && !(5..=6).contains(&fields) {
+        return Err(bad(
+            format!("cron {text:?} has {fields} fields; a pattern has 5, or 6 with seconds first"),
+            CRON_HINT,
+        ));
     }
     let parser = CronParser::builder()
         .seconds(Seconds::Optional)
@@ -101,19 +141,34 @@ fn read_cron(text: &str) -> Result<Cron, ErrorReport> {
             | CronError::ComponentError(reason) => reason,
             other => other.to_string(),
         };
+        let hint = if shortcut {
+            SHORTCUTS_HINT
+        } else {
+            RANGES_HINT
+        };
         bad(
-            format!("cron {text:?} is not a valid cron pattern: {reason}"),
-            CRON_HINT,
+            format!(
+                "cron {text:?} is not a valid cron pattern: {}",
+                reason.trim_end_matches('.')
+            ),
+            hint,
         )
     })
 }
 
+/// An IANA time zone, by its name in any case (as PostgreSQL reads them).
 fn read_zone(name: &str) -> Result<Tz, ErrorReport> {
-    Tz::from_str(name).map_err(|_| {
+    let exact = Tz::from_str(name).ok();
+    let any_case = || {
+        chrono_tz::TZ_VARIANTS
+            .iter()
+            .find(|zone| zone.name().eq_ignore_ascii_case(name))
+            .copied()
+    };
+    exact.or_else(any_case).ok_or_else(|| {
         bad(
             format!("time_zone {name:?} is not a known time zone"),
-            "Use an IANA time zone name such as 'UTC', 'Europe/Berlin' or 'America/New_York' \
-             (spelled as in the tz database: case matters).",
+            "Use an IANA time zone name such as 'UTC', 'Europe/Berlin' or 'America/New_York'.",
         )
     })
 }
@@ -218,7 +273,9 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn next(cron: &str, zone: &str, after: &str) -> String {
@@ -231,19 +288,43 @@ mod tests {
 
     #[test]
     fn five_fields_names_and_shortcuts() {
-        assert_eq!(next("*/15 * * * *", "UTC", "2026-01-01T00:07:00Z"), "2026-01-01T00:15:00+00:00");
-        assert_eq!(next("0 9 * * MON-FRI", "UTC", "2026-01-02T10:00:00Z"), "2026-01-05T09:00:00+00:00");
-        assert_eq!(next("0 0 1 JAN,JUL *", "UTC", "2026-02-01T00:00:00Z"), "2026-07-01T00:00:00+00:00");
-        assert_eq!(next("@hourly", "UTC", "2026-01-01T00:00:00Z"), "2026-01-01T01:00:00+00:00");
+        assert_eq!(
+            next("*/15 * * * *", "UTC", "2026-01-01T00:07:00Z"),
+            "2026-01-01T00:15:00+00:00"
+        );
+        assert_eq!(
+            next("0 9 * * MON-FRI", "UTC", "2026-01-02T10:00:00Z"),
+            "2026-01-05T09:00:00+00:00"
+        );
+        assert_eq!(
+            next("0 0 1 JAN,JUL *", "UTC", "2026-02-01T00:00:00Z"),
+            "2026-07-01T00:00:00+00:00"
+        );
+        assert_eq!(
+            next("@hourly", "UTC", "2026-01-01T00:00:00Z"),
+            "2026-01-01T01:00:00+00:00"
+        );
         // Day of month OR day of week, as Vixie cron reads them.
-        assert_eq!(next("0 0 13 * FRI", "UTC", "2026-01-01T00:00:00Z"), "2026-01-02T00:00:00+00:00");
+        assert_eq!(
+            next("0 0 13 * FRI", "UTC", "2026-01-01T00:00:00Z"),
+            "2026-01-02T00:00:00+00:00"
+        );
     }
 
     #[test]
     fn seconds() {
-        assert_eq!(next("30 seconds", "UTC", "2026-01-01T00:00:10Z"), "2026-01-01T00:00:30+00:00");
-        assert_eq!(next("every 20 seconds", "UTC", "2026-01-01T00:00:41Z"), "2026-01-01T00:01:00+00:00");
-        assert_eq!(next("15 * * * * *", "UTC", "2026-01-01T00:00:15Z"), "2026-01-01T00:01:15+00:00");
+        assert_eq!(
+            next("30 seconds", "UTC", "2026-01-01T00:00:10Z"),
+            "2026-01-01T00:00:30+00:00"
+        );
+        assert_eq!(
+            next("every 20 seconds", "UTC", "2026-01-01T00:00:41Z"),
+            "2026-01-01T00:01:00+00:00"
+        );
+        assert_eq!(
+            next("15 * * * * *", "UTC", "2026-01-01T00:00:15Z"),
+            "2026-01-01T00:01:15+00:00"
+        );
         assert!(read_cron("60 seconds").is_err());
         assert!(read_cron("0 seconds").is_err());
     }
@@ -252,11 +333,23 @@ mod tests {
     fn daylight_saving_changes() {
         // Berlin springs forward at 02:00 on 2026-03-29: 02:30 does not
         // exist that day and runs once, right after the gap.
-        assert_eq!(next("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z"), "2026-03-29T01:00:00+00:00");
-        assert_eq!(next("30 2 * * *", "Europe/Berlin", "2026-03-29T01:00:00Z"), "2026-03-30T00:30:00+00:00");
+        assert_eq!(
+            next("30 2 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z"),
+            "2026-03-29T01:00:00+00:00"
+        );
+        assert_eq!(
+            next("30 2 * * *", "Europe/Berlin", "2026-03-29T01:00:00Z"),
+            "2026-03-30T00:30:00+00:00"
+        );
         // It falls back at 03:00 on 2026-10-25: 02:30 comes twice, runs once.
-        assert_eq!(next("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z"), "2026-10-25T00:30:00+00:00");
-        assert_eq!(next("30 2 * * *", "Europe/Berlin", "2026-10-25T00:30:00Z"), "2026-10-26T01:30:00+00:00");
+        assert_eq!(
+            next("30 2 * * *", "Europe/Berlin", "2026-10-24T12:00:00Z"),
+            "2026-10-25T00:30:00+00:00"
+        );
+        assert_eq!(
+            next("30 2 * * *", "Europe/Berlin", "2026-10-25T00:30:00Z"),
+            "2026-10-26T01:30:00+00:00"
+        );
     }
 
     #[test]
@@ -267,5 +360,8 @@ mod tests {
         assert!(read_cron("* * * * FOO").is_err());
         assert!(read_zone("Mars/Olympus").is_err());
         assert!(read_zone("Europe/Berlin").is_ok());
+        assert_eq!(read_zone("europe/berlin").ok(), Some(Tz::Europe__Berlin));
+        assert!(read_cron("every 5 minutes").is_err());
+        assert!(read_cron("@fortnightly").is_err());
     }
 }

@@ -22,6 +22,15 @@ SELECT pdoflow.finish(:'job', 1, result => '{"imported": 100}');
 -- Ended: at once, with the result and the last progress.
 SELECT state, result, last_error, finished_at IS NOT NULL AS ended, progress FROM pdoflow.await_result(:'job');
 
+-- A new attempt starts without progress.
+SELECT pdoflow.enqueue('again', max_attempts => 2) AS again \gset
+SELECT attempt FROM pdoflow.claim(1, tasks => ARRAY['again']);
+SELECT pdoflow.progress(:'again', 1, '"half way"');
+SELECT pdoflow.finish(:'again', 1, error => 'lost the connection');
+UPDATE pdoflow.active_jobs SET run_at = now() WHERE id = :'again';
+SELECT attempt FROM pdoflow.claim(1, tasks => ARRAY['again']);
+SELECT attempt, progress FROM pdoflow.jobs WHERE id = :'again';
+
 SELECT pdoflow.enqueue('doomed', max_attempts => 1) AS doomed \gset
 SELECT attempt FROM pdoflow.claim(1, tasks => ARRAY['doomed']);
 SELECT pdoflow.finish(:'doomed', 1, error => 'disk full');

@@ -4,7 +4,7 @@ SELECT regress.reset();
 
 SELECT pdoflow.schedule('nightly-report', '30 2 * * *', 'report', '{"kind": "daily"}',
                         queue => 'reports', time_zone => 'Europe/Berlin');
-SELECT pdoflow.schedule('tick', '@hourly', 'tick');
+SELECT pdoflow.schedule('tick', '@hourly', 'tick', time_zone => 'utc');
 SELECT name, cron, task, queue, time_zone, next_run_at > now() AS in_future, last_run_at, last_job, paused,
        args, priority, max_attempts, catch_up, owner
 FROM pdoflow.schedules ORDER BY name;
@@ -41,12 +41,13 @@ SELECT count(*) AS tock_jobs FROM pdoflow.jobs WHERE task = 'tock';
 SELECT last_error LIKE 'skipped the occurrence at %' AS skipped, next_run_at > now() AS moved_on
 FROM pdoflow.schedules WHERE name = 'hourly-no-catch-up';
 
--- Paused: nothing runs; resumed: from the next occurrence on.
-SELECT pdoflow.pause_schedule('tick');
+-- Paused: nothing runs; resumed: from the next occurrence on. Each says
+-- whether it changed anything.
+SELECT pdoflow.pause_schedule('tick') AS paused, pdoflow.pause_schedule('tick') AS paused_again;
 UPDATE pdoflow.cron_schedules SET next_run_at = now() - interval '1 minute' WHERE name = 'tick';
 SELECT schedules_run FROM pdoflow.sweep();
 SELECT paused FROM pdoflow.schedules WHERE name = 'tick';
-SELECT pdoflow.resume_schedule('tick');
+SELECT pdoflow.resume_schedule('tick') AS resumed, pdoflow.resume_schedule('tick') AS resumed_again;
 SELECT paused, next_run_at > now() AS next_in_future FROM pdoflow.schedules WHERE name = 'tick';
 SELECT pdoflow.unschedule('tick') AS removed, pdoflow.unschedule('tick') AS removed_again;
 
@@ -62,6 +63,8 @@ SELECT regress.failure($$SELECT pdoflow.schedule('x', '* * * *', 't')$$);
 SELECT regress.failure($$SELECT pdoflow.schedule('x', '', 't')$$);
 SELECT regress.failure($$SELECT pdoflow.schedule('x', '* * * * FUNDAY', 't')$$);
 SELECT regress.failure($$SELECT pdoflow.schedule('x', 'every 90 seconds', 't')$$);
+SELECT regress.failure($$SELECT pdoflow.schedule('x', 'every 5 minutes', 't')$$);
+SELECT regress.failure($$SELECT pdoflow.schedule('x', '@fortnightly', 't')$$);
 SELECT regress.failure($$SELECT pdoflow.schedule('x', '0 0 30 2 *', 't')$$);
 SELECT regress.failure($$SELECT pdoflow.schedule('x', '@daily', 't', time_zone => 'Mars/Olympus_Mons')$$);
 SELECT regress.failure($$SELECT pdoflow.schedule('x', '@daily', 't', time_zone => NULL)$$);

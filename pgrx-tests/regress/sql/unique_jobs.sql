@@ -28,6 +28,12 @@ SELECT pdoflow.enqueue('report', unique_key => 'day-1', unique_for => '1 hour') 
 SELECT attempt FROM pdoflow.claim(1, tasks => ARRAY['report']);
 SELECT pdoflow.finish(:'report', 1, result => '{}');
 SELECT pdoflow.enqueue('report', unique_key => 'day-1') = :'report' AS held_after_success;
+-- Unless retention deletes the job: then its key goes with it.
+UPDATE pdoflow.finished_jobs SET finished_at = now() - interval '8 days' WHERE id = :'report';
+SELECT finished_deleted FROM pdoflow.sweep();
+SELECT pdoflow.enqueue('report', unique_key => 'day-1') AS after_retention \gset
+SELECT :'after_retention' <> :'report' AS new_after_retention;
+SELECT pdoflow.cancel(:'after_retention');
 -- Failed and cancelled jobs let go at once, unique_for or not.
 SELECT pdoflow.enqueue('report', unique_key => 'day-2', unique_for => '1 hour', max_attempts => 1) AS failing \gset
 SELECT attempt FROM pdoflow.claim(1, tasks => ARRAY['report']);
