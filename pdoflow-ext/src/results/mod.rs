@@ -51,25 +51,27 @@ type Outcome = (
     Option<JsonB>,
 );
 
-/// The row `await_result` returns (its SQL declaration names the columns).
-type OutcomeRow = TableIterator<
-    'static,
-    (
-        name!(state, Option<String>),
-        name!(result, Option<JsonB>),
-        name!(last_error, Option<String>),
-        name!(finished_at, Option<TimestampWithTimeZone>),
-        name!(progress, Option<JsonB>),
-    ),
->;
-
 /// `pdoflow.await_result(id, timeout)`: the job's state, result, last error,
 /// end time and progress, as soon as it has ended or when `timeout` passed.
+// pgrx reads the columns from this signature: a type alias would hide them.
+#[allow(clippy::type_complexity)]
 #[pg_extern(sql = false)]
 fn await_result(
     id: Option<pgrx::Uuid>,
     timeout: Option<Interval>,
-) -> Result<OutcomeRow, ErrorReport> {
+) -> Result<
+    TableIterator<
+        'static,
+        (
+            name!(state, Option<String>),
+            name!(result, Option<JsonB>),
+            name!(last_error, Option<String>),
+            name!(finished_at, Option<TimestampWithTimeZone>),
+            name!(progress, Option<JsonB>),
+        ),
+    >,
+    ErrorReport,
+> {
     let id = id.ok_or_else(|| null_error("id", None))?;
     let timeout = timeout.ok_or_else(|| {
         null_error(
