@@ -969,6 +969,73 @@ $$;
 COMMENT ON FUNCTION pdoflow.retry(uuid) IS
     'Re-queues a failed or cancelled job, due now (blocked again while it has parents to wait for); false when it is already active.';
 
+-- Why the claim (job_id, claimed_attempt) cannot finish or heartbeat its job,
+-- with the job's current state (NULL: no such job); no row when it is the
+-- job's current claim. STABLE, so it reads with its caller's snapshot:
+-- callers hold a lock on active_jobs already (finish_many's locking step,
+-- heartbeat's UPDATE), so no compaction can have come in between.
+CREATE OR REPLACE FUNCTION pdoflow._claim_problem(job_id uuid, claimed_attempt integer)
+RETURNS TABLE (state text, code text, message text, hint text)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+    claim_name text := format('claim (job %s, attempt %s)', job_id, claimed_attempt);
+    job        record;
+BEGIN
+    SELECT a.state, a.attempt INTO job FROM pdoflow.active_jobs AS a WHERE a.id = job_id;
+    IF FOUND THEN
+        IF job.state = 'running' AND job.attempt = claimed_attempt THEN
+            RETURN;
+        END IF;
+        -- A number no claim of the job got: a caller's mistake, not a
+        -- claim that ended.
+        IF claimed_attempt > job.attempt AND job.attempt > 0 THEN
+            RETURN QUERY SELECT
+                job.state::text,
+                '55000'::text,
+                format('%s is not current: attempt %s was never handed out (the job is at attempt %s)',
+                       claim_name, claimed_attempt, job.attempt),
+                'Pass the attempt that claim returned with the job.'::text;
+            RETURN;
+        END IF;
+        RETURN QUERY SELECT
+            job.state::text,
+            '55000'::text,
+            CASE
+                WHEN job.state = 'running' THEN
+                    format('%s is not current: the job is running attempt %s', claim_name, job.attempt)
+                WHEN job.attempt = 0 THEN
+                    format('%s is not current: the job has not been claimed yet', claim_name)
+                ELSE
+                    format('%s is not current: the job was queued again after attempt %s', claim_name, job.attempt)
+            END,
+            CASE
+                WHEN job.state = 'running' THEN
+                    'The claim ended (released, or its lease expired) and the job was claimed again; only the current claim can finish it.'
+                WHEN job.attempt > 0 THEN
+                    'The claim ended (finished with an error, lease expired or released) and the job waits for a new claim.'
+            END;
+        RETURN;
+    END IF;
+
+    SELECT f.state INTO job FROM pdoflow.finished_jobs AS f WHERE f.id = job_id;
+    IF FOUND THEN
+        RETURN QUERY SELECT
+            job.state::text,
+            '55000'::text,
+            format('%s is not current: the job %s', claim_name,
+                   CASE job.state WHEN 'cancelled' THEN 'was cancelled' ELSE 'already ' || job.state END),
+            NULL::text;
+        RETURN;
+    END IF;
+
+    -- (Or, under REPEATABLE READ, active_jobs was compacted since the
+    -- snapshot: a serialization failure then.)
+    PERFORM pdoflow._require_active_jobs_in_snapshot();
+    RETURN QUERY SELECT NULL::text, '22023'::text, format('job %s does not exist', job_id), NULL::text;
+END
+$$;
+
 -- Starts an attempt of each of the jobs ids, for worker and lease: the one
 -- place where a job becomes running (claim and claim_job lock the queued
 -- jobs they picked, then call this). Returns the claims as claim returns

@@ -23,6 +23,17 @@ BEGIN
         IF job.state = 'running' AND job.attempt = claimed_attempt THEN
             RETURN;
         END IF;
+        -- A number no claim of the job got: a caller's mistake, not a
+        -- claim that ended.
+        IF claimed_attempt > job.attempt AND job.attempt > 0 THEN
+            RETURN QUERY SELECT
+                job.state::text,
+                '55000'::text,
+                format('%s is not current: attempt %s was never handed out (the job is at attempt %s)',
+                       claim_name, claimed_attempt, job.attempt),
+                'Pass the attempt that claim returned with the job.'::text;
+            RETURN;
+        END IF;
         RETURN QUERY SELECT
             job.state::text,
             '55000'::text,
