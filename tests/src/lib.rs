@@ -197,6 +197,21 @@ pub async fn connect_patiently(database: &TestDatabase, patience: Duration) -> C
     }
 }
 
+/// Waits until the server has begun its crash restart after a backend was
+/// killed: until `sentinel`, a connection opened before the kill, is cut
+/// off. A connection made before that point could be accepted and then cut
+/// off by the restart itself.
+pub async fn await_crash_restart(sentinel: &Client, patience: Duration) {
+    let deadline = tokio::time::Instant::now() + patience;
+    while sentinel.simple_query("SELECT 1").await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server did not restart after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `check` every 100 ms until it returns `Some`, for up to `patience`;
 /// panics naming `what` if it never does.
 pub async fn eventually<T, F, Fut>(what: &str, patience: Duration, mut check: F) -> T

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use pdoflow_tests::{
-    active_rows, connect_patiently, describe, eventually, send_signal, TestDatabase,
+    active_rows, await_crash_restart, connect_patiently, describe, eventually, send_signal,
+    TestDatabase,
 };
 use uuid::Uuid;
 
@@ -66,6 +67,9 @@ async fn a_compaction_killed_halfway_loses_nothing() {
     send_signal("-KILL", pid);
     let outcome = compacting.await.expect("the compacting task panicked");
     assert!(outcome.is_err(), "the killed compaction reported success");
+    // (Connecting before the restart began could land in a backend it
+    // then cuts off.)
+    await_crash_restart(&client, PATIENCE).await;
     drop(client);
 
     let client = connect_patiently(&database, PATIENCE).await;
