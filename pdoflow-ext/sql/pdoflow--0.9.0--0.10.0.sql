@@ -1165,8 +1165,12 @@ RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-    IF NOT pg_catalog.pg_has_role(pdoflow._calling_role(), owner::oid, 'MEMBER')
-       AND NOT pg_catalog.pg_has_role(pdoflow._calling_role(), 'pdoflow_admin', 'MEMBER') THEN
+    IF pg_catalog.pg_has_role(pdoflow._calling_role(), 'pdoflow_admin', 'MEMBER') THEN
+        RETURN;
+    END IF;
+    -- (An owner dropped since leaves the schedule to admins.)
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.oid = owner::oid)
+       OR NOT pg_catalog.pg_has_role(pdoflow._calling_role(), owner::oid, 'MEMBER') THEN
         RAISE EXCEPTION 'schedule "%" belongs to role %; % may not change it', schedule_name, owner,
             pdoflow._calling_role()
             USING ERRCODE = 'insufficient_privilege',
@@ -1352,6 +1356,9 @@ BEGIN
         IF NOT due.catch_up AND occurrence < now() - interval '1 minute' THEN
             problem := format('skipped the occurrence at %s: found %s late, and the schedule does not catch up',
                               occurrence, date_trunc('second', now() - occurrence));
+        ELSIF NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS r WHERE r.oid = due.owner::oid) THEN
+            problem := format('its owner (role oid %s) no longer exists: replace the schedule as another role, or remove it',
+                              due.owner::oid);
         ELSIF NOT pdoflow._may_enqueue(due.owner::oid, due.task) THEN
             problem := format('role %s may not enqueue task "%s" (see pdoflow.task_grants)', due.owner, due.task);
         ELSE

@@ -51,6 +51,20 @@ SELECT pdoflow.resume_schedule('tick') AS resumed, pdoflow.resume_schedule('tick
 SELECT paused, next_run_at > now() AS next_in_future FROM pdoflow.schedules WHERE name = 'tick';
 SELECT pdoflow.unschedule('tick') AS removed, pdoflow.unschedule('tick') AS removed_again;
 
+-- A schedule whose owner role was dropped enqueues nothing, and says so.
+CREATE ROLE regress_schedule_owner IN ROLE pdoflow_producer;
+SET ROLE regress_schedule_owner;
+SELECT pdoflow.schedule('orphan', '* * * * *', 'orphaned');
+RESET ROLE;
+DROP ROLE regress_schedule_owner;
+UPDATE pdoflow.cron_schedules SET next_run_at = now() - interval '1 second' WHERE name = 'orphan';
+SET client_min_messages = error;
+SELECT schedules_run FROM pdoflow.sweep();
+RESET client_min_messages;
+SELECT count(*) AS orphaned_jobs FROM pdoflow.jobs WHERE task = 'orphaned';
+SELECT regexp_replace(last_error, 'oid [0-9]+', 'oid <oid>') AS last_error FROM pdoflow.schedules WHERE name = 'orphan';
+SELECT pdoflow.unschedule('orphan');
+
 -- Sub-minute schedules.
 SELECT pdoflow.schedule('often', 'every 15 seconds', 'ping');
 SELECT pdoflow.schedule('often-too', '*/20 * * * * *', 'ping');
