@@ -12,8 +12,8 @@ use std::ffi::CString;
 use crate::input::errors::InputError;
 use crate::input::job_document::{self, Timestamp};
 use crate::input::rules::{
-    at_least, at_most, max_attempts, name, one_of, payload, present, unique_key, Limits,
-    DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
+    at_least, at_most, max_attempts, name, one_of, payload, present, unique_for_needs_key,
+    unique_key, Limits, DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
 };
 use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
 use pgrx::array::RawArray;
@@ -165,12 +165,7 @@ pub fn unique_options(
     }
     if let Some(unique_for) = unique_for {
         positive(for_param, unique_for)?;
-        if key.is_none() {
-            return Err(InputError::Needs {
-                param: for_param.to_owned(),
-                needs: format!("a {key_param}"),
-            });
-        }
+        unique_for_needs_key(for_param, key_param, key.is_some())?;
     }
     Ok(())
 }
@@ -403,14 +398,18 @@ fn check_dependencies(
     Ok(())
 }
 
-/// Parses `text` with PostgreSQL's own timestamptz input function, so JSON
-/// documents accept exactly what a timestamptz literal accepts. `None` when
-/// PostgreSQL rejects it with a data exception (SQLSTATE class 22).
-fn parse_interval(text: &str) -> Option<Interval> {
+/// Parses `text` with PostgreSQL's own input function for a type
+/// (`timestamptz_in`, `interval_in`), so JSON documents accept exactly what
+/// a literal of that type accepts. `None` when PostgreSQL rejects it with a
+/// data exception (SQLSTATE class 22).
+fn parse_with<T: FromDatum>(
+    input: unsafe fn(pg_sys::FunctionCallInfo) -> pg_sys::Datum,
+    text: &str,
+) -> Option<T> {
     let text = CString::new(text).ok()?;
     PgTryBuilder::new(|| unsafe {
-        pgrx::direct_function_call::<Interval>(
-            pg_sys::interval_in,
+        pgrx::direct_function_call::<T>(
+            input,
             &[
                 text.as_c_str().into_datum(),
                 pg_sys::InvalidOid.into_datum(),
@@ -425,23 +424,12 @@ fn parse_interval(text: &str) -> Option<Interval> {
     .execute()
 }
 
+fn parse_interval(text: &str) -> Option<Interval> {
+    parse_with(pg_sys::interval_in, text)
+}
+
 fn parse_timestamptz(text: &str) -> Option<TimestampWithTimeZone> {
-    let text = CString::new(text).ok()?;
-    PgTryBuilder::new(|| unsafe {
-        pgrx::direct_function_call::<TimestampWithTimeZone>(
-            pg_sys::timestamptz_in,
-            &[
-                text.as_c_str().into_datum(),
-                pg_sys::InvalidOid.into_datum(),
-                (-1_i32).into_datum(),
-            ],
-        )
-    })
-    .catch_others(|error| match &error {
-        CaughtError::PostgresError(report) if is_data_exception(report.sql_error_code()) => None,
-        _ => error.rethrow(),
-    })
-    .execute()
+    parse_with(pg_sys::timestamptz_in, text)
 }
 
 /// SQLSTATE class 22. SQLSTATEs pack each character into 6 bits, first

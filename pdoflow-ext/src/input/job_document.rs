@@ -9,8 +9,8 @@ use serde_json::value::RawValue;
 
 use crate::input::errors::{quote, shorten, InputError};
 use crate::input::rules::{
-    max_attempts, name, one_of, payload, unique_key, Limits, DEPENDENCY_MODES,
-    DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
+    max_attempts, name, one_of, payload, unique_for_needs_key, unique_key, Limits,
+    DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
 };
 
 pub const JOB_KEYS: &[&str] = &[
@@ -164,12 +164,11 @@ pub fn check_job_options(
         // Read as an interval by PostgreSQL, which names the job if it
         // cannot (pdoflow._unique_for).
         string(&fields.path("unique_for"), keep)?;
-        if fields.get("unique_key").is_none() {
-            return Err(InputError::Needs {
-                param: fields.path("unique_for"),
-                needs: "a unique_key".into(),
-            });
-        }
+        unique_for_needs_key(
+            &fields.path("unique_for"),
+            "unique_key",
+            fields.get("unique_key").is_some(),
+        )?;
     }
     if let Some(run_at) = fields.get("run_at") {
         let text = string(&fields.path("run_at"), run_at)?;

@@ -132,6 +132,18 @@ pub fn unique_key(param: &str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// `unique_for` (named `param`) says how long a job keeps its unique key
+/// after succeeding: only a job with a key (named `key_param`) has one.
+pub fn unique_for_needs_key(param: &str, key_param: &str, has_key: bool) -> Result<(), InputError> {
+    if has_key {
+        return Ok(());
+    }
+    Err(InputError::Needs {
+        param: param.to_owned(),
+        needs: format!("a {key_param}"),
+    })
+}
+
 pub fn at_least(param: &str, value: i64, min: i64) -> Result<(), InputError> {
     if value < min {
         return Err(InputError::BelowMinimum {

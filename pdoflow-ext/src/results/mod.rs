@@ -24,6 +24,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 use crate::api::isolation;
+use crate::input::rules;
 
 /// How often a waiter looks at its job again without being woken: a safety
 /// net only (a job removed by hand from the tables wakes nobody).
@@ -72,13 +73,12 @@ fn await_result(
     >,
     ErrorReport,
 > {
-    let id = id.ok_or_else(|| null_error("id", None))?;
-    let timeout = timeout.ok_or_else(|| {
-        null_error(
-            "timeout",
-            Some("Pass interval '0' to look without waiting."),
-        )
-    })?;
+    let id = rules::present("id", id, None)?;
+    let timeout = rules::present(
+        "timeout",
+        timeout,
+        Some("Pass interval '0' to look without waiting."),
+    )?;
     let micros = timeout.as_micros();
     if micros < 0 {
         return Err(ErrorReport::new(
@@ -172,18 +172,6 @@ fn sleep(pause: Duration) {
         pg_sys::ResetLatch(pg_sys::MyLatch);
     }
     check_for_interrupts!();
-}
-
-fn null_error(param: &str, hint: Option<&str>) -> ErrorReport {
-    let report = ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
-        format!("{param} must not be NULL"),
-        "pdoflow",
-    );
-    match hint {
-        Some(hint) => report.set_hint(hint),
-        None => report,
-    }
 }
 
 /// `pdoflow._jobs_ended(ids)`: notes jobs this transaction ended, for their
