@@ -146,7 +146,7 @@ CREATE FUNCTION pdoflow."_cron_next"(
 	"cron" TEXT, /* & str */
 	"time_zone" TEXT, /* & str */
 	"after" timestamp with time zone /* TimestampWithTimeZone */
-) RETURNS timestamp with time zone /* Result < Option < TimestampWithTimeZone > , ErrorReport > */
+) RETURNS timestamp with time zone /* Result < TimestampWithTimeZone, ErrorReport > */
 STRICT STABLE PARALLEL SAFE 
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'cron_next_wrapper';
@@ -1082,6 +1082,50 @@ BEGIN
 END
 $$;
 
+-- How long a renewed lease lasts: `lease` when given, else as long as the
+-- claim's last lease ran (from its last heartbeat, or from its claim).
+-- Asked by heartbeat and progress; a plain SQL function, inlined into
+-- their UPDATEs.
+CREATE FUNCTION pdoflow._renewed_lease(lease interval, expires_at timestamptz, heartbeat_at timestamptz,
+                                       started_at timestamptz)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(lease, expires_at - coalesce(heartbeat_at, started_at));
+END;
+
+CREATE OR REPLACE FUNCTION pdoflow.heartbeat(
+    id      uuid,
+    attempt integer,
+    lease   interval DEFAULT NULL
+) RETURNS timestamptz
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    expires_at timestamptz;
+    holder     text;
+BEGIN
+    PERFORM pdoflow._check_job_claim(heartbeat.id, heartbeat.attempt, heartbeat.lease);
+    UPDATE pdoflow.active_jobs AS j
+    SET lease_expires_at = now() + pdoflow._renewed_lease(heartbeat.lease, j.lease_expires_at,
+                                                          j.heartbeat_at, j.started_at),
+        heartbeat_at = now()
+    WHERE j.id = heartbeat.id AND j.attempt = heartbeat.attempt AND j.state = 'running'
+    RETURNING j.lease_expires_at, j.worker INTO expires_at, holder;
+    IF NOT FOUND THEN
+        PERFORM pdoflow._raise_claim_problem(heartbeat.id, heartbeat.attempt);
+    END IF;
+    PERFORM pdoflow._record_worker(holder);
+    RETURN expires_at;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.heartbeat(uuid, integer, interval) IS
+    'Extends the lease of the current claim (id, attempt) by lease, or by its last lease''s length when NULL; returns the new expiry.';
+
 -- Progress: the current claim reports how far it got (any JSON value, within
 -- pdoflow.max_payload_bytes). pdoflow.jobs shows the latest report, also
 -- after the job ended; it counts as a heartbeat (the lease is renewed for as
@@ -1101,7 +1145,7 @@ BEGIN
     PERFORM pdoflow._check_progress(progress.progress);
     UPDATE pdoflow.active_jobs AS j
     SET progress = progress.progress,
-        lease_expires_at = now() + (j.lease_expires_at - coalesce(j.heartbeat_at, j.started_at)),
+        lease_expires_at = now() + pdoflow._renewed_lease(NULL, j.lease_expires_at, j.heartbeat_at, j.started_at),
         heartbeat_at = now()
     WHERE j.id = progress.id AND j.attempt = progress.attempt AND j.state = 'running'
     RETURNING j.worker INTO holder;
@@ -1239,7 +1283,7 @@ BEGIN
                                              catch_up, owner, next_run_at)
     VALUES (schedule.name, schedule.cron, schedule.time_zone, schedule.task, schedule.args, schedule.queue,
             schedule.priority, schedule.max_attempts, schedule.catch_up, caller,
-            coalesce(pdoflow._cron_next(schedule.cron, schedule.time_zone, now()), 'infinity'))
+            pdoflow._cron_next(schedule.cron, schedule.time_zone, now()))
     ON CONFLICT ON CONSTRAINT cron_schedules_pkey DO UPDATE
     SET cron = excluded.cron, time_zone = excluded.time_zone, task = excluded.task, args = excluded.args,
         queue = excluded.queue, priority = excluded.priority, max_attempts = excluded.max_attempts,
@@ -1316,7 +1360,7 @@ BEGIN
     END IF;
     UPDATE pdoflow.cron_schedules AS s
     SET paused = false, updated_at = now(),
-        next_run_at = coalesce(pdoflow._cron_next(s.cron, s.time_zone, now()), 'infinity')
+        next_run_at = pdoflow._cron_next(s.cron, s.time_zone, now())
     WHERE s.name = resume_schedule.name;
     RETURN true;
 END
@@ -1380,8 +1424,7 @@ BEGIN
             RAISE WARNING 'pdoflow: schedule "%" did not enqueue a job: %', due.name, problem;
         END IF;
         UPDATE pdoflow.cron_schedules AS s
-        SET next_run_at = coalesce(pdoflow._cron_next(s.cron, s.time_zone, greatest(occurrence, now())),
-                                   'infinity'),
+        SET next_run_at = pdoflow._cron_next(s.cron, s.time_zone, greatest(occurrence, now())),
             last_run_at = CASE WHEN job_id IS NOT NULL THEN occurrence ELSE s.last_run_at END,
             last_job = coalesce(job_id, s.last_job),
             last_error = problem

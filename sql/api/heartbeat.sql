@@ -1,6 +1,18 @@
 -- Heartbeats: a worker still busy with a job extends its claim's lease, so the
 -- sweeper does not hand the job to someone else.
 
+-- How long a renewed lease lasts: `lease` when given, else as long as the
+-- claim's last lease ran (from its last heartbeat, or from its claim).
+-- Asked by heartbeat and progress; a plain SQL function, inlined into
+-- their UPDATEs.
+CREATE FUNCTION pdoflow._renewed_lease(lease interval, expires_at timestamptz, heartbeat_at timestamptz,
+                                       started_at timestamptz)
+RETURNS interval
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT coalesce(lease, expires_at - coalesce(heartbeat_at, started_at));
+END;
+
 CREATE FUNCTION pdoflow.heartbeat(
     id      uuid,
     attempt integer,
@@ -16,10 +28,9 @@ DECLARE
     holder     text;
 BEGIN
     PERFORM pdoflow._check_job_claim(heartbeat.id, heartbeat.attempt, heartbeat.lease);
-    -- NULL lease: renew for as long as the claim's last lease ran.
     UPDATE pdoflow.active_jobs AS j
-    SET lease_expires_at = now() + coalesce(heartbeat.lease,
-                                            j.lease_expires_at - coalesce(j.heartbeat_at, j.started_at)),
+    SET lease_expires_at = now() + pdoflow._renewed_lease(heartbeat.lease, j.lease_expires_at,
+                                                          j.heartbeat_at, j.started_at),
         heartbeat_at = now()
     WHERE j.id = heartbeat.id AND j.attempt = heartbeat.attempt AND j.state = 'running'
     RETURNING j.lease_expires_at, j.worker INTO expires_at, holder;
@@ -53,7 +64,7 @@ BEGIN
     PERFORM pdoflow._check_progress(progress.progress);
     UPDATE pdoflow.active_jobs AS j
     SET progress = progress.progress,
-        lease_expires_at = now() + (j.lease_expires_at - coalesce(j.heartbeat_at, j.started_at)),
+        lease_expires_at = now() + pdoflow._renewed_lease(NULL, j.lease_expires_at, j.heartbeat_at, j.started_at),
         heartbeat_at = now()
     WHERE j.id = progress.id AND j.attempt = progress.attempt AND j.state = 'running'
     RETURNING j.worker INTO holder;

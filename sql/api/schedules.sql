@@ -100,7 +100,7 @@ BEGIN
                                              catch_up, owner, next_run_at)
     VALUES (schedule.name, schedule.cron, schedule.time_zone, schedule.task, schedule.args, schedule.queue,
             schedule.priority, schedule.max_attempts, schedule.catch_up, caller,
-            coalesce(pdoflow._cron_next(schedule.cron, schedule.time_zone, now()), 'infinity'))
+            pdoflow._cron_next(schedule.cron, schedule.time_zone, now()))
     ON CONFLICT ON CONSTRAINT cron_schedules_pkey DO UPDATE
     SET cron = excluded.cron, time_zone = excluded.time_zone, task = excluded.task, args = excluded.args,
         queue = excluded.queue, priority = excluded.priority, max_attempts = excluded.max_attempts,
@@ -177,7 +177,7 @@ BEGIN
     END IF;
     UPDATE pdoflow.cron_schedules AS s
     SET paused = false, updated_at = now(),
-        next_run_at = coalesce(pdoflow._cron_next(s.cron, s.time_zone, now()), 'infinity')
+        next_run_at = pdoflow._cron_next(s.cron, s.time_zone, now())
     WHERE s.name = resume_schedule.name;
     RETURN true;
 END
@@ -241,8 +241,7 @@ BEGIN
             RAISE WARNING 'pdoflow: schedule "%" did not enqueue a job: %', due.name, problem;
         END IF;
         UPDATE pdoflow.cron_schedules AS s
-        SET next_run_at = coalesce(pdoflow._cron_next(s.cron, s.time_zone, greatest(occurrence, now())),
-                                   'infinity'),
+        SET next_run_at = pdoflow._cron_next(s.cron, s.time_zone, greatest(occurrence, now())),
             last_run_at = CASE WHEN job_id IS NOT NULL THEN occurrence ELSE s.last_run_at END,
             last_job = coalesce(job_id, s.last_job),
             last_error = problem

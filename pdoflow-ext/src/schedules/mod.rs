@@ -241,17 +241,19 @@ fn check_schedule(cron: Option<&str>, time_zone: Option<&str>) -> Result<(), Err
 }
 
 /// `pdoflow._cron_next(cron, time_zone, after)`: the schedule's first
-/// occurrence after `after`; NULL if it never runs again.
+/// occurrence after `after`; 'infinity' if it never runs again (what
+/// `cron_schedules.next_run_at` then holds).
 #[pg_extern(stable, parallel_safe, name = "_cron_next")]
 fn cron_next(
     cron: &str,
     time_zone: &str,
     after: TimestampWithTimeZone,
-) -> Result<Option<TimestampWithTimeZone>, ErrorReport> {
+) -> Result<TimestampWithTimeZone, ErrorReport> {
     let schedule = read(cron, time_zone)?;
     Ok(to_chrono(after)
         .and_then(|after| schedule.next_after(after))
-        .and_then(to_postgres))
+        .and_then(to_postgres)
+        .unwrap_or_else(TimestampWithTimeZone::positive_infinity))
 }
 
 /// `pdoflow._cron_latest(cron, time_zone, until)`: the schedule's last
