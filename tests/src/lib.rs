@@ -197,6 +197,25 @@ pub async fn connect_patiently(database: &TestDatabase, patience: Duration) -> C
     }
 }
 
+/// Waits (up to `patience`) until exactly `count` other sessions of the
+/// database are inside `pdoflow.await_result`.
+pub async fn sessions_awaiting_results(client: &Client, count: i64, patience: Duration) {
+    eventually("the sessions to wait", patience, || async {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND state = 'active'
+                   AND query LIKE '%pdoflow.await_result%' AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (waiting == count).then_some(())
+    })
+    .await;
+}
+
 /// Waits until the server has begun its crash restart after a backend was
 /// killed: until `sentinel`, a connection opened before the kill, is cut
 /// off. A connection made before that point could be accepted and then cut

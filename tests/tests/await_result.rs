@@ -6,31 +6,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pdoflow_tests::{describe, eventually, sqlstate, TestDatabase};
-use tokio_postgres::Client;
+use pdoflow_tests::{describe, sessions_awaiting_results, sqlstate, TestDatabase};
 use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(30);
 /// A waiter woken by its latch returns long before the waiting room's
 /// safety-net look (5 s) would have found its job ended.
 const WOKEN_WITHIN: Duration = Duration::from_millis(2500);
-
-async fn waiting_sessions(client: &Client, count: i64) {
-    eventually("the sessions to wait", PATIENCE, || async {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND state = 'active'
-                   AND query LIKE '%pdoflow.await_result%' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        (waiting == count).then_some(())
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn two_hundred_waiters_wake_when_their_jobs_finish() {
@@ -65,7 +47,7 @@ async fn two_hundred_waiters_wake_when_their_jobs_finish() {
             (id, state, result, Instant::now())
         }));
     }
-    waiting_sessions(&client, WAITERS as i64).await;
+    sessions_awaiting_results(&client, WAITERS as i64, PATIENCE).await;
 
     // Every job claimed and finished at once, each with its own result.
     let claims = client
@@ -161,7 +143,7 @@ async fn cancel_and_statement_timeout_end_a_wait_at_once() {
             .await;
         (outcome, started.elapsed())
     });
-    waiting_sessions(&client, 1).await;
+    sessions_awaiting_results(&client, 1, PATIENCE).await;
     let cancelled_at = Instant::now();
     cancel
         .cancel_query(tokio_postgres::NoTls)
@@ -206,7 +188,7 @@ async fn cancel_and_statement_timeout_end_a_wait_at_once() {
             .await
             .map(|row| (row.get::<_, String>(0), Instant::now()))
     });
-    waiting_sessions(&client, 1).await;
+    sessions_awaiting_results(&client, 1, PATIENCE).await;
     client
         .query_one("SELECT pdoflow.cancel($1)", &[&id])
         .await
@@ -252,7 +234,7 @@ async fn a_wait_that_starts_between_the_end_and_the_commit_is_woken() {
             .await
             .map(|row| (row.get::<_, String>(0), Instant::now()))
     });
-    waiting_sessions(&client, 1).await;
+    sessions_awaiting_results(&client, 1, PATIENCE).await;
     finisher.batch_execute("COMMIT").await.unwrap();
     let committed = Instant::now();
     let (state, returned) = waiting

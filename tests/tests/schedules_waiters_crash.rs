@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pdoflow_tests::{connect_patiently, describe, eventually, send_signal, TestDatabase};
+use pdoflow_tests::{
+    connect_patiently, describe, eventually, send_signal, sessions_awaiting_results, TestDatabase,
+};
 use uuid::Uuid;
 
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -61,19 +63,7 @@ async fn a_crash_restart_leaves_no_waiter_behind_and_runs_no_occurrence_twice() 
                 .map(|row| row.get::<_, String>(0))
         }));
     }
-    eventually("the sessions to wait", PATIENCE, || async {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
-                   AND query LIKE '%pdoflow.await_result%' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        (waiting == 20).then_some(())
-    })
-    .await;
+    sessions_awaiting_results(&client, 20, PATIENCE).await;
 
     let victim: i32 = client
         .query_one("SELECT pg_backend_pid()", &[])
@@ -117,19 +107,7 @@ async fn a_crash_restart_leaves_no_waiter_behind_and_runs_no_occurrence_twice() 
             .await
             .map(|row| (row.get::<_, String>(0), Instant::now()))
     });
-    eventually("the new session to wait", PATIENCE, || async {
-        let waiting: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
-                   AND query LIKE '%pdoflow.await_result%' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        (waiting == 1).then_some(())
-    })
-    .await;
+    sessions_awaiting_results(&client, 1, PATIENCE).await;
     client
         .query_one("SELECT pdoflow.cancel($1)", &[&id])
         .await
