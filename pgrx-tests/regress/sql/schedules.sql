@@ -31,8 +31,11 @@ SELECT schedules_run FROM pdoflow.sweep();
 SELECT count(*) AS jobs FROM pdoflow.jobs;
 SELECT last_run_at > now() - interval '1 minute' AS ran_the_latest FROM pdoflow.schedules;
 -- Without catch_up: skipped, and said why.
-SELECT pdoflow.schedule('hourly-no-catch-up', '0 * * * *', 'tock', catch_up => false);
-UPDATE pdoflow.cron_schedules SET next_run_at = date_trunc('hour', now()) - interval '2 hours'
+-- (Its minute is half an hour from now's, so its latest occurrence is always
+-- long past the minute of grace.)
+SELECT pdoflow.schedule('hourly-no-catch-up', format('%s * * * *', (extract(minute FROM now())::integer + 30) % 60),
+                        'tock', catch_up => false);
+UPDATE pdoflow.cron_schedules SET next_run_at = now() - interval '3 hours'
 WHERE name = 'hourly-no-catch-up';
 SET client_min_messages = error;  -- (its WARNING names the time)
 SELECT schedules_run FROM pdoflow.sweep();
