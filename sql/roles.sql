@@ -59,8 +59,8 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pdoflow FROM PUBLIC;
 GRANT USAGE ON SCHEMA pdoflow TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
-    pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text, text, interval),
-    pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text, text[], interval),
+    pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text, text, interval, text),
+    pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text, text[], interval, text[]),
     pdoflow.enqueue_many(jsonb),
     pdoflow.await_result(uuid, interval),
     pdoflow.schedule(text, text, text, jsonb, text, integer, integer, text, boolean),
@@ -69,13 +69,15 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.resume_schedule(text),
     pdoflow.create_posting(text, text, integer, text),
     pdoflow.submit_dag(jsonb, uuid),
-    pdoflow.uuid_generate_v7()
+    pdoflow.uuid_generate_v7(),
+    -- (Called by the view pdoflow.queues, as its reader.)
+    pdoflow._running_slots(text)
 TO pdoflow_producer;
 GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks,
-    pdoflow.task_grants, pdoflow.schedules TO pdoflow_producer;
+    pdoflow.task_grants, pdoflow.schedules, pdoflow.queues TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
-    pdoflow.claim(integer, text[], text, interval, text[]),
+    pdoflow.claim(integer, text[], text, interval, text[], interval),
     pdoflow.claim_job(uuid, text, interval),
     pdoflow.finish(uuid, integer, text, jsonb),
     pdoflow.finish_many(uuid[], integer[], text[], jsonb[]),
@@ -99,6 +101,10 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.register_task(text, jsonb, text),
     pdoflow.unregister_task(text),
     pdoflow.grant_task(text, regrole),
-    pdoflow.revoke_task(text, regrole)
+    pdoflow.revoke_task(text, regrole),
+    pdoflow.pause_queue(text),
+    pdoflow.resume_queue(text),
+    pdoflow.set_queue_limits(text, integer, integer, interval),
+    pdoflow.set_key_limit(text, integer)
 TO pdoflow_admin;
 GRANT SELECT ON pdoflow.workers TO pdoflow_admin;

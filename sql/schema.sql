@@ -148,6 +148,13 @@ CREATE TABLE pdoflow.active_jobs (
     unique_key       text,
     -- What the current claim last reported with pdoflow.progress.
     progress         jsonb,
+    -- Per-key limits (sql/api/queue_controls.sql): at most the queue's
+    -- key_limit jobs with the same key run at once.
+    concurrency_key  text        COLLATE "C",
+    -- The job's queue is paused or limited (pdoflow.queue_controls): a queued
+    -- job is then out of the every-queue claim index, claimed through its
+    -- queue's limits; a running one holds one of its queue's running slots.
+    controlled       boolean     NOT NULL DEFAULT false,
     -- No CHECK constraints: PostgreSQL 15 rebuilds a table's CHECKs from their
     -- stored text for every INSERT statement, which cost single-job enqueue a
     -- tenth of its rate. Only the pdoflow functions write this table; the
@@ -174,9 +181,12 @@ COMMENT ON TABLE pdoflow.active_jobs IS
 
 -- The claim order: highest priority first, then the longest due, then the oldest.
 -- Partial on state, so running jobs and their updates never touch these indexes.
+-- The every-queue index leaves out the jobs of paused and limited queues, so
+-- that a claim does not walk past a held-back backlog; claims reach those
+-- through the per-queue index, within their queue's limits.
 CREATE INDEX active_jobs_claim_idx
     ON pdoflow.active_jobs (priority DESC, run_at, id)
-    WHERE state = 'queued';
+    WHERE state = 'queued' AND NOT controlled;
 CREATE INDEX active_jobs_queue_claim_idx
     ON pdoflow.active_jobs (queue, priority DESC, run_at, id)
     WHERE state = 'queued';
@@ -197,6 +207,11 @@ CREATE INDEX active_jobs_delayed_idx
 CREATE INDEX active_jobs_blocked_idx
     ON pdoflow.active_jobs USING gin (depends_on)
     WHERE state = 'blocked';
+-- A claim from a queue with a per-key limit counts the running jobs of a key.
+CREATE INDEX active_jobs_running_key_idx
+    ON pdoflow.active_jobs (queue, concurrency_key)
+    WHERE state = 'running' AND concurrency_key IS NOT NULL;
+
 -- Posting status counts and set_posting_status find a posting's jobs.
 CREATE INDEX active_jobs_posting_idx
     ON pdoflow.active_jobs (posting)
@@ -225,6 +240,7 @@ CREATE TABLE pdoflow.finished_jobs (
     enqueued_by  text,
     unique_key   text,
     progress     jsonb,
+    concurrency_key text     COLLATE "C",
     CONSTRAINT finished_jobs_pkey PRIMARY KEY (id),
     CONSTRAINT finished_jobs_state_check CHECK (state IN ('succeeded', 'failed', 'cancelled'))
 );
@@ -244,13 +260,13 @@ SELECT id, task, queue, priority,
        attempt, max_attempts, args,
        NULL::jsonb AS result, last_error, run_at, created_at, started_at,
        NULL::timestamptz AS finished_at, lease_expires_at, worker, heartbeat_at,
-       posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress
+       posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress, concurrency_key
 FROM pdoflow.active_jobs
 UNION ALL
 SELECT id, task, queue, priority, state, attempt, max_attempts, args,
        result, last_error, run_at, created_at, started_at,
        finished_at, NULL::timestamptz AS lease_expires_at, worker, NULL::timestamptz AS heartbeat_at,
-       posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress
+       posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress, concurrency_key
 FROM pdoflow.finished_jobs;
 
 COMMENT ON VIEW pdoflow.jobs IS
@@ -382,6 +398,36 @@ FROM pdoflow.cron_schedules;
 COMMENT ON VIEW pdoflow.schedules IS
     'Cron schedules: when each runs next, when it ran last and which job that made.';
 
+-- Flow control (sql/api/queue_controls.sql): the queues that are paused or
+-- limited (released_at NULL). A queue without such a row has no controls. The counts that
+-- enforce the limits live in shared memory (pdoflow-ext/src/flow_control/),
+-- rebuilt from pdoflow.active_jobs after a restart.
+CREATE TABLE pdoflow.queue_controls (
+    queue       text        COLLATE "C" NOT NULL,
+    paused      boolean     NOT NULL DEFAULT false,
+    -- At most this many of the queue's jobs running at once.
+    max_running integer,
+    -- At most rate claims of the queue's jobs per per (a smooth limit).
+    rate        integer,
+    per         interval,
+    -- At most this many running jobs per concurrency_key.
+    key_limit   integer,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    -- When the queue's last control was removed: the row stays until the
+    -- sweeper has let every job enqueued meanwhile back into the every-queue
+    -- claim index (sql/api/queue_controls.sql).
+    released_at timestamptz,
+    CONSTRAINT queue_controls_pkey PRIMARY KEY (queue),
+    CONSTRAINT queue_controls_max_running_check CHECK (max_running > 0),
+    CONSTRAINT queue_controls_rate_check CHECK ((rate IS NULL) = (per IS NULL) AND rate > 0 AND per > interval '0'),
+    CONSTRAINT queue_controls_key_limit_check CHECK (key_limit > 0),
+    CONSTRAINT queue_controls_released_check
+        CHECK ((released_at IS NULL) = (paused OR max_running IS NOT NULL OR rate IS NOT NULL OR key_limit IS NOT NULL))
+);
+
+COMMENT ON TABLE pdoflow.queue_controls IS
+    'Paused and limited queues. Read pdoflow.queues; change them only with pause_queue, resume_queue, set_queue_limits and set_key_limit.';
+
 -- pg_dump must keep the jobs themselves, not only the table definitions.
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.active_jobs', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.finished_jobs', '');
@@ -390,3 +436,4 @@ SELECT pg_catalog.pg_extension_config_dump('pdoflow.tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.task_privileges', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.unique_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.cron_schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.queue_controls', '');

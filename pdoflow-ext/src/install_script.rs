@@ -62,6 +62,7 @@ extension_sql_file!(
         input::checks::check_dependencies,
         input::checks::check_unique_keys,
         input::checks::unique_for_value,
+        input::queue_controls::check_concurrency_keys,
         tasks::task_grants::check_task_grants
     ]
 );
@@ -93,13 +94,40 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/api/queue_controls.sql",
+    name = "queue_controls",
+    requires = [
+        "schema",
+        flow_control::_running_slot_freed,
+        flow_control::queue_limits_changed,
+        flow_control::running_slots,
+        flow_control::forget_flow_counts,
+        claim_wait::wake_claimers_at_commit,
+        input::queue_controls::check_queue_name,
+        input::queue_controls::check_queue_limits,
+        input::queue_controls::check_key_limit
+    ]
+);
+extension_sql_file!(
     "../../sql/api/claim.sql",
     name = "claim",
     requires = [
         "workers",
         "dependencies",
         "claim_floors",
-        input::checks::check_claim
+        "queue_controls",
+        input::checks::check_claim,
+        input::queue_controls::check_claim_wait,
+        flow_control::take_running_slots,
+        flow_control::give_back_running_slots,
+        flow_control::start_running_count,
+        flow_control::finish_running_count,
+        flow_control::take_rate_tokens,
+        flow_control::give_back_rate_tokens,
+        flow_control::next_claim_allowed,
+        claim_wait::claim_wait_enter,
+        claim_wait::claim_wait_leave,
+        claim_wait::claim_wait_sleep
     ]
 );
 extension_sql_file!(
@@ -164,7 +192,9 @@ extension_sql_file!(
         "workers",
         "schedules",
         "unique_keys",
+        "queue_controls",
         input::checks::check_sweep,
+        claim_wait::wake_claimers,
         settings::retention,
         settings::worker_timeout,
         sweeper::background_sweeper_missing
@@ -186,7 +216,8 @@ extension_sql_file!(
         "heartbeat",
         "release",
         "results",
-        "schedules"
+        "schedules",
+        "queue_controls"
     ],
     finalize
 );

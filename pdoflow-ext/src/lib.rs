@@ -18,6 +18,9 @@
 //! - `claim_floors/`: where each priority level's claimable jobs begin, so
 //!   that claims skip the entries of jobs already claimed (kept in shared
 //!   memory, lowered when jobs are queued, raised by claims);
+//! - `flow_control/`: the running slots and rate limiters behind queue
+//!   limits, kept in shared memory and rebuilt from the table;
+//! - `claim_wait/`: claims that sleep until jobs become available;
 //! - `announce/`: telling idle workers that a queue has work, after the
 //!   enqueuing transaction commits;
 //! - `sweeper/`: the background worker that takes back expired claims,
@@ -32,6 +35,8 @@ use pgrx::prelude::*;
 mod announce;
 mod api;
 mod claim_floors;
+mod claim_wait;
+mod flow_control;
 mod input;
 mod install_script;
 mod results;
@@ -56,6 +61,8 @@ pub extern "C-unwind" fn _PG_init() {
         announce::board::init();
         claim_floors::table::init();
         results::waiters::init();
+        flow_control::counts::init();
+        claim_wait::room::init();
         tasks::registered_tasks::init();
         sweeper::register_workers();
     }

@@ -90,11 +90,14 @@ BEGIN
             DELETE FROM pdoflow.finished_jobs AS f WHERE f.id = retry.id;
             INSERT INTO pdoflow.active_jobs (id, posting, run_at, created_at, priority, attempt, max_attempts,
                                              parents_pending, state, queue, task, dependency_mode, node,
-                                             last_error, depends_on, args, enqueued_by, unique_key, progress)
+                                             last_error, depends_on, args, enqueued_by, unique_key, progress,
+                                             concurrency_key, controlled)
             VALUES (job.id, job.posting, now(), job.created_at, job.priority, job.attempt,
                     greatest(job.max_attempts, job.attempt + 1), pending, new_state, job.queue, job.task,
                     job.dependency_mode, job.node, job.last_error, job.depends_on, job.args,
-                    job.enqueued_by, job.unique_key, NULL);
+                    job.enqueued_by, job.unique_key, NULL, job.concurrency_key,
+                    EXISTS (SELECT FROM pdoflow.queue_controls AS c
+                            WHERE c.queue = job.queue COLLATE "C" AND c.released_at IS NULL));
             -- Children waiting for any one parent counted this one as ended:
             -- it may succeed again.
             UPDATE pdoflow.active_jobs AS c

@@ -49,11 +49,11 @@ BEGIN
             PERFORM pdoflow._finish_learning_claim_levels(NULL, attempt, ARRAY(
                 WITH RECURSIVE levels(priority) AS (
                     (SELECT j.priority FROM pdoflow.active_jobs AS j
-                     WHERE j.state = 'queued'
+                     WHERE j.state = 'queued' AND NOT j.controlled
                      ORDER BY j.priority DESC LIMIT 1)
                     UNION ALL
                     SELECT (SELECT j.priority FROM pdoflow.active_jobs AS j
-                            WHERE j.state = 'queued' AND j.priority < l.priority
+                            WHERE j.state = 'queued' AND NOT j.controlled AND j.priority < l.priority
                             ORDER BY j.priority DESC LIMIT 1)
                     FROM levels AS l WHERE l.priority IS NOT NULL
                 )
@@ -83,11 +83,13 @@ BEGIN
 END
 $$;
 
--- Picks and locks up to n due jobs from queues (NULL: every queue) and of
--- tasks (NULL: any), in claim order, scanning each level from its floors,
+-- Picks and locks up to n jobs due by due_by from queues (NULL: every queue without
+-- controls, as the every-queue index holds them) and of tasks (NULL: any),
+-- in claim order, scanning each level from its floors,
 -- and raises the floors it may. NULL when the floors are not known: the
 -- caller then scans every level from its start.
-CREATE FUNCTION pdoflow._pick_from_floors(n integer, queues text[], tasks text[])
+CREATE FUNCTION pdoflow._pick_from_floors(n integer, queues text[], tasks text[],
+                                          due_by timestamptz DEFAULT now())
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -117,9 +119,9 @@ BEGIN
             FROM (
                 SELECT j.id, NULL::text AS queue, j.run_at
                 FROM pdoflow.active_jobs AS j
-                WHERE j.state = 'queued' AND j.priority = level.priority
+                WHERE j.state = 'queued' AND NOT j.controlled AND j.priority = level.priority
                   AND (j.run_at, j.id) >= (level.floor_run_ats[1], level.floor_ids[1])
-                  AND j.run_at <= now()
+                  AND j.run_at <= due_by
                   AND (tasks IS NULL OR j.task = ANY (tasks COLLATE "C"))
                 ORDER BY j.run_at, j.id
                 LIMIT n - cardinality(picked)
@@ -140,7 +142,7 @@ BEGIN
                     WHERE j.state = 'queued' AND j.queue = f.queue COLLATE "C"
                       AND j.priority = level.priority
                       AND (j.run_at, j.id) >= (f.run_at, f.id)
-                      AND j.run_at <= now()
+                      AND j.run_at <= due_by
                       AND (tasks IS NULL OR j.task = ANY (tasks COLLATE "C"))
                     ORDER BY j.run_at, j.id
                     LIMIT n - cardinality(picked)
@@ -165,7 +167,7 @@ BEGIN
             IF queues IS NULL THEN
                 SELECT j.run_at, j.id INTO queued
                 FROM pdoflow.active_jobs AS j
-                WHERE j.state = 'queued' AND j.priority = level.priority
+                WHERE j.state = 'queued' AND NOT j.controlled AND j.priority = level.priority
                   AND (j.run_at, j.id) >= (level.floor_run_ats[i], level.floor_ids[i])
                 ORDER BY j.run_at, j.id
                 LIMIT 1;

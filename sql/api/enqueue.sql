@@ -26,6 +26,8 @@
 -- holds is not added. Returns the id each job ended up with: its own, or the
 -- holder's. enqueued_by, when given, stands in for the calling role (the
 -- sweeper enqueues a schedule's jobs as the schedule's owner).
+-- concurrency_keys (per job, or one for all) are for per-key limits; a job
+-- of a paused or limited queue is marked controlled (queue_controls.sql).
 CREATE FUNCTION pdoflow._insert_jobs(
     ids             uuid[],
     tasks           text[],
@@ -44,7 +46,8 @@ CREATE FUNCTION pdoflow._insert_jobs(
     nodes           text[]    DEFAULT NULL,
     unique_keys     text[]    DEFAULT NULL,
     unique_for      interval[] DEFAULT NULL,
-    enqueued_by     text      DEFAULT NULL
+    enqueued_by     text      DEFAULT NULL,
+    concurrency_keys text[]   DEFAULT NULL
 ) RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -66,12 +69,14 @@ BEGIN
     END IF;
     INSERT INTO pdoflow.active_jobs (id, posting, task, queue, priority, max_attempts, args, run_at,
                                      created_at, state, parents_pending, depends_on, dependency_mode,
-                                     node, enqueued_by, unique_key)
+                                     node, enqueued_by, unique_key, concurrency_key, controlled)
         SELECT j.id, j.posting, j.task, j.queue, j.priority, j.max_attempts, j.args,
                coalesce(j.run_at, now()), now(), j.state, j.pending,
                CASE WHEN j.parent_count > 0
                     THEN _insert_jobs.parents[j.first_parent : j.first_parent + j.parent_count - 1] END,
-               j.mode, j.node, j.enqueued_by, j.unique_key
+               j.mode, j.node, j.enqueued_by, j.unique_key, j.concurrency_key,
+               EXISTS (SELECT FROM pdoflow.queue_controls AS c
+                       WHERE c.queue = j.queue COLLATE "C" AND c.released_at IS NULL)
         FROM (
             -- Per job: its own element, or the value every job shares.
             SELECT e.id, coalesce(one.task, e.task) AS task, coalesce(one.args, e.args) AS args,
@@ -82,7 +87,8 @@ BEGIN
                    coalesce(one.first_parent, e.first_parent) AS first_parent,
                    coalesce(one.parent_count, e.parent_count) AS parent_count,
                    coalesce(one.mode, e.mode) AS mode, coalesce(one.node, e.node) AS node,
-                   one.posting, one.enqueued_by, e.unique_key, e.final_id
+                   one.posting, one.enqueued_by, e.unique_key, e.final_id,
+                   coalesce(one.concurrency_key, e.concurrency_key) AS concurrency_key
             FROM (
                 -- The shared values: arrays of one element. Worked out once
                 -- (OFFSET 0 keeps the planner from doing it for every job).
@@ -100,6 +106,7 @@ BEGIN
                        CASE WHEN cardinality(parent_counts) = 1 THEN parent_counts[1] END AS parent_count,
                        CASE WHEN cardinality(modes) = 1 THEN modes[1] END AS mode,
                        CASE WHEN cardinality(nodes) = 1 THEN nodes[1] END AS node,
+                       CASE WHEN cardinality(concurrency_keys) = 1 THEN concurrency_keys[1] END AS concurrency_key,
                        _insert_jobs.posting AS posting,
                        coalesce(_insert_jobs.enqueued_by, pdoflow._calling_role()) AS enqueued_by
                 OFFSET 0
@@ -108,9 +115,9 @@ BEGIN
                        unnest(priorities), unnest(_insert_jobs.max_attempts), unnest(run_ats),
                        unnest(states), unnest(_insert_jobs.parents_pending), unnest(first_parents),
                        unnest(parent_counts), unnest(modes), unnest(nodes), unnest(unique_keys),
-                       unnest(final_ids))
+                       unnest(final_ids), unnest(concurrency_keys))
                  AS e(id, task, args, queue, priority, max_attempts, run_at, state, pending,
-                      first_parent, parent_count, mode, node, unique_key, final_id)
+                      first_parent, parent_count, mode, node, unique_key, final_id, concurrency_key)
         ) AS j
         -- Not the jobs whose key another job holds.
         WHERE j.final_id = j.id;
@@ -206,7 +213,8 @@ CREATE FUNCTION pdoflow._enqueue_general(
     depends_on      uuid[],
     dependency_mode text,
     unique_key      text     DEFAULT NULL,
-    unique_for      interval DEFAULT NULL
+    unique_for      interval DEFAULT NULL,
+    concurrency_key text     DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 SET search_path = pg_catalog, pdoflow, pg_temp
@@ -230,7 +238,8 @@ BEGIN
         parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
         parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode],
         unique_keys => CASE WHEN _enqueue_general.unique_key IS NOT NULL THEN ARRAY[_enqueue_general.unique_key] END,
-        unique_for => ARRAY[_enqueue_general.unique_for]))[1];
+        unique_for => ARRAY[_enqueue_general.unique_for],
+        concurrency_keys => ARRAY[_enqueue_general.concurrency_key]))[1];
 END
 $$;
 
@@ -260,19 +269,21 @@ CREATE FUNCTION pdoflow.enqueue(
     depends_on      uuid[]      DEFAULT NULL,
     dependency_mode text        DEFAULT 'all',
     unique_key      text        DEFAULT NULL,
-    unique_for      interval    DEFAULT NULL
+    unique_for      interval    DEFAULT NULL,
+    concurrency_key text        DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE c VOLATILE
 SECURITY DEFINER
 AS 'MODULE_PATHNAME', 'enqueue_wrapper';
 
-COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text, text, interval) IS
-    'Adds one job and returns its id. run_at NULL means now. With depends_on it waits (blocked) until all, or any, of those jobs succeeded. With unique_key, a job of the same task holding that key (blocked, queued, running, or succeeded within unique_for) is returned instead of a new one.';
+COMMENT ON FUNCTION pdoflow.enqueue(text, jsonb, text, integer, timestamptz, integer, uuid, uuid[], text, text, interval, text) IS
+    'Adds one job and returns its id. run_at NULL means now. With depends_on it waits (blocked) until all, or any, of those jobs succeeded. With unique_key, a job of the same task holding that key (blocked, queued, running, or succeeded within unique_for) is returned instead of a new one. concurrency_key names the key of the queue''s per-key limit.';
 
 -- Many jobs of one task: one job per element of args, ids returned in args
 -- order. They share every other option, parents included, except their
 -- unique keys: unique_keys holds one per element of args (NULL elements:
--- no key), and a job whose key is held returns the holder's id.
+-- no key), and a job whose key is held returns the holder's id; and their
+-- concurrency keys, one per element of args too.
 CREATE FUNCTION pdoflow.enqueue_many(
     task            text,
     args            jsonb[],
@@ -284,7 +295,8 @@ CREATE FUNCTION pdoflow.enqueue_many(
     depends_on      uuid[]      DEFAULT NULL,
     dependency_mode text        DEFAULT 'all',
     unique_keys     text[]      DEFAULT NULL,
-    unique_for      interval    DEFAULT NULL
+    unique_for      interval    DEFAULT NULL,
+    concurrency_keys text[]     DEFAULT NULL
 ) RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 SECURITY DEFINER
@@ -299,6 +311,7 @@ BEGIN
     PERFORM pdoflow._check_job_batch(enqueue_many.task, enqueue_many.args, enqueue_many.queue,
                                      enqueue_many.priority, enqueue_many.run_at, enqueue_many.max_attempts);
     PERFORM pdoflow._check_unique_keys(enqueue_many.unique_keys, enqueue_many.unique_for, n);
+    PERFORM pdoflow._check_concurrency_keys(enqueue_many.concurrency_keys, n);
     PERFORM pdoflow._check_task_grants(ARRAY[enqueue_many.task]);
     IF pdoflow._task_checks_needed() THEN
         PERFORM pdoflow._check_task_args(enqueue_many.task, enqueue_many.args);
@@ -322,12 +335,13 @@ BEGIN
         enqueue_many.posting,
         parents_pending => ARRAY[place.pending], parents => place.parents, first_parents => ARRAY[1],
         parent_counts => ARRAY[cardinality(place.parents)], modes => ARRAY[place.mode],
-        unique_keys => enqueue_many.unique_keys, unique_for => ARRAY[enqueue_many.unique_for]);
+        unique_keys => enqueue_many.unique_keys, unique_for => ARRAY[enqueue_many.unique_for],
+        concurrency_keys => enqueue_many.concurrency_keys);
     RETURN QUERY SELECT unnest(job_ids);
 END
 $$;
 
-COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text, text[], interval) IS
+COMMENT ON FUNCTION pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text, text[], interval, text[]) IS
     'Adds one job of the given task per element of args, in one statement; returns the ids in args order.';
 
 -- Many jobs, each with its own options: a JSON array of objects whose keys are
@@ -353,6 +367,7 @@ DECLARE
     run_ats      timestamptz[];
     keys         text[];
     keep_for     interval[];
+    limit_keys   text[];
 BEGIN
     -- Jobs with postings or parents need locks and lookups each: one enqueue
     -- call per job, in order. So does a document of one job (the Rust
@@ -397,7 +412,8 @@ BEGIN
                                     FROM jsonb_array_elements_text(nullif(job -> 'depends_on', 'null'::jsonb)) AS p),
                 dependency_mode => coalesce(job ->> 'dependency_mode', 'all'),
                 unique_key      => job ->> 'unique_key',
-                unique_for      => pdoflow._unique_for(job ->> 'unique_for', keep_param));
+                unique_for      => pdoflow._unique_for(job ->> 'unique_for', keep_param),
+                concurrency_key => job ->> 'concurrency_key');
         END LOOP;
         RETURN QUERY SELECT unnest(job_ids);
         RETURN;
@@ -412,8 +428,9 @@ BEGIN
            array_agg(coalesce(nullif(spec.job -> 'max_attempts', 'null')::integer, 5)),
            array_agg((spec.job ->> 'run_at')::timestamptz),
            array_agg(spec.job ->> 'unique_key'),
-           array_agg(pdoflow._unique_for(spec.job ->> 'unique_for', format('jobs[%s].unique_for', spec.n - 1)))
-    INTO job_ids, tasks, job_args, queues, priorities, attempts, run_ats, keys, keep_for
+           array_agg(pdoflow._unique_for(spec.job ->> 'unique_for', format('jobs[%s].unique_for', spec.n - 1))),
+           array_agg(spec.job ->> 'concurrency_key')
+    INTO job_ids, tasks, job_args, queues, priorities, attempts, run_ats, keys, keep_for, limit_keys
     FROM ROWS FROM (jsonb_array_elements(enqueue_many.jobs),
                     unnest(pdoflow._uuid_v7_array(jsonb_array_length(enqueue_many.jobs))))
          WITH ORDINALITY AS spec(job, id, n);
@@ -421,7 +438,9 @@ BEGIN
         job_ids := pdoflow._insert_jobs(job_ids, tasks, job_args, queues, priorities, attempts, run_ats,
                                         ARRAY['queued'],
                                         unique_keys => CASE WHEN cardinality(array_remove(keys, NULL)) > 0 THEN keys END,
-                                        unique_for => keep_for);
+                                        unique_for => keep_for,
+                                        concurrency_keys => CASE WHEN cardinality(array_remove(limit_keys, NULL)) > 0
+                                                                 THEN limit_keys END);
     END IF;
     -- The ids in the document's order.
     RETURN QUERY SELECT unnest(job_ids);

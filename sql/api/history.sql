@@ -33,11 +33,11 @@ BEGIN
         INSERT INTO pdoflow.finished_jobs (id, posting, run_at, created_at, started_at, finished_at,
                                            priority, attempt, max_attempts, state, queue, task, worker,
                                            dependency_mode, node, last_error, depends_on, args, result,
-                                           enqueued_by, unique_key, progress)
+                                           enqueued_by, unique_key, progress, concurrency_key)
         SELECT e.id, e.posting, e.run_at, e.created_at, e.started_at, now(),
                e.priority, e.attempt, e.max_attempts, o.state, e.queue, e.task, e.worker,
                e.dependency_mode, e.node, coalesce(o.error, e.last_error), e.depends_on, e.args,
-               o.result, e.enqueued_by, e.unique_key, e.progress
+               o.result, e.enqueued_by, e.unique_key, e.progress, e.concurrency_key
         FROM ended AS e
         JOIN outcome AS o ON o.id = e.id
         RETURNING finished_jobs.id, finished_jobs.state, finished_jobs.task, finished_jobs.unique_key

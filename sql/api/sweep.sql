@@ -134,13 +134,15 @@ BEGIN
     END IF;
     -- Jobs enqueued to run at once (run_at = created_at) were announced by
     -- their enqueue; the partial index active_jobs_delayed_idx holds the rest.
-    SELECT count(pg_notify('pdoflow', due.queue)) INTO notified
+    -- Claims waiting in pdoflow.claim(..., wait) wake too.
+    SELECT count(*) INTO notified
     FROM (
         SELECT DISTINCT j.queue
         FROM pdoflow.active_jobs AS j
         WHERE j.state = 'queued' AND j.run_at > j.created_at
           AND j.run_at > since AND j.run_at <= now()
-    ) AS due;
+    ) AS due
+    CROSS JOIN LATERAL (SELECT pg_notify('pdoflow', due.queue), pdoflow._wake_claimers(due.queue)) AS sent;
     -- Move the window on only past what was announced: a quiet round leaves
     -- the table alone, and a job committed late into an unannounced stretch
     -- is still found next round.
@@ -276,7 +278,7 @@ BEGIN
     -- Like the background sweeper: never wait long for a lock, and let a
     -- step that could not lock what it needed not stop the others.
     PERFORM set_config('lock_timeout', current_setting('pdoflow.sweep_lock_timeout'), true);
-    FOREACH step IN ARRAY ARRAY['leases', 'schedules', 'due jobs', 'retention', 'workers'] LOOP
+    FOREACH step IN ARRAY ARRAY['leases', 'schedules', 'due jobs', 'queue controls', 'retention', 'workers'] LOOP
         BEGIN
             CASE step
                 WHEN 'leases' THEN
@@ -292,6 +294,8 @@ BEGIN
                 -- After the leases, so that a retry due at once is announced now.
                 WHEN 'due jobs' THEN
                     notified := pdoflow._notify_due_jobs();
+                WHEN 'queue controls' THEN
+                    PERFORM pdoflow._release_queue_controls();
                 WHEN 'retention' THEN
                     deleted := pdoflow._delete_finished(sweep.batch_size);
                     PERFORM pdoflow._forget_released_unique_keys(sweep.batch_size);

@@ -29,13 +29,14 @@ use crate::api::ids;
 use crate::api::kept_plan;
 use crate::claim_floors;
 use crate::input::checks;
+use crate::input::rules;
 use crate::tasks::registered_tasks;
 use crate::tasks::task_grants;
 
 const GENERAL: &str =
-    "SELECT pdoflow._enqueue_general($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+    "SELECT pdoflow._enqueue_general($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-const GENERAL_TYPES: [pg_sys::Oid; 11] = [
+const GENERAL_TYPES: [pg_sys::Oid; 12] = [
     pg_sys::TEXTOID,
     pg_sys::JSONBOID,
     pg_sys::TEXTOID,
@@ -47,6 +48,7 @@ const GENERAL_TYPES: [pg_sys::Oid; 11] = [
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::INTERVALOID,
+    pg_sys::TEXTOID,
 ];
 
 thread_local! {
@@ -56,7 +58,8 @@ thread_local! {
 }
 
 /// `pdoflow.enqueue(task, args, queue, priority, run_at, max_attempts,
-/// posting, depends_on, dependency_mode, unique_key, unique_for)`: adds one
+/// posting, depends_on, dependency_mode, unique_key, unique_for,
+/// concurrency_key)`: adds one
 /// job, returns its id (or, for a unique key that is held, the holder's).
 /// `args` is jsonb and `depends_on` uuid[] (declared in SQL); they pass
 /// through untouched.
@@ -74,7 +77,11 @@ fn enqueue(
     dependency_mode: Option<&str>,
     unique_key: Option<&str>,
     unique_for: Option<Interval>,
+    concurrency_key: Option<&str>,
 ) -> Result<Option<pgrx::Uuid>, ErrorReport> {
+    if let Some(key) = concurrency_key {
+        rules::unique_key("concurrency_key", key)?;
+    }
     checks::enqueue_input(
         task,
         args.as_ref().map(AnyElement::datum),
@@ -109,6 +116,7 @@ fn enqueue(
                     run_at,
                     max_attempts,
                     unique_key,
+                    concurrency_key,
                 };
                 // A unique key that is free is taken here; one that is held
                 // (or released and to be taken over) goes the general way.
@@ -138,6 +146,7 @@ fn enqueue(
                 dependency_mode.into(),
                 unique_key.into(),
                 unique_for.into(),
+                concurrency_key.into(),
             ],
         )?;
         Ok(Ok(table.first().get_one::<pgrx::Uuid>()?))
@@ -182,12 +191,16 @@ fn take_free_key(
 /// one place that says what a new job holds, writes for a queued job with no
 /// posting and no parents, as one statement with a kept plan (a call into
 /// PL/pgSQL would cost this hot path a fifth of its time). The columns it
-/// leaves out keep their defaults (state 'queued', attempt 0) or NULL.
+/// leaves out keep their defaults (state 'queued', attempt 0) or NULL. A
+/// job of a paused or limited queue is marked `controlled`
+/// (sql/api/queue_controls.sql).
 /// `tests/tests/enqueue_row.rs` checks that both write the same row.
-const PLAIN: &str = "INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at, enqueued_by, unique_key)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const PLAIN: &str = "INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at, enqueued_by, unique_key, concurrency_key, controlled)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                             EXISTS (SELECT FROM pdoflow.queue_controls AS c
+                                     WHERE c.queue OPERATOR(pg_catalog.=) ($3 COLLATE pg_catalog.\"C\") AND c.released_at IS NULL))";
 
-const PLAIN_TYPES: [pg_sys::Oid; 10] = [
+const PLAIN_TYPES: [pg_sys::Oid; 11] = [
     pg_sys::UUIDOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
@@ -196,6 +209,7 @@ const PLAIN_TYPES: [pg_sys::Oid; 10] = [
     pg_sys::JSONBOID,
     pg_sys::TIMESTAMPTZOID,
     pg_sys::TIMESTAMPTZOID,
+    pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
 ];
@@ -211,6 +225,7 @@ struct PlainJob<'a> {
     max_attempts: i32,
     /// Taken for this job already (`take_free_key`).
     unique_key: Option<&'a str>,
+    concurrency_key: Option<&'a str>,
 }
 
 /// Inserts a plain job with one kept plan and notes its queue for
@@ -225,6 +240,7 @@ fn insert_plain(client: &mut SpiClient<'_>, job: PlainJob<'_>) -> Result<pgrx::U
         run_at,
         max_attempts,
         unique_key,
+        concurrency_key,
     } = job;
     let now = transaction_start();
     let due = run_at.map_or(now, pg_sys::TimestampTz::from);
@@ -245,6 +261,7 @@ fn insert_plain(client: &mut SpiClient<'_>, job: PlainJob<'_>) -> Result<pgrx::U
             timestamp(now),
             enqueued_by.as_str().into(),
             unique_key.into(),
+            concurrency_key.into(),
         ],
     )?;
     claim_floors::note_queued(queue, priority, due, *id.as_bytes());

@@ -216,11 +216,17 @@ fn find(finding: Finding) {
     FINDINGS.with(|findings| findings.borrow_mut().push(finding));
 }
 
-/// After the commit: the jobs are visible, their keys go to the floors.
+/// After the commit: the jobs are visible, their keys go to the floors,
+/// and claims waiting for their queues wake if they are due.
 fn post_notes() {
     if let Some(notes) = NOTES.with(|notes| notes.borrow_mut().take()) {
+        // SAFETY: reads the clock.
+        let now = unsafe { pg_sys::GetCurrentTimestamp() };
         for note in notes {
             table::post(&note.queue, note.priority, note.key);
+            if note.key.run_at <= now {
+                crate::claim_wait::wake(&note.queue);
+            }
         }
     }
 }

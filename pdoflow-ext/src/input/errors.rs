@@ -102,6 +102,14 @@ pub enum InputError {
         max: i64,
     },
 
+    #[error("{param} must be {range}, got {value}")]
+    NotInRange {
+        param: String,
+        value: String,
+        range: &'static str,
+        hint: Option<&'static str>,
+    },
+
     #[error("{param} could not be read as JSON: {reason}")]
     Unreadable { param: String, reason: String },
 
@@ -170,9 +178,9 @@ impl InputError {
 
     pub fn hint(&self) -> Option<String> {
         match self {
-            InputError::Null { hint, .. } | InputError::EmptyArray { hint, .. } => {
-                hint.map(str::to_owned)
-            }
+            InputError::Null { hint, .. }
+            | InputError::EmptyArray { hint, .. }
+            | InputError::NotInRange { hint, .. } => hint.map(str::to_owned),
             InputError::AboveMaximum {
                 setting: Some(setting),
                 ..

@@ -25,8 +25,9 @@ pub const JOB_KEYS: &[&str] = &[
     "dependency_mode",
     "unique_key",
     "unique_for",
+    "concurrency_key",
 ];
-const JOB_KEYS_TEXT: &str = "task, args, queue, priority, run_at, max_attempts, posting, depends_on, dependency_mode, unique_key, unique_for";
+const JOB_KEYS_TEXT: &str = "task, args, queue, priority, run_at, max_attempts, posting, depends_on, dependency_mode, unique_key, unique_for, concurrency_key";
 
 /// What PostgreSQL's timestamptz input makes of a `run_at` string.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +159,10 @@ pub fn check_job_options(
     }
     if let Some(key) = fields.get("unique_key") {
         let param = fields.path("unique_key");
+        unique_key(&param, &string(&param, key)?)?;
+    }
+    if let Some(key) = fields.get("concurrency_key") {
+        let param = fields.path("concurrency_key");
         unique_key(&param, &string(&param, key)?)?;
     }
     if let Some(keep) = fields.get("unique_for") {

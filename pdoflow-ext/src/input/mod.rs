@@ -10,5 +10,6 @@ pub mod checks;
 pub mod dag_document;
 pub mod errors;
 pub mod job_document;
+pub mod queue_controls;
 pub mod rules;
 pub mod task_schema;

@@ -227,6 +227,18 @@ impl Sweeper {
             Err(failure) => failures.push(failure),
         }
 
+        match step(
+            "releasing removed queue controls",
+            c"pdoflow sweeper: releasing removed queue controls",
+            || update_one("SELECT pdoflow._release_queue_controls()"),
+        ) {
+            Ok(released) if released > 0 => {
+                debug1!("pdoflow sweeper: released the controls of {released} queues");
+            }
+            Ok(_) => {}
+            Err(failure) => failures.push(failure),
+        }
+
         let mut deleted = 0;
         for _ in 0..MAX_DELETE_BATCHES {
             match step(
