@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 /// A job to enqueue: a task name, JSON arguments and `pdoflow.enqueue`'s
 /// options. Options left unset take the SQL function's defaults (queue
 /// `default`, priority 0, due now, 5 attempts, no posting, no parents, not
-/// unique).
+/// unique, no concurrency key).
 ///
 /// It serializes as one object of `pdoflow.enqueue_many(jsonb)`'s document,
 /// with only the options that are set.
@@ -28,6 +28,7 @@ pub struct NewJob {
     max_attempts: Option<i32>,
     unique_key: Option<String>,
     unique_for: Option<Duration>,
+    concurrency_key: Option<String>,
     // `Dag` reads these, and sets the last two in place.
     pub(crate) posting: Option<Uuid>,
     pub(crate) depends_on: Vec<Uuid>,
@@ -72,6 +73,7 @@ impl NewJob {
             max_attempts: None,
             unique_key: None,
             unique_for: None,
+            concurrency_key: None,
             posting: None,
             depends_on: Vec::new(),
             dependency_mode: None,
@@ -128,6 +130,14 @@ impl NewJob {
         self
     }
 
+    /// The job's concurrency key (default: none): the queue's per-key limit
+    /// (`Client::set_key_limit`) caps how many jobs with the same key run
+    /// at once. Jobs without a key are not limited by it.
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
     /// Into this posting (which then supplies queue and priority when they
     /// are left unset here).
     pub fn posting(mut self, posting: Uuid) -> Self {
@@ -176,6 +186,9 @@ impl NewJob {
         }
         if let Some(keep) = self.unique_for {
             fields.insert("unique_for".into(), Value::String(interval_text(keep)));
+        }
+        if let Some(key) = &self.concurrency_key {
+            fields.insert("concurrency_key".into(), Value::String(key.clone()));
         }
         if let Some(posting) = self.posting {
             fields.insert("posting".into(), Value::String(posting.to_string()));
@@ -242,13 +255,17 @@ pub struct Job {
     /// What its handler last reported (`JobContext::progress`); kept after
     /// the job ended.
     pub progress: Option<Value>,
+    /// Its concurrency key (`NewJob::concurrency_key`), which the queue's
+    /// per-key limit counts by.
+    pub concurrency_key: Option<String>,
 }
 
 /// The columns `Job::from_row` reads, in order.
 pub(crate) const JOB_COLUMNS: &str =
     "id, task, queue, priority, state, attempt, max_attempts, args, result, \
      last_error, run_at, created_at, started_at, finished_at, lease_expires_at, worker, \
-     posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress";
+     posting, depends_on, dependency_mode, node, enqueued_by, unique_key, progress, \
+     concurrency_key";
 
 impl Job {
     pub(crate) fn from_row(row: &Row) -> Result<Job, tokio_postgres::Error> {
@@ -276,6 +293,7 @@ impl Job {
             enqueued_by: row.try_get(20)?,
             unique_key: row.try_get(21)?,
             progress: row.try_get(22)?,
+            concurrency_key: row.try_get(23)?,
         })
     }
 }
@@ -379,6 +397,16 @@ mod tests {
         assert_eq!(
             serde_json::to_value(run_at).ok(),
             Some(json!("2030-01-02T03:04:05.500Z"))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_concurrency_key_is_sent_when_set() -> Result<()> {
+        let job = NewJob::new("t", &())?.concurrency_key("customer-7");
+        assert_eq!(
+            serde_json::to_value(&job).ok(),
+            Some(json!({"task": "t", "args": null, "concurrency_key": "customer-7"}))
         );
         Ok(())
     }
