@@ -23,6 +23,8 @@ pub struct Client {
 struct LoopStatements {
     finish: Statement,
     claim: Statement,
+    /// The claim that waits, prepared on its first use.
+    claim_wait: tokio::sync::OnceCell<Statement>,
 }
 
 const FINISH_SQL: &str =
@@ -44,14 +46,35 @@ const CLAIM_JOB_SQL: &str = concat!(
     " FROM pdoflow.claim_job($1, $2, make_interval(secs => $3))"
 );
 
+/// The claim that waits: `CLAIM_SQL` with claim's `wait`. A statement of
+/// its own, so that a claim without a wait still works with an extension
+/// older than the `wait` parameter.
+const CLAIM_WAIT_SQL: &str = concat!(
+    select_claimed!(),
+    " FROM pdoflow.claim($1, $2, $3, make_interval(secs => $4), $5, make_interval(secs => $6))"
+);
+
 /// What to claim: `n` jobs of `queues` and `tasks` (all when `None`) for `worker`.
 #[derive(Clone, Copy, Debug)]
 pub struct ClaimRequest<'a> {
+    /// The most jobs to claim (from 1 to the server's `pdoflow.max_claim`).
     pub n: i32,
+    /// Claim only from these queues; `None`: every queue.
     pub queues: Option<&'a [String]>,
+    /// Claim only jobs of these tasks; `None`: every task.
     pub tasks: Option<&'a [String]>,
+    /// The worker name recorded on the claims and in `pdoflow.workers`.
     pub worker: &'a str,
+    /// How long each claim holds its job before the sweeper may take it back
+    /// (renew it with `heartbeat`).
     pub lease: Duration,
+    /// When no job is available, how long the claim waits inside the
+    /// database for one (claim's `wait`: from 1 ms to 1 hour, sent to the
+    /// microsecond); it returns as soon as jobs become available.
+    /// `None` or zero: return at once, as a claim did before `wait`. The
+    /// connection is busy meanwhile, and the wait counts against its
+    /// `statement_timeout`: wait in chunks of seconds and claim again.
+    pub wait: Option<Duration>,
 }
 
 /// A job handed to a worker by `claim`: run it, then finish the claim
@@ -83,6 +106,24 @@ impl<'a> ClaimRequest<'a> {
             lease_seconds,
             &self.tasks,
         ]
+    }
+
+    /// `CLAIM_WAIT_SQL`'s parameters; `wait_seconds` is `wait` in seconds.
+    fn wait_params(
+        &'a self,
+        lease_seconds: &'a f64,
+        wait_seconds: &'a f64,
+    ) -> [&'a (dyn ToSql + Sync); 6] {
+        let [n, queues, worker, lease, tasks] = self.params(lease_seconds);
+        [n, queues, worker, lease, tasks, wait_seconds]
+    }
+
+    /// The wait in seconds, rounded to the microsecond as PostgreSQL keeps
+    /// intervals; `None` for a claim that does not wait.
+    fn wait_seconds(&self) -> Option<f64> {
+        self.wait
+            .map(|wait| wait.as_micros() as f64 / 1e6)
+            .filter(|seconds| *seconds > 0.0)
     }
 }
 
@@ -354,11 +395,28 @@ impl Client {
             .collect::<Result<_, tokio_postgres::Error>>()?)
     }
 
-    /// Claims due jobs as `request` describes.
+    /// Claims due jobs as `request` describes; with `request.wait`, waits
+    /// up to that long inside the database when none is available, and
+    /// returns as soon as some are (an empty list when none came).
     pub async fn claim(&self, request: ClaimRequest<'_>) -> Result<Vec<ClaimedJob>> {
         let seconds = request.lease.as_secs_f64();
-        let claim = &self.loop_statements().await?.claim;
-        let rows = self.db.query(claim, &request.params(&seconds)).await?;
+        let statements = self.loop_statements().await?;
+        let rows = match request.wait_seconds() {
+            None => {
+                self.db
+                    .query(&statements.claim, &request.params(&seconds))
+                    .await?
+            }
+            Some(wait) => {
+                let claim = statements
+                    .claim_wait
+                    .get_or_try_init(|| self.db.prepare(CLAIM_WAIT_SQL))
+                    .await?;
+                self.db
+                    .query(claim, &request.wait_params(&seconds, &wait))
+                    .await?
+            }
+        };
         Ok(rows
             .iter()
             .map(ClaimedJob::from_row)
@@ -417,6 +475,7 @@ impl Client {
                 Ok::<_, tokio_postgres::Error>(LoopStatements {
                     finish: self.db.prepare(FINISH_SQL).await?,
                     claim: self.db.prepare(CLAIM_SQL).await?,
+                    claim_wait: tokio::sync::OnceCell::new(),
                 })
             })
             .await?)

@@ -7,6 +7,8 @@
 //! - [`Dag`]: jobs that wait for other jobs, submitted as one workflow.
 //! - [`Schedule`]: jobs enqueued by pdoflow at the times a cron pattern
 //!   names.
+//! - [`QueueInfo`], [`QueueLimits`] and [`Rate`]: queues paused, resumed and
+//!   limited (`Client::pause_queue`, `Client::set_queue_limits`, ...).
 //! - [`JobOutcome`]: a job's end, waited for with `Client::await_result`.
 //! - [`Task`] and [`TaskRegistry`]: handlers by task name.
 //! - [`Worker`]: the runtime that runs registered handlers.
@@ -25,6 +27,7 @@ mod dag;
 mod error;
 mod job;
 mod posting;
+mod queues;
 mod results;
 mod schedule;
 mod task;
@@ -35,6 +38,7 @@ pub use dag::{Dag, DagIds, DagJob, JobNode, SubDagNode};
 pub use error::{Error, Result};
 pub use job::{DependencyMode, Job, JobFilter, NewJob, PriorityCount, QueueCount};
 pub use posting::{Posting, PostingBuilder, PostingState, PostingStatus};
+pub use queues::{QueueInfo, QueueLimits, Rate};
 pub use results::{JobOutcome, AWAIT_CHUNK};
 pub use schedule::{Schedule, ScheduleInfo};
 pub use task::{JobContext, Task, TaskError, TaskRegistry};

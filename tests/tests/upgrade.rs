@@ -45,11 +45,12 @@ async fn schema(db: &Client) -> Vec<String> {
     lines
 }
 
-/// Every job, every column (but enqueued_by, which 0.4.0 added, and
-/// unique_key and progress, which 0.10.0 added), as text, in id order.
+/// Every job, every column (but enqueued_by, which 0.4.0 added, unique_key
+/// and progress, which 0.10.0 added, and concurrency_key, which 0.11.0
+/// added), as text, in id order.
 async fn jobs(db: &Client) -> Vec<String> {
     db.query(
-        "SELECT (to_jsonb(j) - 'enqueued_by' - 'unique_key' - 'progress')::text
+        "SELECT (to_jsonb(j) - 'enqueued_by' - 'unique_key' - 'progress' - 'concurrency_key')::text
          FROM pdoflow.jobs AS j ORDER BY id",
         &[],
     )

@@ -55,6 +55,21 @@ pub struct WorkerArgs {
     /// Where the shell task writes job output (default ~/.local/state/pdoflow/logs).
     #[arg(long, env = "PDOFLOW_LOG_DIR")]
     pub log_dir: Option<PathBuf>,
+    /// Learn of new jobs without LISTEN, for connection poolers in
+    /// transaction mode (PgBouncer): an idle worker claims with a wait of
+    /// about a second inside the database, which returns as soon as a job
+    /// is available. Default: LISTEN, switching to this by itself when
+    /// LISTEN fails.
+    #[arg(
+        long,
+        env = "PDOFLOW_NO_LISTEN",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        default_value_t = false,
+        default_missing_value = "true",
+        num_args = 0..=1,
+        require_equals = true
+    )]
+    pub no_listen: bool,
     #[command(flatten)]
     pub shell: ShellArgs,
 }
@@ -151,6 +166,7 @@ pub async fn run(
         sweep: args.sweep,
         sweep_interval: args.sweep_interval,
         progress_interval: args.progress_interval,
+        no_listen: args.no_listen,
     };
     let source = settings.source.clone();
     let worker = Worker::new(settings, registry, config)?;

@@ -12,6 +12,13 @@
 //! announces work (LISTEN), a handler reports progress, a heartbeat is due or
 //! the poll interval passes.
 //!
+//! Without LISTEN (`WorkerConfig::no_listen`, or by itself when LISTEN
+//! fails, as behind a pooler in transaction mode), a loop with free slots
+//! spends that sleep in a claim that waits inside the database
+//! (`claim(..., wait => ...)`, at most `CLAIM_WAIT_CHUNK` at a time, and
+//! never past the next heartbeat, progress report or sweep), which returns
+//! as soon as jobs become available.
+//!
 //! Shutdown (the future given to `run` completes): stop claiming, let running
 //! jobs finish within `shutdown_grace`, then abort the rest and release their
 //! claims so other workers can take them at once.
@@ -28,6 +35,7 @@ pub use single::{execute_job, ExecutedJob};
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,6 +85,14 @@ pub struct WorkerConfig {
     /// database (default 1 s): `JobContext::progress` calls in between only
     /// replace the report waiting to be sent.
     pub progress_interval: Duration,
+    /// Learn of new jobs without LISTEN (default false): an idle worker
+    /// claims with a wait inside the database, in chunks of about a second
+    /// (`CLAIM_WAIT_CHUNK`), and picks up a new job within milliseconds.
+    /// For connection poolers in transaction mode (PgBouncer), where
+    /// notifications do not reach a session. Each such claim holds one of
+    /// the worker's connections while it waits. A worker whose LISTEN
+    /// fails switches to this by itself.
+    pub no_listen: bool,
 }
 
 /// When a worker sweeps (takes back expired claims, announces due jobs,
@@ -109,6 +125,7 @@ impl Default for WorkerConfig {
             sweep: SweepMode::Auto,
             sweep_interval: Duration::from_secs(1),
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
+            no_listen: false,
         }
     }
 }
@@ -140,6 +157,12 @@ const CLAIM_BATCH_MAX: i32 = 1_000;
 /// overflow and a zero poll cannot spin.
 const SHORTEST_POLL: Duration = Duration::from_millis(10);
 const LONGEST_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The longest an idle claim waits inside the database without LISTEN
+/// (`WorkerConfig::no_listen`): also the longest a shutdown waits for it.
+/// (At most half the `statement_timeout`, where one is set.)
+pub const CLAIM_WAIT_CHUNK: Duration = Duration::from_secs(1);
+/// The shortest wait `claim` takes.
+const SHORTEST_CLAIM_WAIT: Duration = Duration::from_millis(1);
 
 /// A job being run.
 struct Running {
@@ -264,14 +287,19 @@ impl Worker {
             concurrency = self.config.concurrency,
             tasks = %self.registry.names().collect::<Vec<_>>().join(","),
             database = %self.settings.source,
+            wakeups = if self.config.no_listen { "waiting claims" } else { "LISTEN" },
             "worker started"
         );
         let wake = Arc::new(Notify::new());
-        let listener = tokio::spawn(listener::listen(
-            self.settings.clone(),
-            self.config.queues.clone(),
-            wake.clone(),
-        ));
+        let waiting_claims = Arc::new(AtomicBool::new(self.config.no_listen));
+        let listener = (!self.config.no_listen).then(|| {
+            tokio::spawn(listener::listen(
+                self.settings.clone(),
+                self.config.queues.clone(),
+                wake.clone(),
+                waiting_claims.clone(),
+            ))
+        });
         let mut state = Loop {
             worker: &self,
             db: Some(first),
@@ -281,6 +309,8 @@ impl Worker {
             report: WorkerReport::default(),
             done: mpsc::unbounded_channel(),
             wake,
+            waiting_claims,
+            claim_wait_unsupported: false,
             progress_board: ProgressBoard::new(),
             progress_due: HashSet::new(),
             ending: Vec::new(),
@@ -288,7 +318,9 @@ impl Worker {
             next_sweep: sweeps.then(Instant::now),
         };
         let outcome = state.run(shutdown).await;
-        listener.abort();
+        if let Some(listener) = listener {
+            listener.abort();
+        }
         // Outcomes whose last progress report could not be sent (no
         // database) are stored without it rather than lost.
         for (ended, _) in std::mem::take(&mut state.ending) {
@@ -326,6 +358,22 @@ async fn max_claim(client: &Client) -> i32 {
     setting.unwrap_or(CLAIM_BATCH_MAX).clamp(1, CLAIM_BATCH_MAX)
 }
 
+/// A claim of up to `free_slots` jobs (within the server's claim limit
+/// `claim_batch`) as `worker` is configured, without a wait.
+fn claim_request(worker: &Worker, free_slots: usize, claim_batch: i32) -> ClaimRequest<'_> {
+    let config = &worker.config;
+    ClaimRequest {
+        n: i32::try_from(free_slots)
+            .unwrap_or(i32::MAX)
+            .min(claim_batch),
+        queues: config.queues.as_deref(),
+        tasks: config.tasks.as_deref(),
+        worker: &config.name,
+        lease: config.lease,
+        wait: None,
+    }
+}
+
 /// Stops a job whose claim is no longer current (cancelled, or taken
 /// back): its result would be rejected anyway.
 fn claim_lost(running: &mut HashMap<Uuid, Running>, id: Uuid, error: &Error) {
@@ -353,6 +401,13 @@ struct Loop<'a> {
     report: WorkerReport,
     done: (mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>),
     wake: Arc<Notify>,
+    /// Set when idle claims wait inside the database instead of sleeping
+    /// until LISTEN wakes the loop: from the start with `no_listen`, or by
+    /// the listener once LISTEN failed.
+    waiting_claims: Arc<AtomicBool>,
+    /// The extension has no claim `wait` (older than pdoflow 0.10.0): the
+    /// loop polls instead.
+    claim_wait_unsupported: bool,
     /// Where the running jobs' progress reports announce themselves.
     progress_board: Arc<ProgressBoard>,
     /// The running jobs with a report waiting to be sent (`Pace::due` set):
@@ -402,24 +457,10 @@ impl Loop<'_> {
             }
             match self.turn().await {
                 Ok(()) => backoff.reset(),
-                Err(error) if is_fatal(&error) => {
-                    self.abort_all();
-                    return Err(Error::Invalid(format!(
-                        "pdoflow is not usable in this database: {error}"
-                    )));
-                }
-                Err(error) if error.is_connection_lost() => {
-                    tracing::warn!(%error, "lost the database connection");
-                    self.db = None;
-                    continue;
-                }
                 Err(error) => {
-                    // A statement timeout, a deadlock, a refused value: log,
-                    // back off, and try again rather than abandon the jobs.
-                    let delay = backoff.next_delay();
-                    tracing::warn!(%error, retry_in = ?delay, "a worker step failed");
-                    let retry_at = self.capped(Instant::now() + delay);
-                    self.wait(retry_at, &mut shutdown, &mut shutdown_seen).await;
+                    if let Some(retry_at) = self.after_failure(error, &mut backoff)? {
+                        self.wait(retry_at, &mut shutdown, &mut shutdown_seen).await;
+                    }
                     continue;
                 }
             }
@@ -469,7 +510,149 @@ impl Loop<'_> {
                 until = until.min(at);
             }
             let until = self.capped(until);
-            self.wait(until, &mut shutdown, &mut shutdown_seen).await;
+            if !self.claims_wait() {
+                self.wait(until, &mut shutdown, &mut shutdown_seen).await;
+                continue;
+            }
+            if let Err(error) = self
+                .wait_claiming(until, &mut shutdown, &mut shutdown_seen)
+                .await
+            {
+                if let Some(retry_at) = self.after_failure(error, &mut backoff)? {
+                    self.wait(retry_at, &mut shutdown, &mut shutdown_seen).await;
+                }
+            }
+        }
+    }
+
+    /// What the loop does after a step failed: `Err` when pdoflow is not
+    /// usable (the worker stops), `None` to reconnect at once when the
+    /// connection is lost, else the time to try again at, backing off.
+    fn after_failure(&mut self, error: Error, backoff: &mut Backoff) -> Result<Option<Instant>> {
+        if is_fatal(&error) {
+            self.abort_all();
+            return Err(Error::Invalid(format!(
+                "pdoflow is not usable in this database: {error}"
+            )));
+        }
+        if error.is_connection_lost() {
+            tracing::warn!(%error, "lost the database connection");
+            self.db = None;
+            return Ok(None);
+        }
+        // A statement timeout, a deadlock, a refused value: log, back off,
+        // and try again rather than abandon the jobs.
+        let delay = backoff.next_delay();
+        tracing::warn!(%error, retry_in = ?delay, "a worker step failed");
+        Ok(Some(self.capped(Instant::now() + delay)))
+    }
+
+    /// Whether the loop's sleep is to be a claim that waits in the database:
+    /// in waiting-claim mode, with a free slot, while claiming, with the
+    /// finisher keeping up and no last progress report waiting.
+    fn claims_wait(&self) -> bool {
+        self.waiting_claims.load(Ordering::Acquire)
+            && !self.claim_wait_unsupported
+            && self.db.is_some()
+            && self.stopping_since.is_none()
+            && self.free_slots() > 0
+            && !self.finisher_full()
+            && self.ending.is_empty()
+    }
+
+    /// How long one idle claim may wait: `CLAIM_WAIT_CHUNK`, at most half
+    /// the session's `statement_timeout` (which would cancel it).
+    fn claim_wait_chunk(&self) -> Duration {
+        let timeout = self.worker.settings.session.statement_timeout;
+        if timeout.is_zero() {
+            CLAIM_WAIT_CHUNK
+        } else {
+            CLAIM_WAIT_CHUNK.min(timeout / 2)
+        }
+    }
+
+    /// The sleep of waiting-claim mode: a claim of the free slots that waits
+    /// inside the database until jobs become available, or until `until`
+    /// (the next heartbeat, progress report, sweep or poll), at most a chunk.
+    /// Jobs that end meanwhile are recorded; shutdown is noted, and the claim
+    /// is still awaited (at most a chunk), since it may have claimed jobs:
+    /// those are handed back at once.
+    async fn wait_claiming(
+        &mut self,
+        until: Instant,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+        shutdown_seen: &mut bool,
+    ) -> Result<()> {
+        let wait = until
+            .saturating_duration_since(Instant::now())
+            .min(self.claim_wait_chunk());
+        if wait < SHORTEST_CLAIM_WAIT {
+            self.wait(until, shutdown, shutdown_seen).await;
+            return Ok(());
+        }
+        let worker = self.worker;
+        let request = ClaimRequest {
+            wait: Some(wait),
+            ..claim_request(worker, self.free_slots(), self.claim_batch)
+        };
+        let mut ended = Vec::new();
+        let claimed = {
+            let Some(db) = self.db.as_ref() else {
+                return Ok(());
+            };
+            let claim = db.claim(request);
+            tokio::pin!(claim);
+            loop {
+                tokio::select! {
+                    claimed = &mut claim => break claimed,
+                    Some(done) = self.done.1.recv() => ended.push(done),
+                    () = shutdown.as_mut(), if !*shutdown_seen => {
+                        *shutdown_seen = true;
+                        tracing::info!(running = self.running.len(), grace = ?worker.config.shutdown_grace,
+                                       "stopping: no new claims; waiting for running jobs");
+                        self.stopping_since = Some(Instant::now());
+                    }
+                }
+            }
+        };
+        for done in ended {
+            self.record(done);
+        }
+        let claimed = match claimed {
+            Ok(claimed) => claimed,
+            Err(error) if error.sqlstate() == Some("42883") => {
+                // undefined_function: a claim without `wait` (pdoflow
+                // before 0.10.0); the plain claims of each turn still work.
+                tracing::warn!(%error, poll_interval = ?worker.config.poll_interval,
+                               "this pdoflow has no claims that wait (it needs 0.10.0 or later): polling instead");
+                self.claim_wait_unsupported = true;
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        };
+        if self.stopping_since.is_some() {
+            self.hand_back(claimed).await;
+        } else {
+            self.start_claimed(claimed).await?;
+        }
+        // Collect everything else that ended meanwhile, to finish in one batch.
+        self.collect_ended();
+        self.note_progress_reports();
+        Ok(())
+    }
+
+    /// Releases claims made as the worker began to stop, without running them.
+    async fn hand_back(&mut self, claimed: Vec<ClaimedJob>) {
+        let Some(db) = self.db.as_ref() else {
+            return;
+        };
+        for job in claimed {
+            match db.release(job.id, job.attempt).await {
+                Ok(_) => tracing::debug!(job = %job.id, "claimed while stopping: released"),
+                Err(error) => {
+                    tracing::warn!(job = %job.id, %error, "could not release; its lease will expire")
+                }
+            }
         }
     }
 
@@ -638,16 +821,7 @@ impl Loop<'_> {
     /// The next claim: as many jobs as there are free slots, within the
     /// server's claim limit.
     fn claim_request(&self) -> ClaimRequest<'_> {
-        let config = &self.worker.config;
-        ClaimRequest {
-            n: i32::try_from(self.free_slots())
-                .unwrap_or(i32::MAX)
-                .min(self.claim_batch),
-            queues: config.queues.as_deref(),
-            tasks: config.tasks.as_deref(),
-            worker: &config.name,
-            lease: config.lease,
-        }
+        claim_request(self.worker, self.free_slots(), self.claim_batch)
     }
 
     /// Renews the leases that are a third gone. A claim that is no longer
@@ -767,6 +941,21 @@ impl Loop<'_> {
             return Ok(());
         };
         let claimed = db.claim(self.claim_request()).await?;
+        self.start_claimed(claimed).await
+    }
+
+    /// Runs the jobs just claimed (failing those of granted-only tasks that
+    /// must not run).
+    async fn start_claimed(&mut self, claimed: Vec<ClaimedJob>) -> Result<()> {
+        if claimed.is_empty() {
+            return Ok(());
+        }
+        // (Claimed on this connection a moment ago: it is there.)
+        let Some(db) = self.db.as_ref() else {
+            return Err(Error::Invalid(
+                "no database connection to check the claimed jobs' grants".into(),
+            ));
+        };
         let mut refused = granted::refusals(db, &self.worker.registry, &claimed).await;
         for job in claimed {
             let refusal = refused.remove(&job.id);
