@@ -27,7 +27,8 @@ pub async fn connect(url: &str) -> Result<Client> {
 pub async fn reset(db: &Client) -> Result<()> {
     // One statement per call: VACUUM cannot share a transaction.
     for statement in [
-        "TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.postings, pdoflow.workers, bench_raw_jobs",
+        "TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.postings, pdoflow.workers, \
+         pdoflow.queue_controls, bench_raw_jobs",
         "VACUUM ANALYZE pdoflow.active_jobs, pdoflow.finished_jobs, bench_raw_jobs",
     ] {
         execute_retrying_deadlocks(db, statement)

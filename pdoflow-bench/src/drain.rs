@@ -28,7 +28,7 @@ pub async fn run(bench: &Bench, ceilings: &mut Ceilings) -> Result<()> {
         ("defaults", DEFAULT_SETTINGS),
         ("best settings", BEST_SETTINGS),
     ] {
-        let rate = drain_once(bench, jobs, arguments).await?;
+        let rate = drain_once(bench, jobs, arguments, &[]).await?;
         report::figure(
             &format!("settings: {label}"),
             format!("pdoflow-run {}", arguments.join(" ")),
@@ -38,11 +38,22 @@ pub async fn run(bench: &Bench, ceilings: &mut Ceilings) -> Result<()> {
     Ok(())
 }
 
-/// Queues `jobs` noops, runs pdoflow-run with `arguments` until it exits,
-/// checks every job succeeded, and returns jobs per second.
-async fn drain_once(bench: &Bench, jobs: u64, arguments: &[&str]) -> Result<f64> {
+/// Queues `jobs` noops (after running the statements `setup`), runs
+/// pdoflow-run with `arguments` until it exits, checks every job
+/// succeeded, and returns jobs per second.
+pub async fn drain_once(
+    bench: &Bench,
+    jobs: u64,
+    arguments: &[&str],
+    setup: &[&str],
+) -> Result<f64> {
     let db = db::connect(&bench.url).await?;
     db::reset(&db).await?;
+    for statement in setup {
+        db.batch_execute(statement)
+            .await
+            .with_context(|| format!("running {statement}"))?;
+    }
     db::enqueue_noops(&db, "noop", "default", jobs).await?;
     db.batch_execute("VACUUM ANALYZE pdoflow.active_jobs")
         .await?;

@@ -11,6 +11,7 @@ mod db;
 mod drain;
 mod enqueue;
 mod latency;
+mod limits;
 mod memory;
 mod pgq;
 mod pressure;
@@ -99,6 +100,8 @@ enum Scenario {
     Drain,
     /// Enqueue-commit to handler-start latency at --latency-rate jobs/s.
     Latency,
+    /// Drain with and without a max_running limit; a 1,000/s rate limit.
+    Limits,
     /// submit_dag of 1000-node DAGs.
     Dag,
     /// pdoflow-run's resident memory at concurrency 100.
@@ -169,6 +172,7 @@ async fn main() -> Result<()> {
         Scenario::Claim,
         Scenario::Drain,
         Scenario::Latency,
+        Scenario::Limits,
         Scenario::Dag,
         Scenario::Memory,
         Scenario::Sustained,
@@ -186,6 +190,7 @@ async fn main() -> Result<()> {
             Scenario::Claim => claim::run(&bench, &mut ceilings).await?,
             Scenario::Drain => drain::run(&bench, &mut ceilings).await?,
             Scenario::Latency => latency::run(&bench).await?,
+            Scenario::Limits => limits::run(&bench).await?,
             Scenario::Dag => dag::run(&bench).await?,
             Scenario::Memory => memory::run(&bench).await?,
             Scenario::Sustained => {

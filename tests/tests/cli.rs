@@ -348,3 +348,185 @@ async fn the_config_file_is_used_when_nothing_else_is_given_and_flags_win() {
         String::from_utf8_lossy(&from_flag.stderr)
     );
 }
+
+#[tokio::test]
+async fn queues_commands_list_pause_resume_and_limit() {
+    let database = TestDatabase::create("cli_queues").await;
+    let cli = database.cli(WORKER);
+    assert_eq!(cli.ok(&["queues", "list"]).await.trim(), "(none)");
+    assert_eq!(
+        cli.json(&["queues", "list", "--json"]).await,
+        serde_json::json!([])
+    );
+    cli.ok(&["enqueue", "--task", "noop", "--queue", "mail"])
+        .await;
+
+    assert_eq!(cli.ok(&["queues", "pause", "mail"]).await.trim(), "paused");
+    assert_eq!(
+        cli.ok(&["queues", "pause", "mail"]).await.trim(),
+        "already paused"
+    );
+    let listed = cli.json(&["queues", "list", "--json"]).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let mail = &listed[0];
+    assert_eq!(mail["queue"], "mail");
+    assert_eq!(mail["paused"], true);
+    assert_eq!(mail["waiting"], 1);
+    assert_eq!(mail["throttled"], 1);
+    assert!(
+        mail["max_running"].is_null() && mail["rate"].is_null(),
+        "{mail}"
+    );
+
+    assert_eq!(
+        cli.ok(&[
+            "queues",
+            "limit",
+            "mail",
+            "--max-running",
+            "5",
+            "--rate",
+            "10",
+            "--per",
+            "1m"
+        ])
+        .await
+        .trim(),
+        "queue \"mail\": at most 5 running, 10 claims per 1m"
+    );
+    assert_eq!(
+        cli.ok(&["queues", "key-limit", "mail", "2"]).await.trim(),
+        "queue \"mail\": at most 2 running per concurrency key"
+    );
+    let mail = &cli.json(&["queues", "list", "--json"]).await[0];
+    assert_eq!(mail["max_running"], 5);
+    assert_eq!(
+        mail["rate"],
+        serde_json::json!({"count": 10, "per_seconds": 60.0})
+    );
+    assert_eq!(mail["key_limit"], 2);
+    assert_eq!(mail["paused"], true, "limits keep the pause");
+    let table = cli.ok(&["queues", "list"]).await;
+    for expected in [
+        "mail",
+        "yes",
+        "10 claims per 1m",
+        "max running",
+        "throttled",
+    ] {
+        assert!(table.contains(expected), "{expected}: {table}");
+    }
+
+    // --rate alone: a rate per second, and no running limit any more.
+    assert_eq!(
+        cli.ok(&["queues", "limit", "mail", "--rate", "3"])
+            .await
+            .trim(),
+        "queue \"mail\": 3 claims per 1s"
+    );
+    let mail = &cli.json(&["queues", "list", "--json"]).await[0];
+    assert!(mail["max_running"].is_null(), "{mail}");
+    assert_eq!(
+        mail["rate"],
+        serde_json::json!({"count": 3, "per_seconds": 1.0})
+    );
+    // Neither flag: both limits removed; the key limit stays.
+    assert_eq!(
+        cli.ok(&["queues", "limit", "mail"]).await.trim(),
+        "queue \"mail\": no limits"
+    );
+    assert_eq!(
+        cli.ok(&["queues", "key-limit", "mail", "--clear"])
+            .await
+            .trim(),
+        "queue \"mail\": no per-key limit"
+    );
+    let mail = &cli.json(&["queues", "list", "--json"]).await[0];
+    assert!(
+        mail["max_running"].is_null() && mail["rate"].is_null() && mail["key_limit"].is_null(),
+        "{mail}"
+    );
+
+    assert_eq!(
+        cli.ok(&["queues", "resume", "mail"]).await.trim(),
+        "resumed"
+    );
+    assert_eq!(
+        cli.ok(&["queues", "resume", "mail"]).await.trim(),
+        "not paused"
+    );
+    let mail = &cli.json(&["queues", "list", "--json"]).await[0];
+    assert_eq!(
+        (&mail["paused"], &mail["throttled"]),
+        (&serde_json::json!(false), &serde_json::json!(0))
+    );
+
+    // A concurrency key from the command line.
+    let id = cli
+        .ok(&[
+            "enqueue",
+            "--task",
+            "noop",
+            "--concurrency-key",
+            "customer-7",
+        ])
+        .await;
+    let job = cli.json(&["job", "show", id.trim(), "--json"]).await;
+    assert_eq!(job["concurrency_key"], "customer-7");
+}
+
+#[tokio::test]
+async fn queue_limits_below_one_show_the_servers_reason() {
+    let database = TestDatabase::create("cli_queues_bad").await;
+    let cli = database.cli(WORKER);
+    for (args, reason) in [
+        (
+            &["queues", "limit", "q", "--max-running", "0"][..],
+            "pdoflow-run: max_running must be at least 1 (NULL removes the limit), got 0 (SQLSTATE 22023)",
+        ),
+        (
+            &["queues", "limit", "q", "--max-running", "-2"][..],
+            "max_running must be at least 1 (NULL removes the limit), got -2",
+        ),
+        (
+            &["queues", "limit", "q", "--rate", "-1"][..],
+            "pdoflow-run: rate must be at least 1, got -1",
+        ),
+        (
+            &["queues", "limit", "q", "--rate", "1", "--per", "0s"][..],
+            "per must be between 1 millisecond and 1 year",
+        ),
+        (
+            &["queues", "key-limit", "q", "0"][..],
+            "pdoflow-run: max_running must be at least 1 (NULL removes the limit), got 0",
+        ),
+        (
+            &["queues", "key-limit", "q", "-1"][..],
+            "max_running must be at least 1 (NULL removes the limit), got -1",
+        ),
+    ] {
+        let output = cli.run(args).await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+    // Usage mistakes: exit code 2.
+    cli.fails(&["queues", "key-limit", "q"], 2, "(see --help)")
+        .await;
+    cli.fails(&["queues", "limit", "q", "--per", "1s"], 2, "--rate")
+        .await;
+    cli.fails(
+        &["queues", "limit", "q", "--rate", "1", "--per", "soon"],
+        2,
+        "--per",
+    )
+    .await;
+    assert_eq!(
+        cli.ok(&["queues", "list"]).await.trim(),
+        "(none)",
+        "nothing changed"
+    );
+    let help = cli.ok(&["queues", "limit", "--help"]).await;
+    assert!(help.contains("removes both"), "{help}");
+}

@@ -59,6 +59,10 @@ pub struct EnqueueArgs {
     /// 10m, 1h).
     #[arg(long, value_parser = humantime::parse_duration, requires = "unique_key")]
     pub unique_for: Option<Duration>,
+    /// The job's concurrency key: a queue's per-key limit (`queues
+    /// key-limit`) caps how many jobs with the same key run at once.
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
     /// Print the new job as JSON.
     #[arg(long)]
     pub json: bool,
@@ -133,6 +137,9 @@ pub async fn enqueue(settings: &ConnectionSettings, args: EnqueueArgs) -> Result
     }
     if let Some(keep) = args.unique_for {
         job = job.unique_for(keep);
+    }
+    if let Some(key) = args.concurrency_key {
+        job = job.concurrency_key(key);
     }
     let client = connect(settings).await?;
     let id = client.enqueue(&job).await?;
@@ -313,6 +320,10 @@ fn show(job: &Job) {
         ),
         ("mode", job.dependency_mode.clone().unwrap_or_default()),
         ("unique key", job.unique_key.clone().unwrap_or_default()),
+        (
+            "concurrency key",
+            job.concurrency_key.clone().unwrap_or_default(),
+        ),
         (
             "progress",
             job.progress

@@ -14,6 +14,7 @@ mod output;
 mod pool;
 mod postings;
 mod progress;
+mod queues;
 mod schedules;
 mod wait;
 mod worker;
@@ -109,6 +110,12 @@ pub enum Command {
     Schedules {
         #[command(subcommand)]
         action: schedules::SchedulesAction,
+    },
+    /// List queues with their controls and job counts; pause, resume or
+    /// limit a queue.
+    Queues {
+        #[command(subcommand)]
+        action: queues::QueuesAction,
     },
 }
 
@@ -222,6 +229,7 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<ExitCode> {
         Command::Posting { action } => postings::posting(&settings()?, action).await,
         Command::Dag { action } => dag::dag(&settings()?, action).await,
         Command::Schedules { action } => schedules::schedules(&settings()?, action).await,
+        Command::Queues { action } => queues::queues(&settings()?, action).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }
@@ -288,7 +296,7 @@ mod tests {
     use clap::{CommandFactory, Parser};
     use uuid::Uuid;
 
-    use super::{postings, schedules, Cli, Command};
+    use super::{postings, queues, schedules, Cli, Command};
     use crate::job::DependencyMode;
     use crate::posting::PostingState;
 
@@ -477,6 +485,105 @@ mod tests {
             matches!(&parsed, Ok(Cli { command: Command::Worker(args), .. })
                 if args.progress_interval == std::time::Duration::from_millis(250)),
             "{parsed:?}"
+        );
+    }
+
+    #[test]
+    fn queue_commands_parse() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let limit = |args: &[&str]| match parse(args) {
+            Ok(Cli {
+                command:
+                    Command::Queues {
+                        action: queues::QueuesAction::Limit(limit),
+                    },
+                ..
+            }) => limit,
+            other => panic!("not a queues limit: {other:?}"),
+        };
+        let both = limit(&[
+            "pdoflow-run",
+            "queues",
+            "limit",
+            "mail",
+            "--max-running",
+            "5",
+            "--rate",
+            "10",
+            "--per",
+            "1m",
+        ]);
+        assert_eq!(
+            (both.queue.as_str(), both.max_running, both.rate, both.per),
+            (
+                "mail",
+                Some(5),
+                Some(10),
+                std::time::Duration::from_secs(60)
+            )
+        );
+        let neither = limit(&["pdoflow-run", "queues", "limit", "mail"]);
+        assert_eq!((neither.max_running, neither.rate), (None, None));
+        // A limit below 1 reaches the server, which says why it is wrong.
+        let negative = limit(&[
+            "pdoflow-run",
+            "queues",
+            "limit",
+            "mail",
+            "--max-running",
+            "-1",
+        ]);
+        assert_eq!(negative.max_running, Some(-1));
+        assert!(
+            parse(&["pdoflow-run", "queues", "limit", "mail", "--per", "2s"]).is_err(),
+            "--per needs --rate"
+        );
+
+        let key_limit = |args: &[&str]| match parse(args) {
+            Ok(Cli {
+                command:
+                    Command::Queues {
+                        action: queues::QueuesAction::KeyLimit(limit),
+                    },
+                ..
+            }) => Ok((limit.max_running, limit.clear)),
+            Ok(other) => panic!("not a queues key-limit: {other:?}"),
+            Err(error) => Err(error),
+        };
+        assert_eq!(
+            key_limit(&["pdoflow-run", "queues", "key-limit", "mail", "2"]).ok(),
+            Some((Some(2), false))
+        );
+        assert_eq!(
+            key_limit(&["pdoflow-run", "queues", "key-limit", "mail", "--clear"]).ok(),
+            Some((None, true))
+        );
+        assert_eq!(
+            key_limit(&["pdoflow-run", "queues", "key-limit", "mail", "0"]).ok(),
+            Some((Some(0), false))
+        );
+        assert!(key_limit(&["pdoflow-run", "queues", "key-limit", "mail"]).is_err());
+        assert!(
+            key_limit(&["pdoflow-run", "queues", "key-limit", "mail", "2", "--clear"]).is_err()
+        );
+        assert!(parse(&["pdoflow-run", "queues", "list", "--json"]).is_ok());
+        assert!(parse(&["pdoflow-run", "queues", "pause"]).is_err());
+    }
+
+    #[test]
+    fn no_listen_is_a_worker_and_pool_flag() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(
+            matches!(parse(&["pdoflow-run", "worker"]), Ok(Cli { command: Command::Worker(args), .. }) if !args.no_listen)
+        );
+        assert!(
+            matches!(parse(&["pdoflow-run", "worker", "--no-listen"]), Ok(Cli { command: Command::Worker(args), .. }) if args.no_listen)
+        );
+        assert!(
+            matches!(parse(&["pdoflow-run", "pool", "--no-listen"]), Ok(Cli { command: Command::Pool(args), .. }) if args.worker.no_listen)
+        );
+        assert!(
+            matches!(parse(&["pdoflow-run", "worker", "--no-listen=false"]), Ok(Cli { command: Command::Worker(args), .. }) if !args.no_listen)
         );
     }
 }

@@ -50,7 +50,9 @@ pub async fn listen(
             // The first LISTEN failing for any reason, or a later one the
             // server refuses (not a connection lost on the way): LISTEN
             // does not work here.
-            Ended::Refused(error) if !listened || matches!(&error, Error::Postgres(postgres) if postgres.as_db_error().is_some()) =>
+            Ended::Refused(error)
+                if !listened
+                    || matches!(&error, Error::Postgres(postgres) if postgres.as_db_error().is_some()) =>
             {
                 tracing::warn!(
                     %error,

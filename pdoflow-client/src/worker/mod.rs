@@ -17,7 +17,8 @@
 //! spends that sleep in a claim that waits inside the database
 //! (`claim(..., wait => ...)`, at most `CLAIM_WAIT_CHUNK` at a time, and
 //! never past the next heartbeat, progress report or sweep), which returns
-//! as soon as jobs become available.
+//! as soon as jobs become available. Jobs that end meanwhile go to the
+//! finisher at once; progress reports made meanwhile go out when it returns.
 //!
 //! Shutdown (the future given to `run` completes): stop claiming, let running
 //! jobs finish within `shutdown_grace`, then abort the rest and release their
@@ -405,7 +406,7 @@ struct Loop<'a> {
     /// until LISTEN wakes the loop: from the start with `no_listen`, or by
     /// the listener once LISTEN failed.
     waiting_claims: Arc<AtomicBool>,
-    /// The extension has no claim `wait` (older than pdoflow 0.10.0): the
+    /// The extension has no claim `wait` (older than pdoflow 0.11.0): the
     /// loop polls instead.
     claim_wait_unsupported: bool,
     /// Where the running jobs' progress reports announce themselves.
@@ -549,8 +550,11 @@ impl Loop<'_> {
 
     /// Whether the loop's sleep is to be a claim that waits in the database:
     /// in waiting-claim mode, with a free slot, while claiming, with the
-    /// finisher keeping up and no last progress report waiting.
+    /// finisher keeping up, no last progress report waiting and no burst
+    /// about to end.
     fn claims_wait(&self) -> bool {
+        let burst_ending =
+            self.worker.config.burst && self.running.is_empty() && self.finisher.pending() > 0;
         self.waiting_claims.load(Ordering::Acquire)
             && !self.claim_wait_unsupported
             && self.db.is_some()
@@ -558,6 +562,7 @@ impl Loop<'_> {
             && self.free_slots() > 0
             && !self.finisher_full()
             && self.ending.is_empty()
+            && !burst_ending
     }
 
     /// How long one idle claim may wait: `CLAIM_WAIT_CHUNK`, at most half
@@ -571,12 +576,13 @@ impl Loop<'_> {
         }
     }
 
-    /// The sleep of waiting-claim mode: a claim of the free slots that waits
-    /// inside the database until jobs become available, or until `until`
-    /// (the next heartbeat, progress report, sweep or poll), at most a chunk.
-    /// Jobs that end meanwhile are recorded; shutdown is noted, and the claim
-    /// is still awaited (at most a chunk), since it may have claimed jobs:
-    /// those are handed back at once.
+    /// The claim and sleep of waiting-claim mode: a claim of the free slots
+    /// that waits inside the database until jobs become available, or until
+    /// `until` (the next heartbeat, progress report, sweep or poll), at most
+    /// a chunk; a claim that does not wait when `until` is less than a
+    /// millisecond away. Jobs that end meanwhile are recorded; shutdown is
+    /// noted, and the claim is still awaited (at most a chunk), since it may
+    /// have claimed jobs: those are handed back at once.
     async fn wait_claiming(
         &mut self,
         until: Instant,
@@ -586,13 +592,9 @@ impl Loop<'_> {
         let wait = until
             .saturating_duration_since(Instant::now())
             .min(self.claim_wait_chunk());
-        if wait < SHORTEST_CLAIM_WAIT {
-            self.wait(until, shutdown, shutdown_seen).await;
-            return Ok(());
-        }
         let worker = self.worker;
         let request = ClaimRequest {
-            wait: Some(wait),
+            wait: (wait >= SHORTEST_CLAIM_WAIT).then_some(wait),
             ..claim_request(worker, self.free_slots(), self.claim_batch)
         };
         let mut ended = Vec::new();
@@ -622,9 +624,9 @@ impl Loop<'_> {
             Ok(claimed) => claimed,
             Err(error) if error.sqlstate() == Some("42883") => {
                 // undefined_function: a claim without `wait` (pdoflow
-                // before 0.10.0); the plain claims of each turn still work.
+                // before 0.11.0); the plain claims of each turn still work.
                 tracing::warn!(%error, poll_interval = ?worker.config.poll_interval,
-                               "this pdoflow has no claims that wait (it needs 0.10.0 or later): polling instead");
+                               "this pdoflow has no claims that wait (it needs 0.11.0 or later): polling instead");
                 self.claim_wait_unsupported = true;
                 return Ok(());
             }
@@ -766,13 +768,18 @@ impl Loop<'_> {
     }
 
     /// One turn: last progress reports of ended jobs, heartbeats, progress
-    /// reports, sweep, claim.
+    /// reports, sweep, claim (in waiting-claim mode, the claim that waits
+    /// right after the turn is the claim).
     async fn turn(&mut self) -> Result<()> {
         self.send_last_progress().await?;
         self.heartbeat_due().await?;
         self.send_progress_due().await?;
         self.sweep_if_due().await?;
-        if self.stopping_since.is_none() && self.free_slots() > 0 && !self.finisher_full() {
+        if !self.claims_wait()
+            && self.stopping_since.is_none()
+            && self.free_slots() > 0
+            && !self.finisher_full()
+        {
             self.claim_free_slots().await?;
         }
         Ok(())
