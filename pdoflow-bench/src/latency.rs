@@ -1,6 +1,7 @@
 //! `latency`: how long a job waits between its enqueue's commit and its
 //! handler's start, at a steady rate, with an idle worker woken by
-//! LISTEN/NOTIFY (its poll interval is far longer than any figure here).
+//! LISTEN/NOTIFY (its poll interval is far longer than any figure here),
+//! and with one in `--no-listen` mode, woken inside its waiting claim.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,15 +41,20 @@ pub async fn run(bench: &Bench) -> Result<()> {
     report::scenario(
         "latency",
         &format!(
-            "enqueue committed -> handler started, {rate} jobs/s for {}, one idle pdoflow worker (defaults) woken by NOTIFY",
+            "enqueue committed -> handler started, {rate} jobs/s for {}, one idle pdoflow worker (defaults) woken by NOTIFY, or by its waiting claim",
             humantime::format_duration(bench.duration)
         ),
     );
-    for mode in ["coalesced", "direct"] {
-        let samples = measure(bench, mode).await?;
+    for (mode, no_listen) in [("coalesced", false), ("direct", false), ("coalesced", true)] {
+        let samples = measure(bench, mode, no_listen).await?;
         let jobs = samples.len();
+        let wakeups = if no_listen {
+            "waiting claims (--no-listen)"
+        } else {
+            "LISTEN"
+        };
         report::figure(
-            &format!("pdoflow.notify = {mode}: {jobs} jobs"),
+            &format!("pdoflow.notify = {mode}, {wakeups}: {jobs} jobs"),
             format!(
                 "p50 {}  p90 {}  p99 {}  max {}",
                 report::millis(report::percentile(&samples, 50.0)),
@@ -61,9 +67,10 @@ pub async fn run(bench: &Bench) -> Result<()> {
     Ok(())
 }
 
-/// Enqueues at the steady rate with `mode` notifications; returns the sorted
+/// Enqueues at the steady rate with `mode` notifications, to a worker that
+/// LISTENs or (`no_listen`) waits in its claims; returns the sorted
 /// latencies.
-async fn measure(bench: &Bench, mode: &str) -> Result<Vec<Duration>> {
+async fn measure(bench: &Bench, mode: &str, no_listen: bool) -> Result<Vec<Duration>> {
     let db = db::connect(&bench.url).await?;
     db::reset(&db).await?;
     let started = Arc::new(Mutex::new(HashMap::new()));
@@ -72,6 +79,7 @@ async fn measure(bench: &Bench, mode: &str) -> Result<Vec<Duration>> {
     let config = WorkerConfig {
         name: "bench-latency".into(),
         queues: Some(vec![QUEUE.into()]),
+        no_listen,
         ..WorkerConfig::default()
     };
     let worker = InProcess::start(bench, registry, config)?;

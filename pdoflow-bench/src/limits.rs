@@ -20,7 +20,7 @@ use crate::report;
 use crate::Bench;
 
 /// Rounds of each drain, interleaved.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const RATE: i64 = 1_000;
 const RATE_WINDOW: Duration = Duration::from_secs(30);
 const RATE_CLAIMERS: usize = 4;

@@ -1179,6 +1179,24 @@ BEGIN
                 LIMIT n - cardinality(picked)
                 FOR NO KEY UPDATE SKIP LOCKED
             ) AS j;
+        ELSIF cardinality(level.queues) = 1 THEN
+            -- One queue (a worker of one queue, a limited queue): its index
+            -- alone, without merging.
+            SELECT array_agg(j.id ORDER BY j.run_at, j.id), array_agg(j.queue ORDER BY j.run_at, j.id),
+                   array_agg(j.run_at ORDER BY j.run_at, j.id)
+            INTO got_ids, got_queues, got_run_ats
+            FROM (
+                SELECT j.id, j.queue, j.run_at
+                FROM pdoflow.active_jobs AS j
+                WHERE j.state = 'queued' AND j.queue = level.queues[1] COLLATE "C"
+                  AND j.priority = level.priority
+                  AND (j.run_at, j.id) >= (level.floor_run_ats[1], level.floor_ids[1])
+                  AND j.run_at <= due_by
+                  AND (tasks IS NULL OR j.task = ANY (tasks COLLATE "C"))
+                ORDER BY j.run_at, j.id
+                LIMIT n - cardinality(picked)
+                FOR NO KEY UPDATE SKIP LOCKED
+            ) AS j;
         ELSE
             -- Rows locked here but not picked stay queued; they are
             -- released when the transaction ends.
@@ -1306,12 +1324,6 @@ $$;
 CREATE FUNCTION pdoflow._pick_jobs(n integer, queues text[], tasks text[], due_by timestamptz DEFAULT now())
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
--- Claims walk the claim index in its order and stop after n jobs. Planned
--- from statistics that an ANALYZE took of a nearly empty table, or of one
--- full of rows a long transaction kept from vacuum, a bitmap or sequential
--- scan looked cheaper, and fetched and sorted every queued job each time.
-SET enable_bitmapscan = off
-SET enable_seqscan = off
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -1371,9 +1383,6 @@ CREATE FUNCTION pdoflow._pick_with_key_limit(n integer, queue_name text, tasks t
                                              due_by timestamptz DEFAULT now())
 RETURNS uuid[]
 LANGUAGE plpgsql VOLATILE
--- (As _pick_jobs: walk the queue's claim index in its order.)
-SET enable_bitmapscan = off
-SET enable_seqscan = off
 AS $$
 DECLARE
     picked     uuid[] := '{}';
@@ -1441,7 +1450,15 @@ CREATE FUNCTION pdoflow._pick_claim(n integer, queues text[], tasks text[], due_
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    control        record;
+    -- Every queue's controls, read once (one element per controlled queue).
+    c_queues       text[];
+    c_paused       boolean[];
+    c_max_running  integer[];
+    c_rate         integer[];
+    c_per          interval[];
+    c_key_limit    integer[];
+    i              integer;
+    queue_name     text;
     dropped        record;
     plain_queues   text[];
     limited_ids    uuid[] := '{}';
@@ -1453,8 +1470,13 @@ DECLARE
 BEGIN
     marked_queues := '{}';
     next_try := 'infinity';
+    SELECT array_agg(c.queue), array_agg(c.paused), array_agg(c.max_running), array_agg(c.rate),
+           array_agg(c.per), array_agg(c.key_limit)
+    INTO c_queues, c_paused, c_max_running, c_rate, c_per, c_key_limit
+    FROM pdoflow.queue_controls AS c
+    WHERE c.released_at IS NULL;
     -- No queue has controls: the plain claim.
-    IF NOT EXISTS (SELECT 1 FROM pdoflow.queue_controls AS c WHERE c.released_at IS NULL) THEN
+    IF c_queues IS NULL THEN
         ids := pdoflow._pick_jobs(n, queues, tasks, due_by);
         RETURN;
     END IF;
@@ -1467,82 +1489,78 @@ BEGIN
         IF cardinality(ids) > 0 THEN
             WITH marked AS (
                 UPDATE pdoflow.active_jobs AS j SET controlled = true
-                WHERE j.id = ANY (ids)
-                  AND EXISTS (SELECT 1 FROM pdoflow.queue_controls AS c
-                              WHERE c.queue = j.queue AND c.released_at IS NULL)
+                WHERE j.id = ANY (ids) AND j.queue = ANY (c_queues COLLATE "C")
                 RETURNING j.id
             )
             SELECT array_agg(m.id) INTO strays FROM marked AS m;
             IF strays IS NOT NULL THEN
-                ids := ARRAY(SELECT i FROM unnest(ids) AS i WHERE i <> ALL (strays));
+                ids := ARRAY(SELECT s.id FROM unnest(ids) AS s(id) WHERE s.id <> ALL (strays));
             END IF;
         END IF;
     ELSE
-        SELECT array_agg(q) INTO plain_queues
-        FROM unnest(queues) AS q
-        WHERE NOT EXISTS (SELECT 1 FROM pdoflow.queue_controls AS c
-                          WHERE c.queue = q COLLATE "C" AND c.released_at IS NULL);
-        ids := CASE WHEN plain_queues IS NULL THEN '{}' ELSE pdoflow._pick_jobs(n, plain_queues, tasks, due_by) END;
+        plain_queues := ARRAY(SELECT q FROM unnest(queues) AS q WHERE q <> ALL (c_queues));
+        ids := CASE WHEN cardinality(plain_queues) = 0 THEN '{}'
+                    ELSE pdoflow._pick_jobs(n, plain_queues, tasks, due_by) END;
     END IF;
 
     -- Each limited queue within its limits: running slots and rate tokens
     -- are taken first, and what the pick did not use is given back.
-    FOR control IN
-        SELECT c.queue, c.max_running, c.rate, c.per, c.key_limit
-        FROM pdoflow.queue_controls AS c
-        WHERE c.released_at IS NULL AND NOT c.paused
-          AND (queues IS NULL OR c.queue = ANY (queues COLLATE "C"))
-        ORDER BY c.queue
-    LOOP
+    FOR i IN 1 .. cardinality(c_queues) LOOP
+        queue_name := c_queues[i];
+        CONTINUE WHEN c_paused[i] OR (queues IS NOT NULL AND queue_name <> ALL (queues));
         allowed := n;
-        IF control.max_running IS NOT NULL THEN
-            taken := pdoflow._take_running_slots(control.queue, allowed, control.max_running);
+        IF c_max_running[i] IS NOT NULL THEN
+            taken := pdoflow._take_running_slots(queue_name, allowed, c_max_running[i]);
             IF taken IS NULL THEN
                 -- Not counted since the server started or the limits
                 -- changed: count the marked running jobs, waiting (FOR
                 -- SHARE) for every transaction that is stopping one.
-                count_attempt := pdoflow._start_running_count(control.queue);
+                count_attempt := pdoflow._start_running_count(queue_name);
                 IF count_attempt IS NOT NULL THEN
-                    PERFORM pdoflow._finish_running_count(control.queue, count_attempt, (
+                    PERFORM pdoflow._finish_running_count(queue_name, count_attempt, (
                         SELECT count(*) FROM (
                             SELECT 1 FROM pdoflow.active_jobs AS r
-                            WHERE r.state = 'running' AND r.queue = control.queue COLLATE "C" AND r.controlled
+                            WHERE r.state = 'running' AND r.queue = queue_name COLLATE "C" AND r.controlled
                             FOR SHARE
                         ) AS r));
-                    taken := pdoflow._take_running_slots(control.queue, allowed, control.max_running);
+                    taken := pdoflow._take_running_slots(queue_name, allowed, c_max_running[i]);
                 END IF;
             END IF;
             allowed := coalesce(taken, 0);
         END IF;
-        IF allowed > 0 AND control.rate IS NOT NULL THEN
-            taken := pdoflow._take_rate_tokens(control.queue, allowed, control.rate, control.per);
-            IF taken < allowed AND control.max_running IS NOT NULL THEN
-                PERFORM pdoflow._give_back_running_slots(control.queue, allowed - taken);
+        IF allowed > 0 AND c_rate[i] IS NOT NULL THEN
+            taken := pdoflow._take_rate_tokens(queue_name, allowed, c_rate[i], c_per[i]);
+            IF taken < allowed AND c_max_running[i] IS NOT NULL THEN
+                PERFORM pdoflow._give_back_running_slots(queue_name, allowed - taken);
             END IF;
             IF taken < allowed THEN
-                next_try := least(next_try, pdoflow._next_claim_allowed(control.queue, control.rate, control.per));
+                next_try := least(next_try, pdoflow._next_claim_allowed(queue_name, c_rate[i], c_per[i]));
             END IF;
             allowed := taken;
         END IF;
         CONTINUE WHEN allowed = 0;
-        IF control.key_limit IS NULL THEN
-            got := pdoflow._pick_jobs(allowed, ARRAY[control.queue], tasks, due_by);
+        IF c_key_limit[i] IS NULL THEN
+            got := pdoflow._pick_jobs(allowed, ARRAY[queue_name], tasks, due_by);
         ELSE
-            got := pdoflow._pick_with_key_limit(allowed, control.queue, tasks, control.key_limit, due_by);
+            got := pdoflow._pick_with_key_limit(allowed, queue_name, tasks, c_key_limit[i], due_by);
         END IF;
         IF cardinality(got) < allowed THEN
-            PERFORM pdoflow._give_back_running_slots(control.queue, allowed - cardinality(got)),
-                    pdoflow._give_back_rate_tokens(control.queue, allowed - cardinality(got));
+            PERFORM pdoflow._give_back_running_slots(queue_name, allowed - cardinality(got)),
+                    pdoflow._give_back_rate_tokens(queue_name, allowed - cardinality(got));
         END IF;
         IF cardinality(got) > 0 THEN
             limited_ids := limited_ids || got;
-            marked_queues := marked_queues || control.queue;
+            marked_queues := marked_queues || queue_name;
         END IF;
     END LOOP;
 
     -- n jobs at most, in claim order over all queues; what the limited
     -- queues picked beyond that goes back.
     IF cardinality(limited_ids) > 0 THEN
+        IF cardinality(ids) = 0 AND cardinality(limited_ids) <= n THEN
+            ids := limited_ids;
+            RETURN;
+        END IF;
         ids := ids || limited_ids;
         IF cardinality(ids) > n THEN
             ids := ARRAY(SELECT j.id FROM pdoflow.active_jobs AS j WHERE j.id = ANY (ids)
@@ -1590,6 +1608,18 @@ CREATE FUNCTION pdoflow.claim(
 LANGUAGE plpgsql VOLATILE ROWS 10
 SECURITY DEFINER
 SET search_path = pg_catalog, pdoflow, pg_temp
+-- Claims walk the claim indexes in their order and stop after n jobs
+-- (_pick_jobs, _pick_with_key_limit). Planned from statistics that an
+-- ANALYZE took of a nearly empty table, or of one full of rows a long
+-- transaction kept from vacuum, a bitmap or sequential scan looked cheaper,
+-- and fetched and sorted every queued job each time. (Set here, once per
+-- claim: set on each helper, it cost every call a save and restore.) The
+-- few rows of queue_controls have no index to use instead: with sequential
+-- scans off, their plans cost more than jit_above_cost, and JIT compiled
+-- them on every claim (20-30 ms each).
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET jit = off
 AS $$
 #variable_conflict use_column
 DECLARE

@@ -127,6 +127,24 @@ BEGIN
                 LIMIT n - cardinality(picked)
                 FOR NO KEY UPDATE SKIP LOCKED
             ) AS j;
+        ELSIF cardinality(level.queues) = 1 THEN
+            -- One queue (a worker of one queue, a limited queue): its index
+            -- alone, without merging.
+            SELECT array_agg(j.id ORDER BY j.run_at, j.id), array_agg(j.queue ORDER BY j.run_at, j.id),
+                   array_agg(j.run_at ORDER BY j.run_at, j.id)
+            INTO got_ids, got_queues, got_run_ats
+            FROM (
+                SELECT j.id, j.queue, j.run_at
+                FROM pdoflow.active_jobs AS j
+                WHERE j.state = 'queued' AND j.queue = level.queues[1] COLLATE "C"
+                  AND j.priority = level.priority
+                  AND (j.run_at, j.id) >= (level.floor_run_ats[1], level.floor_ids[1])
+                  AND j.run_at <= due_by
+                  AND (tasks IS NULL OR j.task = ANY (tasks COLLATE "C"))
+                ORDER BY j.run_at, j.id
+                LIMIT n - cardinality(picked)
+                FOR NO KEY UPDATE SKIP LOCKED
+            ) AS j;
         ELSE
             -- Rows locked here but not picked stay queued; they are
             -- released when the transaction ends.

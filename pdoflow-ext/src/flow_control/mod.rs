@@ -200,7 +200,7 @@ fn finish_running_count(queue: &str, attempt: i64, running: i64) {
 /// The limiter of `rate` claims per `per`: see sql/api/queue_controls.sql
 /// for the burst.
 fn limiter(rate: i32, per: &Interval) -> Rate {
-    let per_ns = i128::from(per.as_micros()) * 1_000;
+    let per_ns = per.as_micros() * 1_000;
     let rate = i128::from(rate.max(1));
     let interval_ns = i64::try_from((per_ns / rate).max(1)).unwrap_or(i64::MAX);
     // A tenth of a second's worth of claims, at least one.
