@@ -4,6 +4,8 @@
 //!   times the worker's concurrency, against the same drain without one,
 //!   rounds interleaved (these machines are noisy): the limit must cost
 //!   less than 10%.
+//! - The same drain beside a paused queue holding 100,000 older jobs,
+//!   against the drain alone: a held-back backlog must cost nothing.
 //! - A rate limit of 1,000 claims a second, claimed by eager SQL claimers
 //!   for 30 s: the achieved rate, after the first second's burst.
 
@@ -66,6 +68,30 @@ pub async fn run(bench: &Bench) -> Result<()> {
             format!("{:.2}", limited / unlimited),
         );
     }
+    // A paused queue's backlog, older than every job drained, must cost the
+    // other queues' claims nothing: its jobs are out of the every-queue index.
+    let backlog = [
+        "SELECT pdoflow.pause_queue('held')",
+        "SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[100000]), 'held')",
+    ];
+    let mut plain = Vec::new();
+    let mut beside = Vec::new();
+    for _ in 0..ROUNDS {
+        plain.push(drain_once(bench, jobs, DEFAULT_SETTINGS, &[]).await?);
+        beside.push(drain_once(bench, jobs, DEFAULT_SETTINGS, &backlog).await?);
+    }
+    let (plain, beside) = (median(plain), median(beside));
+    report::rate("drain, defaults, alone", plain, "jobs", None);
+    report::rate(
+        "drain, defaults, beside a paused queue of 100,000 older jobs",
+        beside,
+        "jobs",
+        None,
+    );
+    report::figure(
+        "beside a paused backlog / alone",
+        format!("{:.2}", beside / plain),
+    );
     rate_limit(bench).await
 }
 

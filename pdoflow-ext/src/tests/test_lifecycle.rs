@@ -138,7 +138,7 @@ mod tests {
         );
         assert_eq!(
             columns.as_deref(),
-            Some("id,task,queue,priority,state,attempt,max_attempts,args,result,last_error,run_at,created_at,started_at,finished_at,lease_expires_at,worker,heartbeat_at,posting,depends_on,dependency_mode,node,enqueued_by,unique_key,progress")
+            Some("id,task,queue,priority,state,attempt,max_attempts,args,result,last_error,run_at,created_at,started_at,finished_at,lease_expires_at,worker,heartbeat_at,posting,depends_on,dependency_mode,node,enqueued_by,unique_key,progress,concurrency_key")
         );
     }
 }
