@@ -126,6 +126,13 @@ SELECT pdoflow.enqueue('t', '{}', 'quiet', run_at => clock_timestamp() + interva
     AS enqueued_delayed;
 SELECT count(*) AS when_due FROM pdoflow.claim(1, ARRAY['quiet'], wait => '5 seconds');
 
+-- A cancel or statement_timeout ends a wait at once.
+\set VERBOSITY terse
+SET statement_timeout = '200ms';
+SELECT count(*) FROM pdoflow.claim(1, ARRAY['quiet'], wait => '1 hour');
+RESET statement_timeout;
+\set VERBOSITY default
+
 -- Jobs enqueued unmarked while their queue got controls (a race) are
 -- marked by the every-queue claim that meets them, and held back.
 SELECT regress.reset();
