@@ -74,7 +74,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow._running_slots(text)
 TO pdoflow_producer;
 GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks,
-    pdoflow.task_grants, pdoflow.schedules, pdoflow.queues TO pdoflow_producer;
+    pdoflow.task_grants, pdoflow.schedules, pdoflow.queues, pdoflow.queue_controls TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
     pdoflow.claim(integer, text[], text, interval, text[], interval),

@@ -568,17 +568,15 @@ impl Client {
     }
 
     /// Whether `queues` (all when `None`) have a job of `tasks` (all when
-    /// `None`) that is running or due (and not held by a paused posting):
-    /// the test `--burst` workers stop on.
+    /// `None`) that is running or due (and not held by a paused posting or
+    /// a paused queue): the test `--burst` workers stop on. Jobs that a
+    /// queue's limits hold back count: they run once the limits allow.
     pub async fn has_pending_jobs(
         &self,
         queues: Option<&[String]>,
         tasks: Option<&[String]>,
     ) -> Result<bool> {
-        let row = self
-            .db
-            .query_one(
-                "SELECT EXISTS (SELECT FROM pdoflow.jobs AS j
+        const PENDING: &str = "SELECT EXISTS (SELECT FROM pdoflow.jobs AS j
                                 WHERE j.state IN ('queued', 'running')
                                   AND ($1::text[] IS NULL OR j.queue = ANY ($1))
                                   AND ($2::text[] IS NULL OR j.task = ANY ($2))
@@ -587,10 +585,24 @@ impl Client {
                                   -- but are not available
                                   AND (j.state = 'running' OR j.posting IS NULL
                                        OR NOT EXISTS (SELECT FROM pdoflow.posting_status AS p
-                                                      WHERE p.id = j.posting AND p.status = 'paused')))",
-                &[&queues, &tasks],
-            )
-            .await?;
+                                                      WHERE p.id = j.posting AND p.status = 'paused'))";
+        // Nor are a paused queue's (pdoflow 0.11.0 and later).
+        const NOT_PAUSED: &str = "
+                                  AND (j.state = 'running'
+                                       OR NOT EXISTS (SELECT FROM pdoflow.queue_controls AS c
+                                                      WHERE c.queue = j.queue AND c.paused
+                                                        AND c.released_at IS NULL))";
+        let with_queues = format!("{PENDING}{NOT_PAUSED})");
+        let row = match self.db.query_one(&with_queues, &[&queues, &tasks]).await {
+            Err(error)
+                if error.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) =>
+            {
+                self.db
+                    .query_one(&format!("{PENDING})"), &[&queues, &tasks])
+                    .await?
+            }
+            result => result?,
+        };
         Ok(row.try_get(0)?)
     }
 }

@@ -99,6 +99,7 @@ extension_sql_file!(
     requires = [
         "schema",
         flow_control::_running_slot_freed,
+        flow_control::_queue_controls_written,
         flow_control::queue_limits_changed,
         flow_control::running_slots,
         flow_control::forget_flow_counts,

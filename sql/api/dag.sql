@@ -144,7 +144,8 @@ BEGIN
            array_agg(j.name) AS names,
            array_agg(j.node ->> 'unique_key') AS unique_keys,
            array_agg(pdoflow._unique_for(j.node ->> 'unique_for',
-                                         format('the unique_for of DAG node "%s"', j.name))) AS unique_for
+                                         format('the unique_for of DAG node "%s"', j.name))) AS unique_for,
+           array_agg(j.node ->> 'concurrency_key') AS concurrency_keys
     INTO jobs
     FROM (SELECT * FROM job ORDER BY job.ord) AS j;
     -- (The keys are this DAG's now: _insert_jobs finds them held by these jobs.)
@@ -153,7 +154,9 @@ BEGIN
                                  jobs.first_parents, jobs.parent_counts, jobs.modes, jobs.names,
                                  CASE WHEN cardinality(array_remove(jobs.unique_keys, NULL)) > 0
                                       THEN jobs.unique_keys END,
-                                 jobs.unique_for);
+                                 jobs.unique_for,
+                                 concurrency_keys => CASE WHEN cardinality(array_remove(jobs.concurrency_keys, NULL)) > 0
+                                                          THEN jobs.concurrency_keys END);
 
     RETURN QUERY
     SELECT n.name, n.id FROM unnest(plan.names, final_ids) WITH ORDINALITY AS n(name, id, ord) ORDER BY n.ord;

@@ -55,6 +55,9 @@ DECLARE
     -- Per job: the id it ends up with (see above).
     final_ids uuid[] := ids;
     n         integer := coalesce(cardinality(ids), 0);
+    -- The queues whose jobs are marked controlled (queue_controls.sql).
+    controlled_queues text[] := ARRAY(SELECT c.queue FROM pdoflow.queue_controls AS c
+                                      WHERE c.released_at IS NULL);
 BEGIN
     IF n = 0 THEN
         RETURN ids;  -- no jobs (the shared values alone would make a row below)
@@ -75,8 +78,7 @@ BEGIN
                CASE WHEN j.parent_count > 0
                     THEN _insert_jobs.parents[j.first_parent : j.first_parent + j.parent_count - 1] END,
                j.mode, j.node, j.enqueued_by, j.unique_key, j.concurrency_key,
-               EXISTS (SELECT FROM pdoflow.queue_controls AS c
-                       WHERE c.queue = j.queue COLLATE "C" AND c.released_at IS NULL)
+               j.queue = ANY (controlled_queues)
         FROM (
             -- Per job: its own element, or the value every job shares.
             SELECT e.id, coalesce(one.task, e.task) AS task, coalesce(one.args, e.args) AS args,

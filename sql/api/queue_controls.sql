@@ -44,6 +44,14 @@ CREATE TRIGGER active_jobs_running_slot_deleted
 ALTER TABLE pdoflow.active_jobs ENABLE ALWAYS TRIGGER active_jobs_running_slot_freed;
 ALTER TABLE pdoflow.active_jobs ENABLE ALWAYS TRIGGER active_jobs_running_slot_deleted;
 
+-- Whatever writes queue_controls (the functions below, a restore, a hand-
+-- made change), sessions read the controls again once it commits: the
+-- Rust enqueue keeps a copy (flow_control::is_controlled).
+CREATE TRIGGER queue_controls_written
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON pdoflow.queue_controls
+    FOR EACH STATEMENT EXECUTE FUNCTION pdoflow._queue_controls_written();
+ALTER TABLE pdoflow.queue_controls ENABLE ALWAYS TRIGGER queue_controls_written;
+
 -- The one place a queue's controls change: sets them to what the caller
 -- passes (the whole new state), marks or unmarks the queue's jobs, and has
 -- the counts rebuilt and waiting claimers woken once it commits. Returns

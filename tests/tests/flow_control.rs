@@ -494,3 +494,52 @@ async fn a_waiting_claim_wakes_when_a_slot_frees() {
         "the waiting claim took {waited:?}: not woken by the freed slot"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_worker_stops_beside_a_paused_queue() {
+    let database = TestDatabase::create("flow_burst_paused").await;
+    let setup = database.connect().await;
+    setup
+        .batch_execute("SELECT pdoflow.pause_queue('held')")
+        .await
+        .unwrap();
+    setup
+        .execute(
+            "SELECT count(*) FROM pdoflow.enqueue_many('echo', array_fill('{}'::jsonb, ARRAY[5]), 'held')",
+            &[],
+        )
+        .await
+        .unwrap();
+    setup
+        .execute(
+            "SELECT count(*) FROM pdoflow.enqueue_many('echo', array_fill('{}'::jsonb, ARRAY[5]), 'free')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let worker = database.cli(env!("CARGO_BIN_EXE_test-worker"));
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        worker.ok(&["worker", "--burst", "--poll-interval", "100ms"]),
+    )
+    .await
+    .expect("the burst worker kept waiting for the paused queue's jobs");
+    let rows = setup
+        .query(
+            "SELECT queue, state, count(*) FROM pdoflow.jobs GROUP BY 1, 2 ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<(String, String, i64)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("free".to_owned(), "succeeded".to_owned(), 5),
+            ("held".to_owned(), "queued".to_owned(), 5)
+        ]
+    );
+}

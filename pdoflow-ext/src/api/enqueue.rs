@@ -28,6 +28,7 @@ use crate::announce;
 use crate::api::ids;
 use crate::api::kept_plan;
 use crate::claim_floors;
+use crate::flow_control;
 use crate::input::checks;
 use crate::input::rules;
 use crate::tasks::registered_tasks;
@@ -193,14 +194,14 @@ fn take_free_key(
 /// PL/pgSQL would cost this hot path a fifth of its time). The columns it
 /// leaves out keep their defaults (state 'queued', attempt 0) or NULL. A
 /// job of a paused or limited queue is marked `controlled`
-/// (sql/api/queue_controls.sql).
+/// (sql/api/queue_controls.sql), as the session's copy of the controls
+/// says (`flow_control::is_controlled`: a subquery here cost single-job
+/// enqueue a tenth of its rate).
 /// `tests/tests/enqueue_row.rs` checks that both write the same row.
 const PLAIN: &str = "INSERT INTO pdoflow.active_jobs (id, task, queue, priority, max_attempts, args, run_at, created_at, enqueued_by, unique_key, concurrency_key, controlled)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                             EXISTS (SELECT FROM pdoflow.queue_controls AS c
-                                     WHERE c.queue OPERATOR(pg_catalog.=) ($3 COLLATE pg_catalog.\"C\") AND c.released_at IS NULL))";
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-const PLAIN_TYPES: [pg_sys::Oid; 11] = [
+const PLAIN_TYPES: [pg_sys::Oid; 12] = [
     pg_sys::UUIDOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
@@ -212,6 +213,7 @@ const PLAIN_TYPES: [pg_sys::Oid; 11] = [
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
     pg_sys::TEXTOID,
+    pg_sys::BOOLOID,
 ];
 
 /// A plain job, checked: no posting, no parents, no args schema.
@@ -245,6 +247,7 @@ fn insert_plain(client: &mut SpiClient<'_>, job: PlainJob<'_>) -> Result<pgrx::U
     let now = transaction_start();
     let due = run_at.map_or(now, pg_sys::TimestampTz::from);
     let enqueued_by = task_grants::calling_role_name();
+    let controlled = flow_control::is_controlled(client, queue)?;
     kept_plan::execute(
         client,
         &PLAIN_PLAN,
@@ -262,6 +265,7 @@ fn insert_plain(client: &mut SpiClient<'_>, job: PlainJob<'_>) -> Result<pgrx::U
             enqueued_by.as_str().into(),
             unique_key.into(),
             concurrency_key.into(),
+            controlled.into(),
         ],
     )?;
     claim_floors::note_queued(queue, priority, due, *id.as_bytes());

@@ -8,10 +8,10 @@
 //! comparisons and a copy, no I/O: a claim of a limited queue takes it once
 //! or twice, a finishing transaction once after its commit.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use pgrx::prelude::*;
-use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
+use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
 /// Limited queues kept, over all databases.
 pub const ENTRIES: usize = 1024;
@@ -82,6 +82,10 @@ impl Default for Table {
 unsafe impl PGRXSharedMemory for Table {}
 
 static TABLE: PgLwLock<Table> = unsafe { PgLwLock::new(c"pdoflow_flow_counts") };
+/// Moves on whenever a transaction that changed `pdoflow.queue_controls`
+/// (in any database) commits: sessions then read the controls again.
+static CONTROLS_GENERATION: PgAtomic<AtomicU64> =
+    unsafe { PgAtomic::new(c"pdoflow_controls_generation") };
 /// Set in the postmaster when the table was requested; backends inherit it.
 static READY: AtomicBool = AtomicBool::new(false);
 
@@ -89,11 +93,24 @@ static READY: AtomicBool = AtomicBool::new(false);
 /// shared_preload_libraries.
 pub fn init() {
     pg_shmem_init!(TABLE);
+    pg_shmem_init!(CONTROLS_GENERATION);
     READY.store(true, Ordering::Relaxed);
 }
 
 pub fn ready() -> bool {
     READY.load(Ordering::Relaxed)
+}
+
+/// The controls' generation now; `None` without shared memory.
+pub fn controls_generation() -> Option<u64> {
+    ready().then(|| CONTROLS_GENERATION.get().load(Ordering::SeqCst))
+}
+
+/// After a commit that changed the controls.
+pub fn controls_changed() {
+    if ready() {
+        CONTROLS_GENERATION.get().fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn database() -> u32 {

@@ -65,6 +65,8 @@ struct Pending {
     counting: Vec<(String, u64, i32)>,
     /// Queues whose limits this transaction changed (true: removed).
     changed: Vec<(String, bool)>,
+    /// Whether this transaction wrote `pdoflow.queue_controls`.
+    controls_written: bool,
 }
 
 impl Pending {
@@ -74,6 +76,7 @@ impl Pending {
             && self.freed.is_empty()
             && self.counting.is_empty()
             && self.changed.is_empty()
+            && !self.controls_written
     }
 }
 
@@ -314,6 +317,68 @@ fn _running_slot_freed<'a>(
     Ok(trigger.new().or_else(|| trigger.old()))
 }
 
+/// Statement trigger on `pdoflow.queue_controls` (whatever writes it: the
+/// API, a restore, a hand-made change): once the transaction commits,
+/// sessions read the controls again (`is_controlled`).
+#[pg_trigger]
+fn _queue_controls_written<'a>(
+    _trigger: &'a PgTrigger<'a>,
+) -> Result<Option<PgHeapTuple<'a, pgrx::AllocatedByPostgres>>, TryFromDatumError> {
+    pending(|p| p.controls_written = true);
+    Ok(None)
+}
+
+/// The queues with controls, as this session last read them, and the
+/// generation it read them at.
+struct ControlledQueues {
+    generation: u64,
+    queues: Vec<String>,
+}
+
+thread_local! {
+    static CONTROLLED: RefCell<Option<ControlledQueues>> = const { RefCell::new(None) };
+}
+
+const CONTROLLED_QUEUES: &str =
+    "SELECT c.queue::text FROM pdoflow.queue_controls AS c WHERE c.released_at IS NULL";
+
+/// Whether `queue` has controls (paused or limited): enqueue's plain path
+/// marks its jobs `controlled`. Read from the table only when the controls
+/// changed since this session last looked (every time without shared
+/// memory). A change that commits while a job is being enqueued may be
+/// missed; claims and the sweeper repair that (sql/api/queue_controls.sql).
+pub fn is_controlled(
+    client: &mut pgrx::spi::SpiClient<'_>,
+    queue: &str,
+) -> Result<bool, pgrx::spi::SpiError> {
+    let generation = counts::controls_generation();
+    if let Some(generation) = generation {
+        let known = CONTROLLED.with(|cached| {
+            cached
+                .borrow()
+                .as_ref()
+                .filter(|cached| cached.generation == generation)
+                .map(|cached| cached.queues.iter().any(|q| q == queue))
+        });
+        if let Some(known) = known {
+            return Ok(known);
+        }
+    }
+    let mut queues = Vec::new();
+    for row in client.select(CONTROLLED_QUEUES, None, &[])? {
+        if let Some(name) = row.get::<String>(1)? {
+            queues.push(name);
+        }
+    }
+    let controlled = queues.iter().any(|q| q == queue);
+    if let Some(generation) = generation {
+        CONTROLLED.with(|cached| {
+            *cached.borrow_mut() = Some(ControlledQueues { generation, queues });
+        });
+    }
+    Ok(controlled)
+}
+
 #[pg_guard]
 unsafe extern "C-unwind" fn at_transaction_end(
     event: pg_sys::XactEvent::Type,
@@ -338,6 +403,9 @@ unsafe extern "C-unwind" fn at_transaction_end(
             let done = PENDING.with(RefCell::take);
             if done.is_empty() {
                 return;
+            }
+            if done.controls_written {
+                counts::controls_changed();
             }
             let database = database();
             let mut woken: Vec<String> = Vec::new();

@@ -41,8 +41,9 @@ const NODE_KEYS: &[&str] = &[
     "dag",
     "unique_key",
     "unique_for",
+    "concurrency_key",
 ];
-const NODE_KEYS_TEXT: &str = "name, task, args, queue, priority, run_at, max_attempts, after, mode, depends_on, dag, unique_key, unique_for";
+const NODE_KEYS_TEXT: &str = "name, task, args, queue, priority, run_at, max_attempts, after, mode, depends_on, dag, unique_key, unique_for, concurrency_key";
 const JOB_ONLY_KEYS: &[&str] = &[
     "task",
     "args",
@@ -52,6 +53,7 @@ const JOB_ONLY_KEYS: &[&str] = &[
     "max_attempts",
     "unique_key",
     "unique_for",
+    "concurrency_key",
 ];
 
 /// Sub-DAGs nest at most this deep.

@@ -114,6 +114,9 @@ SELECT count(*) AS enqueued FROM pdoflow.enqueue_many('t', ARRAY['{}', '{}']::js
                                                       concurrency_keys => ARRAY['a', NULL]);
 SELECT count(*) AS enqueued FROM pdoflow.enqueue_many('[{"task": "t", "queue": "imports", "concurrency_key": "b"},
                                                         {"task": "t", "queue": "imports"}]'::jsonb);
+SELECT count(*) AS submitted FROM pdoflow.submit_dag('{"nodes": [
+    {"name": "first", "task": "t", "queue": "imports", "concurrency_key": "c"},
+    {"name": "second", "task": "t", "queue": "imports", "after": ["first"]}]}');
 SELECT concurrency_key, count(*) FROM pdoflow.jobs WHERE task = 't' GROUP BY 1 ORDER BY 1;
 
 -- Claims that wait: return at once with jobs, or after wait without.
@@ -171,5 +174,6 @@ SELECT regress.failure($$SELECT pdoflow.claim(1, wait => NULL)$$);
 SELECT regress.failure($$SELECT pdoflow.enqueue('t', concurrency_key => '')$$);
 SELECT regress.failure($$SELECT pdoflow.enqueue_many('t', ARRAY['{}']::jsonb[], concurrency_keys => ARRAY['a', 'b'])$$);
 SELECT regress.failure($$SELECT pdoflow.enqueue_many('[{"task": "t", "concurrency_key": 7}]'::jsonb)$$);
+SELECT regress.failure($$SELECT pdoflow.submit_dag('{"nodes": [{"name": "a", "task": "t", "concurrency_key": ""}]}')$$);
 -- Nothing was written.
 SELECT count(*) AS controls FROM pdoflow.queue_controls;
