@@ -74,13 +74,21 @@ pub async fn run(bench: &Bench) -> Result<()> {
         "SELECT pdoflow.pause_queue('held')",
         "SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[100000]), 'held')",
     ];
+    // The same number of jobs waiting without controls (delayed a day):
+    // what a bigger table costs by itself (vacuum, index pages).
+    let delayed = [
+        "SELECT count(*) FROM pdoflow.enqueue_many('noop', array_fill('{}'::jsonb, ARRAY[100000]), 'later', \
+         run_at => now() + interval '1 day')",
+    ];
     let mut plain = Vec::new();
     let mut beside = Vec::new();
+    let mut beside_delayed = Vec::new();
     for _ in 0..ROUNDS {
         plain.push(drain_once(bench, jobs, DEFAULT_SETTINGS, &[]).await?);
         beside.push(drain_once(bench, jobs, DEFAULT_SETTINGS, &backlog).await?);
+        beside_delayed.push(drain_once(bench, jobs, DEFAULT_SETTINGS, &delayed).await?);
     }
-    let (plain, beside) = (median(plain), median(beside));
+    let (plain, beside, beside_delayed) = (median(plain), median(beside), median(beside_delayed));
     report::rate("drain, defaults, alone", plain, "jobs", None);
     report::rate(
         "drain, defaults, beside a paused queue of 100,000 older jobs",
@@ -88,9 +96,19 @@ pub async fn run(bench: &Bench) -> Result<()> {
         "jobs",
         None,
     );
+    report::rate(
+        "drain, defaults, beside 100,000 delayed jobs (no controls)",
+        beside_delayed,
+        "jobs",
+        None,
+    );
     report::figure(
         "beside a paused backlog / alone",
         format!("{:.2}", beside / plain),
+    );
+    report::figure(
+        "beside a paused backlog / beside delayed jobs",
+        format!("{:.2}", beside / beside_delayed),
     );
     rate_limit(bench).await
 }
