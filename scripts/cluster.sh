@@ -36,6 +36,16 @@ max_connections = 200
 log_line_prefix = '%m [%p] %q%a '
 CONF
     fi
+    # Keep the kernel from handing out this repository's cluster ports
+    # (54300-54399) as the local ports of client connections: one such
+    # connection that lives on (a worker of the previous suite, say) kept a
+    # port busy past the retries below. Best effort: a container may not
+    # let us write it.
+    reserved=/proc/sys/net/ipv4/ip_local_reserved_ports
+    if [ -w "${reserved}" ] && ! grep -q '54300-54399' "${reserved}" 2>/dev/null; then
+        current="$(cat "${reserved}" 2>/dev/null || true)"
+        echo "${current:+${current},}54300-54399" > "${reserved}" 2>/dev/null || true
+    fi
     if running; then
         say "Cluster ${name} is already running"
     else

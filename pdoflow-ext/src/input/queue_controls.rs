@@ -62,6 +62,17 @@ fn check_queue_limits(
         max_running,
         "To stop claims of the queue altogether, use pdoflow.pause_queue.",
     )?;
+    if (max_running.is_some() || rate.is_some()) && !crate::flow_control::counts::ready() {
+        return Err(ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "queue limits need pdoflow in shared_preload_libraries",
+            "pdoflow",
+        )
+        .set_hint(
+            "Add pdoflow to shared_preload_libraries in postgresql.conf and restart the server; \
+             pause_queue and set_key_limit work without it.",
+        ));
+    }
     if let Some(rate) = rate {
         at_least("rate", rate.into(), 1)?;
         at_most("rate", rate.into(), RATE_LIMIT, None)?;
