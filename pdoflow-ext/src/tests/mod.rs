@@ -9,4 +9,5 @@ mod test_announcements;
 mod test_claim;
 mod test_enqueue;
 mod test_finish;
+mod test_flow_control;
 mod test_lifecycle;
