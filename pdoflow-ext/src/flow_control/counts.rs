@@ -6,7 +6,10 @@
 //!
 //! One lock guards the table. Every operation holds it for a handful of
 //! comparisons and a copy, no I/O: a claim of a limited queue takes it once
-//! or twice, a finishing transaction once after its commit.
+//! or twice, a finishing transaction once after its commit. Without the
+//! table (pdoflow not preloaded) every operation is a no-op: commits that
+//! end marked jobs or change controls must not touch a lock that was
+//! never made.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -156,6 +159,9 @@ pub enum Slots {
 
 /// Takes up to `want` of the `max_running` slots of `queue`.
 pub fn take_slots(queue: &str, want: i64, max_running: i64) -> Slots {
+    if !ready() {
+        return Slots::TableFull;
+    }
     if queue.len() > NAME_MAX {
         return Slots::TableFull;
     }
@@ -176,6 +182,9 @@ pub fn take_slots(queue: &str, want: i64, max_running: i64) -> Slots {
 
 /// Gives back slots taken from the count of `generation` and not used.
 pub fn give_back_slots(database: u32, queue: &str, generation: u64, slots: i64) {
+    if !ready() {
+        return;
+    }
     let mut table = TABLE.exclusive();
     if let Some(entry) = table
         .entries
@@ -192,6 +201,9 @@ pub fn give_back_slots(database: u32, queue: &str, generation: u64, slots: i64) 
 /// transaction committed). Ignored while the queue is not counted: the
 /// count, when it comes, does not see them running.
 pub fn free_slots(database: u32, queue: &str, jobs: i64) {
+    if !ready() {
+        return;
+    }
     let mut table = TABLE.exclusive();
     if let Some(entry) = table.entries.iter_mut().find(|e| e.is(database, queue)) {
         if entry.state == CountState::Counted {
@@ -203,6 +215,9 @@ pub fn free_slots(database: u32, queue: &str, jobs: i64) {
 /// Starts counting the running jobs of `queue`; `None` when it is counted
 /// already or another claim is counting.
 pub fn start_count(queue: &str) -> Option<u64> {
+    if !ready() {
+        return None;
+    }
     let mut table = TABLE.exclusive();
     table.stamps += 1;
     let attempt = table.stamps;
@@ -216,6 +231,9 @@ pub fn start_count(queue: &str) -> Option<u64> {
 
 /// Ends the count `attempt` with what it found.
 pub fn finish_count(queue: &str, attempt: u64, running: i64) {
+    if !ready() {
+        return;
+    }
     let mut table = TABLE.exclusive();
     if let Some(entry) = existing(&mut table, queue) {
         if entry.state == CountState::Counting(attempt) {
@@ -228,6 +246,9 @@ pub fn finish_count(queue: &str, attempt: u64, running: i64) {
 /// A count that failed (its transaction rolled back) leaves the queue to be
 /// counted again.
 pub fn abandon_count(database: u32, queue: &str, attempt: u64) {
+    if !ready() {
+        return;
+    }
     let mut table = TABLE.exclusive();
     if let Some(entry) = table.entries.iter_mut().find(|e| e.is(database, queue)) {
         if entry.state == CountState::Counting(attempt) {
@@ -239,6 +260,9 @@ pub fn abandon_count(database: u32, queue: &str, attempt: u64) {
 /// The queue's limits changed (`forget` when it has none left): its slots
 /// are counted again, its rate limiter starts afresh.
 pub fn reset(database: u32, queue: &str, forget: bool) {
+    if !ready() {
+        return;
+    }
     let mut table = TABLE.exclusive();
     table.stamps += 1;
     let generation = table.stamps;
@@ -256,6 +280,9 @@ pub fn reset(database: u32, queue: &str, forget: bool) {
 
 /// Forgets every entry of this database (a new install).
 pub fn forget_database() {
+    if !ready() {
+        return;
+    }
     let database = database();
     let mut table = TABLE.exclusive();
     for entry in table.entries.iter_mut().filter(|e| e.database == database) {
@@ -276,6 +303,9 @@ pub struct Rate {
 /// and the generation to give unused ones back to; `None` when the table
 /// is full.
 pub fn take_tokens(queue: &str, want: i64, rate: Rate, now_ns: i64) -> Option<(i64, u64)> {
+    if !ready() {
+        return None;
+    }
     if queue.len() > NAME_MAX {
         return None;
     }
@@ -291,6 +321,9 @@ pub fn take_tokens(queue: &str, want: i64, rate: Rate, now_ns: i64) -> Option<(i
 
 /// Gives back claims taken from the rate limiter and not used.
 pub fn give_back_tokens(database: u32, queue: &str, generation: u64, tokens: i64, rate: Rate) {
+    if !ready() {
+        return;
+    }
     let mut table = TABLE.exclusive();
     if let Some(entry) = table
         .entries
@@ -306,6 +339,9 @@ pub fn give_back_tokens(database: u32, queue: &str, generation: u64, tokens: i64
 /// When the rate limiter of `queue` next allows a claim, in nanoseconds
 /// since the PostgreSQL epoch (at or before `now_ns`: now).
 pub fn next_token_ns(queue: &str, rate: Rate, now_ns: i64) -> i64 {
+    if !ready() {
+        return now_ns;
+    }
     let mut table = TABLE.exclusive();
     match existing(&mut table, queue) {
         Some(entry) => entry
@@ -319,6 +355,9 @@ pub fn next_token_ns(queue: &str, rate: Rate, now_ns: i64) -> i64 {
 
 /// The slots of `queue` taken now, when counted.
 pub fn running(queue: &str) -> Option<i64> {
+    if !ready() {
+        return None;
+    }
     let database = database();
     let table = TABLE.share();
     table

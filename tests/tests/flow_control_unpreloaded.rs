@@ -1,0 +1,239 @@
+//! Flow control on a server without pdoflow in shared_preload_libraries
+//! (managed PostgreSQL): pauses and per-key limits work, commits that end
+//! marked jobs or change controls touch no shared memory that was never
+//! made, running and rate limits are refused with a clear error, and a
+//! waiting claim polls. Runs a throwaway cluster of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+
+fn pg_program(name: &str) -> String {
+    pdoflow_tests::pg_bindir().join(name).display().to_string()
+}
+
+/// Runs `program` as the postgres user (PostgreSQL refuses root), from `/`.
+fn as_postgres(program: &str, args: &[&str]) -> Output {
+    let me = Command::new("id").arg("-un").output().expect("run id");
+    let mut command = if String::from_utf8_lossy(&me.stdout).trim() == "postgres" {
+        Command::new(program)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "-u", "postgres", "--", program]);
+        sudo
+    };
+    command
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|error| panic!("run {program}: {error}"))
+}
+
+fn succeed(what: &str, output: Output) {
+    assert!(
+        output.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The repository's `.pg` directory, made usable by the postgres user.
+fn pg_root() -> PathBuf {
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the repository")
+        .to_owned();
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg("source scripts/common.sh && ensure_pg_root >&2 && echo \"${PG_ROOT}\"")
+        .current_dir(&repository)
+        .output()
+        .expect("run scripts/common.sh");
+    assert!(output.status.success(), "ensure_pg_root");
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
+
+struct Cluster {
+    data: PathBuf,
+    port: u16,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let data = self.data.display().to_string();
+        let _ = as_postgres(
+            &pg_program("pg_ctl"),
+            &["-D", &data, "-m", "immediate", "-w", "stop"],
+        );
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        assert!(
+            std::env::var(pdoflow_tests::URL_VARIABLE).is_ok(),
+            "{} is not set: run the integration tests with `make test`",
+            pdoflow_tests::URL_VARIABLE
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map(|address| address.port())
+            .expect("a free port");
+        let cluster = Cluster {
+            data: pg_root().join(format!("unpreloaded-test-{}", std::process::id())),
+            port,
+        };
+        let data = cluster.data.display().to_string();
+        let _ = std::fs::remove_dir_all(&cluster.data);
+        succeed(
+            "initdb",
+            as_postgres(
+                &pg_program("initdb"),
+                &[
+                    "-D",
+                    &data,
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ],
+            ),
+        );
+        let log = cluster.data.join("server.log").display().to_string();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= \
+             -c shared_preload_libraries="
+        );
+        let started = as_postgres(
+            &pg_program("pg_ctl"),
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+            ],
+        );
+        if !started.status.success() {
+            let log = std::fs::read_to_string(cluster.data.join("server.log")).unwrap_or_default();
+            panic!("the cluster did not start: {log}");
+        }
+        cluster
+    }
+
+    async fn connect(&self) -> tokio_postgres::Client {
+        let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port);
+        let (client, connection) = tokio_postgres::connect(&url, NoTls)
+            .await
+            .expect("connect to the cluster without preload");
+        tokio::spawn(connection);
+        client
+    }
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {}", pdoflow_tests::describe(&error)))
+        .get(0)
+}
+
+#[tokio::test]
+async fn flow_control_without_shared_preload_libraries() {
+    let cluster = Cluster::start();
+    let client = cluster.connect().await;
+    let preload: String = client
+        .query_one("SHOW shared_preload_libraries", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(preload, "");
+    client
+        .batch_execute("CREATE EXTENSION pdoflow")
+        .await
+        .unwrap();
+
+    // Each statement its own transaction: every commit runs the callbacks.
+    client
+        .batch_execute(
+            "SELECT pdoflow.pause_queue('held');
+             SELECT pdoflow.enqueue('t', '{}', 'held');
+             SELECT pdoflow.set_key_limit('keyed', 1);
+             SELECT pdoflow.enqueue('t', '{}', 'keyed', concurrency_key => 'a');
+             SELECT pdoflow.enqueue('t', '{}', 'keyed', concurrency_key => 'a');",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pdoflow.claim(10)").await,
+        1
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM (SELECT pdoflow.finish(id, attempt) FROM pdoflow.active_jobs
+                                   WHERE state = 'running') AS f"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pdoflow.claim(10)").await,
+        1
+    );
+    client
+        .batch_execute("SELECT pdoflow.resume_queue('held')")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pdoflow.claim(10)").await,
+        1
+    );
+
+    let refused = client
+        .batch_execute("SELECT pdoflow.set_queue_limits('x', max_running => 1)")
+        .await
+        .expect_err("a running limit without shared memory");
+    assert_eq!(pdoflow_tests::sqlstate(&refused), "55000");
+    assert!(
+        pdoflow_tests::describe(&refused).contains("shared_preload_libraries"),
+        "{}",
+        pdoflow_tests::describe(&refused)
+    );
+
+    let started = Instant::now();
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM pdoflow.claim(1, wait => '300 milliseconds')"
+        )
+        .await,
+        0
+    );
+    assert!(started.elapsed() >= Duration::from_millis(280));
+    // A job enqueued while a claim waits is found by its next look.
+    let waiter = cluster.connect().await;
+    let waiting = tokio::spawn(async move {
+        count(
+            &waiter,
+            "SELECT count(*) FROM pdoflow.claim(1, ARRAY['later'], wait => '10 seconds')",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let enqueued = Instant::now();
+    client
+        .batch_execute("SELECT pdoflow.enqueue('t', '{}', 'later')")
+        .await
+        .unwrap();
+    assert_eq!(waiting.await.unwrap(), 1);
+    assert!(enqueued.elapsed() < Duration::from_secs(2));
+    // The server is still up and well.
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pdoflow.check_consistency()").await,
+        0
+    );
+}
