@@ -21,6 +21,8 @@
 //! - `flow_control/`: the running slots and rate limiters behind queue
 //!   limits, kept in shared memory and rebuilt from the table;
 //! - `claim_wait/`: claims that sleep until jobs become available;
+//! - `backend.rs`: this process's database, PGPROC number and latch, as the
+//!   shared-memory rooms and boards use them;
 //! - `announce/`: telling idle workers that a queue has work, after the
 //!   enqueuing transaction commits;
 //! - `sweeper/`: the background worker that takes back expired claims,
@@ -34,6 +36,7 @@ use pgrx::prelude::*;
 
 mod announce;
 mod api;
+mod backend;
 mod claim_floors;
 mod claim_wait;
 mod flow_control;

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
+use crate::backend;
+
 /// Databases with a sweeper that can coalesce announcements.
 const SLOTS: usize = 32;
 /// Distinct queues remembered per database between two wake-ups.
@@ -111,17 +113,11 @@ pub fn init() {
     READY.store(true, Ordering::Relaxed);
 }
 
-fn my_database() -> u32 {
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
-}
-
-/// This process's slot in `ProcGlobal->allProcs` (what PostgreSQL 15 kept in
-/// `PGPROC.pgprocno` and 17 calls `MyProcNumber`): the same on every version.
+/// This process's number (`backend::procno`), as a slot keeps it.
 fn my_procno() -> i32 {
-    // SAFETY: MyProc points into the allProcs array for every backend and
-    // background worker that can reach this code.
-    let offset = unsafe { pg_sys::MyProc.offset_from((*pg_sys::ProcGlobal).allProcs) };
-    i32::try_from(offset).unwrap_or(-1)
+    backend::procno()
+        .and_then(|procno| i32::try_from(procno).ok())
+        .unwrap_or(-1)
 }
 
 /// What a sweeper takes off the board.
@@ -140,7 +136,7 @@ pub fn register_notifier() -> bool {
     if !READY.load(Ordering::Relaxed) {
         return false;
     }
-    let database = my_database();
+    let database = backend::database();
     let mut board = BOARD.exclusive();
     let index = board
         .slots
@@ -179,7 +175,7 @@ pub fn notifier_running() -> bool {
     if !READY.load(Ordering::Relaxed) {
         return false;
     }
-    let (database, procno) = (my_database(), my_procno());
+    let (database, procno) = (backend::database(), my_procno());
     let board = BOARD.share();
     board
         .slots
@@ -193,7 +189,7 @@ pub fn post(queues: &[String]) -> bool {
     if !READY.load(Ordering::Relaxed) {
         return false;
     }
-    let database = my_database();
+    let database = backend::database();
     // While producers keep committing, their queues are nearly always on the
     // board already, waiting for the sweeper: a shared look suffices then,
     // and committing sessions do not queue for the lock one after another.
@@ -225,9 +221,8 @@ pub fn post(queues: &[String]) -> bool {
         }
         slot.procno
     };
-    unsafe {
-        let process = (*pg_sys::ProcGlobal).allProcs.add(procno as usize);
-        pg_sys::SetLatch(&mut (*process).procLatch);
+    if let Ok(procno) = usize::try_from(procno) {
+        backend::set_latch(procno);
     }
     true
 }

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
 
+use crate::backend;
+
 /// Domains kept, over all databases.
 const DOMAINS: usize = 64;
 /// Priority levels kept per domain; a domain with more claims from the start.
@@ -171,10 +173,6 @@ pub fn init() {
     READY.store(true, Ordering::Relaxed);
 }
 
-fn my_database() -> u32 {
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
-}
-
 /// A level as a claim reads it.
 pub struct LevelFloor {
     pub priority: i32,
@@ -252,7 +250,7 @@ pub fn levels(scope: Scope) -> Option<Vec<LevelFloor>> {
     if !READY.load(Ordering::Relaxed) {
         return None;
     }
-    let database = my_database();
+    let database = backend::database();
     let table = TABLE.share();
     if !table.trusted(database) {
         return None;
@@ -288,7 +286,7 @@ pub fn start_learning(scope: Scope) -> Option<u64> {
             return None;
         }
     }
-    let database = my_database();
+    let database = backend::database();
     let mut table = TABLE.exclusive();
     if !table.trusted(database) {
         return None;
@@ -332,7 +330,7 @@ pub fn finish_learning(scope: Scope, attempt: u64, priorities: &[i32]) {
     if !READY.load(Ordering::Relaxed) {
         return;
     }
-    let database = my_database();
+    let database = backend::database();
     let mut table = TABLE.exclusive();
     let Some(domain) = table.domain_index(database, scope) else {
         return;
@@ -363,7 +361,7 @@ pub fn post(queue: &str, priority: i32, key: Key) {
     if !READY.load(Ordering::Relaxed) {
         return;
     }
-    let database = my_database();
+    let database = backend::database();
     let mut table = TABLE.exclusive();
     for scope in [Scope::Every, Scope::Queue(queue)] {
         let Some(domain) = table.domain_index(database, scope) else {
@@ -388,7 +386,7 @@ pub fn raise(scope: Scope, priority: i32, version: u64, posts: u64, candidate: K
     if !READY.load(Ordering::Relaxed) {
         return;
     }
-    let database = my_database();
+    let database = backend::database();
     let mut table = TABLE.exclusive();
     let Some(domain) = table.domain_index(database, scope) else {
         return;
@@ -416,7 +414,7 @@ pub fn forget_database() {
     if !READY.load(Ordering::Relaxed) {
         return;
     }
-    let database = my_database();
+    let database = backend::database();
     let mut table = TABLE.exclusive();
     for domain in 0..DOMAINS {
         if table.domains[domain].database == database
@@ -434,7 +432,7 @@ pub fn distrust_database() {
     if !READY.load(Ordering::Relaxed) {
         return;
     }
-    let database = my_database();
+    let database = backend::database();
     let mut table = TABLE.exclusive();
     if table.untrusted.contains(&database) {
         return;

@@ -20,6 +20,8 @@ use std::time::Duration;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 
+use crate::backend;
+
 /// How long a claimer sleeps at most between two looks when nobody wakes
 /// it: a safety net only (jobs written by hand into the table wake nobody).
 const SAFETY_LOOK: Duration = Duration::from_secs(5);
@@ -101,22 +103,7 @@ fn claim_wait_sleep(until: TimestampWithTimeZone) {
         UNREGISTERED_POLL
     };
     let pause = Duration::from_micros(u64::try_from(left_micros).unwrap_or(0)).min(cap);
-    // Round up: a sleep of 0 ms would spin until the deadline.
-    let millis = i64::try_from(pause.as_micros().div_ceil(1_000))
-        .unwrap_or(i64::MAX)
-        .max(1);
-    // SAFETY: waits on this process's own latch, then resets it, as every
-    // latch user does; interrupts are handled right after.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            millis as std::ffi::c_long,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    check_for_interrupts!();
+    backend::sleep_on_latch(pause);
 }
 
 /// A claim that ends by an error leaves the room; a commit wakes the

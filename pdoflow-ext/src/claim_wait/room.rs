@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
+use crate::backend;
+
 /// Processes that can wait: PGPROC numbers from 0 up to this. A process
 /// with a higher number polls instead (`super::UNREGISTERED_POLL`).
 const SLOTS: usize = 4096;
@@ -68,15 +70,9 @@ pub fn queue_bit(queue: &str) -> u64 {
     1u64 << (hasher.finish() % 64)
 }
 
+/// This process's slot: its PGPROC number, if below SLOTS.
 fn my_slot() -> Option<usize> {
-    // SAFETY: MyProc points into the allProcs array for every backend.
-    let offset = unsafe { pg_sys::MyProc.offset_from((*pg_sys::ProcGlobal).allProcs) };
-    usize::try_from(offset).ok().filter(|slot| *slot < SLOTS)
-}
-
-fn database() -> u32 {
-    // SAFETY: MyDatabaseId is set for every backend connected to a database.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
+    backend::procno().filter(|slot| *slot < SLOTS)
 }
 
 /// Says that this process waits for jobs of the `queues` mask; false when
@@ -91,7 +87,7 @@ pub fn enter(queues: u64) -> bool {
     clear_at_exit();
     let room = ROOM.share();
     let place = &room.slots[slot];
-    place.database.store(database(), Ordering::SeqCst);
+    place.database.store(backend::database(), Ordering::SeqCst);
     place.queues.store(queues, Ordering::SeqCst);
     if !place.waiting.swap(true, Ordering::SeqCst) {
         WAITING.get().fetch_add(1, Ordering::SeqCst);
@@ -136,7 +132,7 @@ pub fn wake(queue: &str) {
         return;
     }
     let bit = queue_bit(queue);
-    let database = database();
+    let database = backend::database();
     let room = ROOM.share();
     let highest = usize::try_from(room.highest.load(Ordering::SeqCst)).unwrap_or(0);
     for (procno, slot) in room.slots.iter().enumerate().take(highest + 1) {
@@ -144,13 +140,7 @@ pub fn wake(queue: &str) {
             && slot.database.load(Ordering::SeqCst) == database
             && slot.queues.load(Ordering::SeqCst) & bit != 0
         {
-            // SAFETY: procno <= highest, a PGPROC number that registered,
-            // inside allProcs; setting another process's latch is what
-            // latches are for.
-            unsafe {
-                let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno);
-                pg_sys::SetLatch(&mut (*proc_).procLatch);
-            }
+            backend::set_latch(procno);
         }
     }
 }

@@ -16,6 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
+use crate::backend::database;
+
 /// Limited queues kept, over all databases.
 pub const ENTRIES: usize = 1024;
 /// Longest queue name in bytes (128 characters of up to 4 bytes).
@@ -114,11 +116,6 @@ pub fn controls_changed() {
     if ready() {
         CONTROLS_GENERATION.get().fetch_add(1, Ordering::SeqCst);
     }
-}
-
-fn database() -> u32 {
-    // SAFETY: MyDatabaseId is set for every backend connected to a database.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 /// The entry of `queue`, made if needed; `None` when the table is full.

@@ -36,6 +36,7 @@ use pgrx::datum::TryFromDatumError;
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
 
+use crate::backend::database;
 use counts::{Rate, Slots};
 
 /// Slots taken by this transaction, for a rollback to give back.
@@ -100,11 +101,6 @@ fn register_callbacks() {
 fn nest_level() -> i32 {
     // SAFETY: reads the current transaction's nesting depth.
     unsafe { pg_sys::GetCurrentTransactionNestLevel() }
-}
-
-fn database() -> u32 {
-    // SAFETY: MyDatabaseId is set for every backend connected to a database.
-    unsafe { pg_sys::MyDatabaseId }.to_u32()
 }
 
 fn pending<R>(change: impl FnOnce(&mut Pending) -> R) -> R {

@@ -24,6 +24,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 use crate::api::isolation;
+use crate::backend;
 use crate::input::rules;
 
 /// How often a waiter looks at its job again without being woken: a safety
@@ -126,7 +127,7 @@ fn await_result(
             drop(registration);
             return Ok(TableIterator::once(outcome));
         }
-        sleep(left.min(pause));
+        backend::sleep_on_latch(left.min(pause));
     }
 }
 
@@ -153,25 +154,6 @@ fn look(id: pgrx::Uuid) -> Result<Option<Outcome>, ErrorReport> {
             "pdoflow",
         )
     })
-}
-
-/// Sleeps on this process's latch for at most `pause`; returns early when
-/// the latch is set, and raises on cancel, statement_timeout or
-/// termination.
-fn sleep(pause: Duration) {
-    let millis = i64::try_from(pause.as_millis()).unwrap_or(i64::MAX).max(1);
-    // SAFETY: waits on this process's own latch, then resets it, as every
-    // latch user does; interrupts are handled right after.
-    unsafe {
-        pg_sys::WaitLatch(
-            pg_sys::MyLatch,
-            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-            millis as std::ffi::c_long,
-            pg_sys::PG_WAIT_EXTENSION,
-        );
-        pg_sys::ResetLatch(pg_sys::MyLatch);
-    }
-    check_for_interrupts!();
 }
 
 /// `pdoflow._jobs_ended(ids)`: notes jobs this transaction ended, for their

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgAtomic, PgLwLock};
 
+use crate::backend;
+
 /// Processes that can wait: PGPROC numbers from 0 up to this. A process
 /// with a higher number waits by looking again every
 /// `super::UNREGISTERED_POLL` instead.
@@ -68,9 +70,7 @@ fn halves(job: &[u8; 16]) -> [u64; 2] {
 
 /// This process's PGPROC number, if it has a slot.
 fn my_slot() -> Option<usize> {
-    // SAFETY: MyProc points into the allProcs array for every backend.
-    let offset = unsafe { pg_sys::MyProc.offset_from((*pg_sys::ProcGlobal).allProcs) };
-    usize::try_from(offset).ok().filter(|slot| *slot < SLOTS)
+    backend::procno().filter(|slot| *slot < SLOTS)
 }
 
 /// A registration in the room, taken back when dropped (also when an error
@@ -154,13 +154,7 @@ pub fn wake(jobs: &[[u8; 16]]) {
             slot.job[1].load(Ordering::SeqCst),
         ];
         if wanted.contains(&job) {
-            // SAFETY: procno < highest + 1 <= the number of PGPROCs that
-            // registered, all inside allProcs; SetLatch on another
-            // process's latch is what latches are for.
-            unsafe {
-                let proc_ = (*pg_sys::ProcGlobal).allProcs.add(procno);
-                pg_sys::SetLatch(&mut (*proc_).procLatch);
-            }
+            backend::set_latch(procno);
         }
     }
 }
