@@ -4,57 +4,11 @@
 //! made, running and rate limits are refused with a clear error, and a
 //! waiting claim polls. Runs a throwaway cluster of its own.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use pdoflow_tests::own_cluster::{as_postgres, free_port, initdb, pg_program, pg_root};
 use tokio_postgres::NoTls;
-
-fn pg_program(name: &str) -> String {
-    pdoflow_tests::pg_bindir().join(name).display().to_string()
-}
-
-/// Runs `program` as the postgres user (PostgreSQL refuses root), from `/`.
-fn as_postgres(program: &str, args: &[&str]) -> Output {
-    let me = Command::new("id").arg("-un").output().expect("run id");
-    let mut command = if String::from_utf8_lossy(&me.stdout).trim() == "postgres" {
-        Command::new(program)
-    } else {
-        let mut sudo = Command::new("sudo");
-        sudo.args(["-n", "-u", "postgres", "--", program]);
-        sudo
-    };
-    command
-        .args(args)
-        .current_dir("/")
-        .output()
-        .unwrap_or_else(|error| panic!("run {program}: {error}"))
-}
-
-fn succeed(what: &str, output: Output) {
-    assert!(
-        output.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The repository's `.pg` directory, made usable by the postgres user.
-fn pg_root() -> PathBuf {
-    let repository = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the repository")
-        .to_owned();
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg("source scripts/common.sh && ensure_pg_root >&2 && echo \"${PG_ROOT}\"")
-        .current_dir(&repository)
-        .output()
-        .expect("run scripts/common.sh");
-    assert!(output.status.success(), "ensure_pg_root");
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
 
 struct Cluster {
     data: PathBuf,
@@ -79,32 +33,14 @@ impl Cluster {
             "{} is not set: run the integration tests with `make test`",
             pdoflow_tests::URL_VARIABLE
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map(|address| address.port())
-            .expect("a free port");
+        let port = free_port();
         let cluster = Cluster {
             data: pg_root().join(format!("unpreloaded-test-{}", std::process::id())),
             port,
         };
         let data = cluster.data.display().to_string();
         let _ = std::fs::remove_dir_all(&cluster.data);
-        succeed(
-            "initdb",
-            as_postgres(
-                &pg_program("initdb"),
-                &[
-                    "-D",
-                    &data,
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ],
-            ),
-        );
+        initdb(&cluster.data);
         let log = cluster.data.join("server.log").display().to_string();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories= \

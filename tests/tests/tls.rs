@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use pdoflow_client::config::ConnectionSettings;
 use pdoflow_client::Client;
+use pdoflow_tests::own_cluster::{as_postgres, free_port, initdb, pg_program, pg_root, succeed};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
 /// The TLS environment variables of libpq, kept away from what runs here
@@ -26,67 +27,6 @@ const TLS_VARIABLES: [&str; 5] = [
     "PGSSLKEY",
     "PGSSLSNI",
 ];
-
-/// A server program of the version under test, by its full path.
-fn pg_program(name: &str) -> String {
-    pdoflow_tests::pg_bindir().join(name).display().to_string()
-}
-
-/// Runs `program` as the postgres user (PostgreSQL refuses root), from `/`
-/// (postgres may not enter the current directory).
-fn as_postgres(program: &str, args: &[&str]) -> Output {
-    let me = Command::new("id").arg("-un").output().expect("run id");
-    let mut command = if String::from_utf8_lossy(&me.stdout).trim() == "postgres" {
-        Command::new(program)
-    } else {
-        let mut sudo = Command::new("sudo");
-        sudo.args(["-n", "-u", "postgres", "--", program]);
-        sudo
-    };
-    command
-        .args(args)
-        .current_dir("/")
-        .output()
-        .unwrap_or_else(|error| panic!("run {program}: {error}"))
-}
-
-fn succeed(what: &str, output: Output) {
-    assert!(
-        output.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The repository's `.pg` directory, resolved (scripts/common.sh's
-/// `ensure_pg_root` makes it usable by the postgres user).
-fn pg_root() -> PathBuf {
-    let repository = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the repository")
-        .to_owned();
-    let output = Command::new("bash")
-        .arg("-c")
-        .arg("source scripts/common.sh && ensure_pg_root >&2 && echo \"${PG_ROOT}\"")
-        .current_dir(&repository)
-        .output()
-        .expect("run scripts/common.sh");
-    assert!(
-        output.status.success(),
-        "ensure_pg_root: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
-}
 
 /// A certificate authority made for the test.
 struct Authority {
@@ -208,22 +148,7 @@ impl TlsCluster {
         let cluster = TlsCluster { data, port, files };
         let data = cluster.data.display().to_string();
         let _ = std::fs::remove_dir_all(&cluster.data);
-        succeed(
-            "initdb",
-            as_postgres(
-                &pg_program("initdb"),
-                &[
-                    "-D",
-                    &data,
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ],
-            ),
-        );
+        initdb(&cluster.data);
         // Written as root into postgres's directory, then handed over: the
         // server refuses a key others can read.
         let server_file = |name: &str, text: &str, mode: u32| {
