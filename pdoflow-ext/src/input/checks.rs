@@ -12,8 +12,9 @@ use std::ffi::CString;
 use crate::input::errors::InputError;
 use crate::input::job_document::{self, Timestamp};
 use crate::input::rules::{
-    at_least, at_most, max_attempts, name, one_of, payload, present, unique_for_needs_key,
-    unique_key, Limits, DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT, RUN_AT_MAX_YEARS,
+    at_least, at_most, keys_per_job, max_attempts, name, one_of, payload, present,
+    unique_for_needs_key, unique_key, Limits, DEPENDENCY_MODES, DEPENDENCY_MODES_TEXT,
+    RUN_AT_MAX_YEARS,
 };
 use crate::settings::{MAX_ATTEMPTS_LIMIT, MAX_CLAIM, MAX_PAYLOAD_BYTES};
 use pgrx::array::RawArray;
@@ -187,20 +188,7 @@ fn check_unique_keys(
         )?);
     };
     let jobs = usize::try_from(jobs.unwrap_or(0)).unwrap_or(0);
-    if keys.len() != jobs {
-        return Err(InputError::LengthMismatch {
-            param: "unique_keys".into(),
-            length: keys.len(),
-            other: "args".into(),
-            other_length: jobs,
-        }
-        .into());
-    }
-    for (index, key) in keys.iter().enumerate() {
-        if let Some(key) = key {
-            unique_key(&format!("unique_keys[{}]", index + 1), key)?;
-        }
-    }
+    keys_per_job("unique_keys", &keys, jobs)?;
     if let Some(unique_for) = unique_for {
         positive("unique_for", unique_for)?;
     }

@@ -10,7 +10,7 @@ use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 
 use crate::input::errors::InputError;
-use crate::input::rules::{at_least, at_most, name, present, unique_key};
+use crate::input::rules::{at_least, at_most, keys_per_job, name, present};
 
 type Checked = Result<(), ErrorReport>;
 
@@ -132,19 +132,6 @@ fn check_concurrency_keys(keys: Option<Vec<Option<String>>>, jobs: Option<i32>) 
         return Ok(());
     };
     let jobs = usize::try_from(jobs.unwrap_or(0)).unwrap_or(0);
-    if keys.len() != jobs {
-        return Err(InputError::LengthMismatch {
-            param: "concurrency_keys".into(),
-            length: keys.len(),
-            other: "args".into(),
-            other_length: jobs,
-        }
-        .into());
-    }
-    for (index, key) in keys.iter().enumerate() {
-        if let Some(key) = key {
-            unique_key(&format!("concurrency_keys[{}]", index + 1), key)?;
-        }
-    }
+    keys_per_job("concurrency_keys", &keys, jobs)?;
     Ok(())
 }

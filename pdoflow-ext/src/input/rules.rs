@@ -132,6 +132,26 @@ pub fn unique_key(param: &str, value: &str) -> Result<(), InputError> {
     Ok(())
 }
 
+/// Keys given per job of a bulk enqueue (`unique_keys`, `concurrency_keys`,
+/// named `param`): one per element of args (`jobs` of them), each a key as
+/// [`unique_key`] says or NULL.
+pub fn keys_per_job(param: &str, keys: &[Option<String>], jobs: usize) -> Result<(), InputError> {
+    if keys.len() != jobs {
+        return Err(InputError::LengthMismatch {
+            param: param.to_owned(),
+            length: keys.len(),
+            other: "args".into(),
+            other_length: jobs,
+        });
+    }
+    for (index, key) in keys.iter().enumerate() {
+        if let Some(key) = key {
+            unique_key(&format!("{param}[{}]", index + 1), key)?;
+        }
+    }
+    Ok(())
+}
+
 /// `unique_for` (named `param`) says how long a job keeps its unique key
 /// after succeeding: only a job with a key (named `key_param`) has one.
 pub fn unique_for_needs_key(param: &str, key_param: &str, has_key: bool) -> Result<(), InputError> {
