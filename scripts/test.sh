@@ -6,10 +6,12 @@
 #   3. isolation specs: concurrent sessions        (pgrx-tests/isolation)
 #   4. integration tests driving a real cluster    (tests/)
 #   5. the Python and Node examples                (scripts/examples-test.sh)
-#   6. on PostgreSQL 15: the Debian packages, installed with dpkg -i and
+#   6. the HTTP API fuzzed from its OpenAPI document with schemathesis
+#                                                  (scripts/http-api-test.sh)
+#   7. on PostgreSQL 15: the Debian packages, installed with dpkg -i and
 #      used end to end                             (scripts/package-test.sh)
 #
-# Suites 2-5 run against a fresh throwaway cluster with pdoflow preloaded.
+# Suites 2-6 run against a fresh throwaway cluster with pdoflow preloaded.
 # PG_MAJOR (the Makefile's PG) picks the PostgreSQL version: 15 by default,
 # 17 or 18. Each version has a cluster and a port of its own.
 # PGRX_TESTS=no (the Makefile's PGRX_TESTS) skips suite 1, which CI runs on
@@ -85,6 +87,9 @@ PDOFLOW_TEST_DATABASE_URL="$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" 
 
 say "Python and Node examples"
 "${REPO_ROOT}/scripts/examples-test.sh" "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")"
+
+say "HTTP API: schemathesis against /v1/openapi.json"
+"${REPO_ROOT}/scripts/http-api-test.sh" "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")"
 
 if [ "${PG_MAJOR}" = 15 ]; then
     say "Debian packages"

@@ -63,6 +63,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.enqueue_many(text, jsonb[], text, integer, timestamptz, integer, uuid, uuid[], text, text[], interval, text[]),
     pdoflow.enqueue_many(jsonb),
     pdoflow.await_result(uuid, interval),
+    pdoflow.await_ended(uuid[], interval),
     pdoflow.schedule(text, text, text, jsonb, text, integer, integer, text, boolean),
     pdoflow.unschedule(text),
     pdoflow.pause_schedule(text),
@@ -70,11 +71,13 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.create_posting(text, text, integer, text),
     pdoflow.submit_dag(jsonb, uuid),
     pdoflow.uuid_generate_v7(),
-    -- (Called by the view pdoflow.queues, as its reader.)
-    pdoflow._running_slots(text)
+    -- (Called by the views pdoflow.queues and pdoflow.stats, as their reader.)
+    pdoflow._running_slots(text),
+    pdoflow._stats()
 TO pdoflow_producer;
 GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks,
-    pdoflow.task_grants, pdoflow.schedules, pdoflow.queues, pdoflow.queue_controls TO pdoflow_producer;
+    pdoflow.task_grants, pdoflow.schedules, pdoflow.queues, pdoflow.queue_controls, pdoflow.stats
+    TO pdoflow_producer;
 
 GRANT EXECUTE ON FUNCTION
     pdoflow.claim(integer, text[], text, interval, text[], interval),
@@ -84,7 +87,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.heartbeat(uuid, integer, interval),
     pdoflow.progress(uuid, integer, jsonb),
     pdoflow.release(uuid, integer),
-    pdoflow.register_worker(text),
+    pdoflow.register_worker(text, text[]),
     pdoflow.job_is_granted(uuid),
     pdoflow.sweep(integer),
     pdoflow._background_sweeper_missing(text)
@@ -98,13 +101,14 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.check_consistency(),
     pdoflow.forget_claim_floors(),
     pdoflow.compact_active_jobs(boolean, interval),
-    pdoflow.register_task(text, jsonb, text),
+    pdoflow.register_task(text, jsonb, text, boolean),
     pdoflow.unregister_task(text),
     pdoflow.grant_task(text, regrole),
     pdoflow.revoke_task(text, regrole),
     pdoflow.pause_queue(text),
     pdoflow.resume_queue(text),
     pdoflow.set_queue_limits(text, integer, integer, interval),
-    pdoflow.set_key_limit(text, integer)
+    pdoflow.set_key_limit(text, integer),
+    pdoflow.stats_reset(text)
 TO pdoflow_admin;
 GRANT SELECT ON pdoflow.workers TO pdoflow_admin;

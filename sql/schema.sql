@@ -283,6 +283,8 @@ CREATE TABLE pdoflow.workers (
     first_seen_at timestamptz NOT NULL DEFAULT now(),
     last_seen_at  timestamptz NOT NULL DEFAULT now(),
     gone_at       timestamptz,
+    -- The tasks it said it serves (register_worker); NULL: not said.
+    tasks         text[],
     CONSTRAINT workers_pkey PRIMARY KEY (name),
     CONSTRAINT workers_state_check CHECK (state IN ('active', 'gone')),
     CONSTRAINT workers_gone_check CHECK ((state = 'gone') = (gone_at IS NOT NULL))

@@ -10,6 +10,7 @@ mod dag;
 mod db;
 mod drain;
 mod enqueue;
+mod http;
 mod latency;
 mod limits;
 mod memory;
@@ -109,6 +110,9 @@ enum Scenario {
     /// --sustained-jobs through enqueue, work and finish, then again with a
     /// session idle in transaction for --idle-hold.
     Sustained,
+    /// The HTTP API (pdoflow-run serve) beside SQL: submits, HTTP workers'
+    /// claim and finish, 1,000 long-polls held at once.
+    Http,
     /// Plain-SQL workers while a session holds an xid, then while a
     /// REPEATABLE READ reader runs: rate, claim latency, table sizes.
     Pressure,
@@ -176,6 +180,7 @@ async fn main() -> Result<()> {
         Scenario::Dag,
         Scenario::Memory,
         Scenario::Sustained,
+        Scenario::Http,
     ];
     let chosen = match cli.scenario {
         Scenario::All => every.to_vec(),
@@ -193,6 +198,7 @@ async fn main() -> Result<()> {
             Scenario::Limits => limits::run(&bench).await?,
             Scenario::Dag => dag::run(&bench).await?,
             Scenario::Memory => memory::run(&bench).await?,
+            Scenario::Http => http::run(&bench).await?,
             Scenario::Sustained => {
                 sustained::run(&bench, None).await?;
                 let idle = sustained::IdleTransaction {

@@ -20,6 +20,9 @@
 //! sslkey = /etc/pdoflow/client.key
 //! ```
 //!
+//! A `[server]` section holds `pdoflow-run serve`'s settings
+//! (`read_server_section`; see docs/http-api.md).
+//!
 //! The TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
 //! `sslsni`) mean what they mean to libpq, in a URL
 //! (`?sslmode=verify-full&sslrootcert=ca.pem`), a `key=value` string or
@@ -35,6 +38,9 @@ use crate::error::{Error, Result};
 
 pub const URL_VARIABLES: [&str; 2] = ["PDOFLOW_DATABASE_URL", "DATABASE_URL"];
 const SECTION: &str = "postgresql";
+/// The section of `pdoflow-run serve`'s settings (see `read_server_section`),
+/// which the connection settings leave alone.
+pub const SERVER_SECTION: &str = "server";
 const KEYS: [&str; 10] = [
     "user",
     "password",
@@ -235,6 +241,7 @@ fn read_config_file_with(
     for (section, properties) in ini.iter() {
         match section {
             Some(SECTION) => found = true,
+            Some(SERVER_SECTION) => continue,
             None if properties.is_empty() => continue,
             None => {
                 return Err(fail(format!(
@@ -295,6 +302,27 @@ fn read_config_file_with(
         session: SessionSettings::default(),
         source,
     })
+}
+
+/// The `[server]` section of a `db.conf` file (the settings of `pdoflow-run
+/// serve`), as `(key, value)` pairs in file order; empty when the file has
+/// none. The keys are checked by their reader.
+pub fn read_server_section(path: &Path) -> Result<Vec<(String, String)>> {
+    let fail = |message: String| Error::ConfigFile {
+        path: path.to_owned(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
+    let ini = ini::Ini::load_from_str(&text).map_err(|error| fail(error.to_string()))?;
+    Ok(ini
+        .section(Some(SERVER_SECTION))
+        .map(|properties| {
+            properties
+                .iter()
+                .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 #[cfg(test)]
@@ -366,6 +394,24 @@ mod tests {
                 .starts_with("--database-url: sslmode=\"strict\": not one of"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn the_server_section_is_left_to_serve() {
+        let (path, _cleanup) =
+            write("[postgresql]\nhost = db\n\n[server]\nlisten = 0.0.0.0:9000\npool_size = 4\n");
+        let settings = read_config_file_with(&path, &no_env).unwrap();
+        assert_eq!(settings.config.get_hosts().len(), 1);
+        let server = read_server_section(&path).unwrap();
+        assert_eq!(
+            server,
+            vec![
+                ("listen".to_owned(), "0.0.0.0:9000".to_owned()),
+                ("pool_size".to_owned(), "4".to_owned())
+            ]
+        );
+        let (path, _cleanup) = write("[postgresql]\nhost = db\n");
+        assert!(read_server_section(&path).unwrap().is_empty());
     }
 
     #[test]

@@ -18,7 +18,13 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/api/history.sql",
     name = "history",
-    requires = ["states", "unique_keys", results::jobs_ended]
+    requires = [
+        "states",
+        "unique_keys",
+        results::jobs_ended,
+        stats::count_jobs,
+        stats::count_ended
+    ]
 );
 extension_sql_file!(
     "../../sql/api/dependencies.sql",
@@ -78,7 +84,11 @@ extension_sql_file!(
 extension_sql_file!(
     "../../sql/api/workers.sql",
     name = "workers",
-    requires = ["schema", input::checks::check_worker_name]
+    requires = [
+        "schema",
+        input::checks::check_worker_name,
+        input::checks::check_worker_tasks
+    ]
 );
 extension_sql_file!(
     "../../sql/api/claim_floors.sql",
@@ -202,6 +212,16 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/api/stats.sql",
+    name = "stats",
+    requires = [
+        "schema",
+        stats::stats,
+        stats::reset_stats,
+        input::queue_controls::check_queue_name
+    ]
+);
+extension_sql_file!(
     "../../sql/api/consistency.sql",
     name = "consistency",
     requires = ["dag", "claim", "finish"]
@@ -218,7 +238,8 @@ extension_sql_file!(
         "release",
         "results",
         "schedules",
-        "queue_controls"
+        "queue_controls",
+        "stats"
     ],
     finalize
 );

@@ -21,6 +21,8 @@
 //! - `flow_control/`: the running slots and rate limiters behind queue
 //!   limits, kept in shared memory and rebuilt from the table;
 //! - `claim_wait/`: claims that sleep until jobs become available;
+//! - `stats/`: cumulative counters per queue (`pdoflow.stats`), kept in
+//!   shared memory;
 //! - `backend.rs`: this process's database, PGPROC number and latch, as the
 //!   shared-memory rooms and boards use them;
 //! - `announce/`: telling idle workers that a queue has work, after the
@@ -45,6 +47,7 @@ mod install_script;
 mod results;
 mod schedules;
 mod settings;
+mod stats;
 mod sweeper;
 mod tasks;
 
@@ -66,6 +69,7 @@ pub extern "C-unwind" fn _PG_init() {
         results::waiters::init();
         flow_control::counts::init();
         claim_wait::room::init();
+        stats::table::init();
         tasks::registered_tasks::init();
         sweeper::register_workers();
     }

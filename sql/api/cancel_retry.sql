@@ -112,6 +112,7 @@ BEGIN
                 PERFORM pdoflow._note_queued(job.queue, job.priority, now(), job.id);
                 PERFORM pdoflow._announce(job.queue);
             END IF;
+            PERFORM pdoflow._count_jobs('retried', ARRAY[job.queue::text]);
             RETURN true;
         END IF;
         IF EXISTS (SELECT FROM pdoflow.active_jobs AS a WHERE a.id = retry.id) THEN

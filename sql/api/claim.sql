@@ -52,11 +52,14 @@ BEGIN
         WHERE j.id = ANY (ids)
         RETURNING j.id, j.task, j.args, j.queue, j.priority, j.attempt, j.max_attempts,
                   j.lease_expires_at, j.run_at, j.created_at, j.last_error, j.posting, j.depends_on
+    ), counted AS (
+        -- For pdoflow.stats (stats.sql); joined below, so that it runs.
+        SELECT pdoflow._count_jobs('claimed', array_agg(c.queue::text)) FROM claimed AS c
     )
     SELECT c.id, c.task, c.args, c.queue, c.priority, c.attempt, c.max_attempts,
            c.lease_expires_at, c.run_at, c.created_at, c.last_error, c.posting,
            CASE WHEN c.depends_on IS NOT NULL THEN pdoflow._parent_results(c.depends_on) END
-    FROM claimed AS c
+    FROM claimed AS c CROSS JOIN counted
     ORDER BY c.priority DESC, c.run_at, c.id;
 END
 $$;

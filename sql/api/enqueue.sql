@@ -55,6 +55,7 @@ DECLARE
     -- Per job: the id it ends up with (see above).
     final_ids uuid[] := ids;
     n         integer := coalesce(cardinality(ids), 0);
+    inserted  bigint;
     -- The queues whose jobs are marked controlled (queue_controls.sql).
     controlled_queues text[] := ARRAY(SELECT c.queue FROM pdoflow.queue_controls AS c
                                       WHERE c.released_at IS NULL);
@@ -123,6 +124,15 @@ BEGIN
         ) AS j
         -- Not the jobs whose key another job holds.
         WHERE j.final_id = j.id;
+    -- Counted for pdoflow.stats at commit (stats.sql): one call per statement.
+    IF cardinality(queues) = 1 THEN
+        GET DIAGNOSTICS inserted = ROW_COUNT;
+        PERFORM pdoflow._count_jobs('enqueued', queues, inserted);
+    ELSE
+        PERFORM pdoflow._count_jobs('enqueued', ARRAY(
+            SELECT d.queue FROM unnest(queues, ids, final_ids) AS d(queue, id, final_id)
+            WHERE d.final_id = d.id));
+    END IF;
     -- The levels (queue and priority) that gained queued jobs, read from the
     -- input rather than the rows (RETURNING would hold every row of a bulk
     -- insert), each with its earliest due time: noted for the claim floors

@@ -15,6 +15,7 @@ AS $$
 DECLARE
     moved_ids    uuid[];
     moved_states text[];
+    moved_queues text[];
     keyed_tasks  text[];
     keyed_keys   text[];
     keyed_ids    uuid[];
@@ -40,14 +41,15 @@ BEGIN
                o.result, e.enqueued_by, e.unique_key, e.progress, e.concurrency_key
         FROM ended AS e
         JOIN outcome AS o ON o.id = e.id
-        RETURNING finished_jobs.id, finished_jobs.state, finished_jobs.task, finished_jobs.unique_key
+        RETURNING finished_jobs.id, finished_jobs.state, finished_jobs.task, finished_jobs.unique_key,
+                  finished_jobs.queue
     )
-    SELECT array_agg(a.id), array_agg(a.state::text),
+    SELECT array_agg(a.id), array_agg(a.state::text), array_agg(a.queue::text),
            array_agg(a.task::text) FILTER (WHERE a.unique_key IS NOT NULL),
            array_agg(a.unique_key) FILTER (WHERE a.unique_key IS NOT NULL),
            array_agg(a.id) FILTER (WHERE a.unique_key IS NOT NULL),
            array_agg(a.state::text) FILTER (WHERE a.unique_key IS NOT NULL)
-    INTO moved_ids, moved_states, keyed_tasks, keyed_keys, keyed_ids, keyed_states
+    INTO moved_ids, moved_states, moved_queues, keyed_tasks, keyed_keys, keyed_ids, keyed_states
     FROM archived AS a;
     IF keyed_ids IS NOT NULL THEN
         PERFORM pdoflow._release_unique_keys(keyed_tasks, keyed_keys, keyed_ids, keyed_states);
@@ -55,6 +57,8 @@ BEGIN
     -- Sessions waiting in pdoflow.await_result for these jobs wake once
     -- this transaction commits.
     PERFORM pdoflow._jobs_ended(moved_ids);
+    -- Counted for pdoflow.stats at commit (stats.sql).
+    PERFORM pdoflow._count_ended(moved_queues, moved_states);
     RETURN QUERY SELECT m.id, m.state FROM unnest(moved_ids, moved_states) AS m(id, state);
 END
 $$;
@@ -89,15 +93,21 @@ AS $$
 #variable_conflict use_column
 BEGIN
     RETURN QUERY
-    UPDATE pdoflow.active_jobs AS j
-    SET state = r.state,
-        run_at = now() + pdoflow._retry_delay(j.attempt),
-        last_error = r.error,
-        worker = NULL,
-        heartbeat_at = NULL,
-        lease_expires_at = NULL
-    FROM unnest(ids, errors, states) AS r(id, error, state)
-    WHERE j.id = r.id
-    RETURNING j.id, j.queue::text, j.run_at, j.state::text;
+    WITH requeued AS (
+        UPDATE pdoflow.active_jobs AS j
+        SET state = r.state,
+            run_at = now() + pdoflow._retry_delay(j.attempt),
+            last_error = r.error,
+            worker = NULL,
+            heartbeat_at = NULL,
+            lease_expires_at = NULL
+        FROM unnest(ids, errors, states) AS r(id, error, state)
+        WHERE j.id = r.id
+        RETURNING j.id, j.queue::text AS queue, j.run_at, j.state::text AS state
+    ), counted AS (
+        -- For pdoflow.stats (stats.sql); joined below, so that it runs.
+        SELECT pdoflow._count_jobs('retried', array_agg(q.queue)) FROM requeued AS q
+    )
+    SELECT q.id, q.queue, q.run_at, q.state FROM requeued AS q CROSS JOIN counted;
 END
 $$;

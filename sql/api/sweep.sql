@@ -31,7 +31,9 @@ DECLARE
     end_ids      uuid[];
     end_states   text[];
     end_errors   text[];
+    end_queues   text[];
     retry_ids    uuid[];
+    retry_queues text[];
     retry_errors text[];
     retry_states text[];
     ended        bigint := 0;
@@ -56,10 +58,12 @@ BEGIN
     SELECT array_agg(j.id) FILTER (WHERE d.ends),
            array_agg(d.next_state) FILTER (WHERE d.ends),
            array_agg(pdoflow._failed_attempt_error(d.message, d.next_state, j.posting)) FILTER (WHERE d.ends),
+           array_agg(j.queue::text) FILTER (WHERE d.ends),
            array_agg(j.id) FILTER (WHERE NOT d.ends),
            array_agg(d.message) FILTER (WHERE NOT d.ends),
-           array_agg(d.next_state) FILTER (WHERE NOT d.ends)
-    INTO end_ids, end_states, end_errors, retry_ids, retry_errors, retry_states
+           array_agg(d.next_state) FILTER (WHERE NOT d.ends),
+           array_agg(j.queue::text) FILTER (WHERE NOT d.ends)
+    INTO end_ids, end_states, end_errors, end_queues, retry_ids, retry_errors, retry_states, retry_queues
     FROM pdoflow.active_jobs AS j
     LEFT JOIN pdoflow.postings AS p ON p.id = j.posting
     CROSS JOIN LATERAL (
@@ -73,6 +77,7 @@ BEGIN
 
     IF retry_ids IS NOT NULL THEN
         PERFORM pdoflow._requeue(retry_ids, retry_errors, retry_states);
+        PERFORM pdoflow._count_jobs('leases_expired', retry_queues);
     END IF;
     IF end_ids IS NOT NULL THEN
         -- Ending settles the jobs' blocked children, which may have to wait
@@ -80,6 +85,7 @@ BEGIN
         -- so that one job held up does not hold up the rest.
         BEGIN
             PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
+            PERFORM pdoflow._count_jobs('leases_expired', end_queues);
             ended := cardinality(end_ids);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
             -- Each job waits only briefly, and all of them together about as
@@ -95,6 +101,7 @@ BEGIN
                 END IF;
                 BEGIN
                     PERFORM pdoflow._end_jobs(ARRAY[end_ids[i]], ARRAY[end_states[i]], ARRAY[end_errors[i]]);
+                    PERFORM pdoflow._count_jobs('leases_expired', ARRAY[end_queues[i]]);
                     ended := ended + 1;
                 EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
                     left_over := left_over + 1;

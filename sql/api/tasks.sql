@@ -33,10 +33,16 @@ ALTER TABLE pdoflow.tasks ENABLE ALWAYS TRIGGER tasks_truncated;
 ALTER TABLE pdoflow.task_privileges ENABLE ALWAYS TRIGGER task_privileges_changed;
 ALTER TABLE pdoflow.task_privileges ENABLE ALWAYS TRIGGER task_privileges_truncated;
 
+-- With replace false, a task registered with another schema keeps it and
+-- the call fails (23505): two parts of an application that disagree on a
+-- task's arguments find out, rather than the last one winning. The same
+-- schema again (jsonb equality: key order and spacing do not count) only
+-- updates the description.
 CREATE FUNCTION pdoflow.register_task(
     name        text,
-    args_schema jsonb DEFAULT NULL,
-    description text  DEFAULT NULL
+    args_schema jsonb   DEFAULT NULL,
+    description text    DEFAULT NULL,
+    replace     boolean DEFAULT true
 ) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
@@ -44,21 +50,48 @@ SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 #variable_conflict use_column
 DECLARE
-    inserted boolean;
+    inserted   boolean;
+    registered jsonb;
 BEGIN
     PERFORM pdoflow._check_worker_name(register_task.name);
     PERFORM pdoflow._check_args_schema(register_task.args_schema::text);
+    IF register_task.replace IS NULL THEN
+        RAISE EXCEPTION 'replace must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF register_task.replace THEN
+        INSERT INTO pdoflow.tasks AS t (name, args_schema, description)
+        VALUES (register_task.name, register_task.args_schema, register_task.description)
+        ON CONFLICT (name) DO UPDATE
+        SET args_schema = excluded.args_schema, description = excluded.description, updated_at = now()
+        RETURNING (xmax = 0) INTO inserted;
+        RETURN inserted;
+    END IF;
+    -- A concurrent registration of the same name: the insert waits for it,
+    -- and the lock below sees what it left.
     INSERT INTO pdoflow.tasks AS t (name, args_schema, description)
     VALUES (register_task.name, register_task.args_schema, register_task.description)
-    ON CONFLICT (name) DO UPDATE
-    SET args_schema = excluded.args_schema, description = excluded.description, updated_at = now()
-    RETURNING (xmax = 0) INTO inserted;
-    RETURN inserted;
+    ON CONFLICT (name) DO NOTHING
+    RETURNING true INTO inserted;
+    IF inserted THEN
+        RETURN true;
+    END IF;
+    SELECT t.args_schema INTO registered FROM pdoflow.tasks AS t
+    WHERE t.name = register_task.name FOR UPDATE;
+    IF registered IS DISTINCT FROM register_task.args_schema THEN
+        RAISE EXCEPTION 'task "%" is already registered with another args_schema', register_task.name
+            USING ERRCODE = 'unique_violation',
+                  DETAIL = format('Its args_schema is %s.', coalesce(registered::text, 'NULL (any args)')),
+                  HINT = 'Pass replace => true to replace it, or unregister the task first.';
+    END IF;
+    UPDATE pdoflow.tasks AS t
+    SET description = register_task.description, updated_at = now()
+    WHERE t.name = register_task.name AND t.description IS DISTINCT FROM register_task.description;
+    RETURN false;
 END
 $$;
 
-COMMENT ON FUNCTION pdoflow.register_task(text, jsonb, text) IS
-    'Registers a task (or updates its registration): the JSON Schema its jobs'' args must match (NULL: any args). True when it was new.';
+COMMENT ON FUNCTION pdoflow.register_task(text, jsonb, text, boolean) IS
+    'Registers a task (or updates its registration): the JSON Schema its jobs'' args must match (NULL: any args). True when it was new. With replace false, refuses (23505) to change an existing task''s schema.';
 
 CREATE FUNCTION pdoflow.unregister_task(name text)
 RETURNS boolean

@@ -40,8 +40,10 @@ END
 $$;
 
 -- For workers that wait idle on LISTEN: claim and heartbeat record a worker
--- too, but a worker that has nothing to do calls neither.
-CREATE FUNCTION pdoflow.register_worker(name text)
+-- too, but a worker that has nothing to do calls neither. tasks, when given,
+-- records which tasks the worker serves (for people, dashboards and the
+-- HTTP API's claims); NULL leaves what was recorded.
+CREATE FUNCTION pdoflow.register_worker(name text, tasks text[] DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 SECURITY DEFINER
@@ -49,9 +51,15 @@ SET search_path = pg_catalog, pdoflow, pg_temp
 AS $$
 BEGIN
     PERFORM pdoflow._check_worker_name(register_worker.name);
+    PERFORM pdoflow._check_worker_tasks(register_worker.tasks);
     PERFORM pdoflow._record_worker(register_worker.name);
+    IF register_worker.tasks IS NOT NULL THEN
+        UPDATE pdoflow.workers AS w
+        SET tasks = register_worker.tasks
+        WHERE w.name = register_worker.name AND w.tasks IS DISTINCT FROM register_worker.tasks;
+    END IF;
 END
 $$;
 
-COMMENT ON FUNCTION pdoflow.register_worker(text) IS
-    'Records the named worker as active and seen now; claim and heartbeat do the same for the worker holding the claim.';
+COMMENT ON FUNCTION pdoflow.register_worker(text, text[]) IS
+    'Records the named worker as active and seen now, and the tasks it serves when given; claim and heartbeat do the same for the worker holding the claim.';

@@ -3,6 +3,7 @@
 //! `PDOFLOW_TEST_DATABASE_URL` (which `make test` starts and sets).
 
 pub mod cli;
+pub mod http;
 pub mod own_cluster;
 
 use std::path::PathBuf;

@@ -2,7 +2,9 @@
 //! (managed PostgreSQL): pauses and per-key limits work, commits that end
 //! marked jobs or change controls touch no shared memory that was never
 //! made, running and rate limits are refused with a clear error, and a
-//! waiting claim polls. Runs a throwaway cluster of its own.
+//! waiting claim polls. The same holds for the other shared-memory
+//! features: `pdoflow.stats` stays empty (every count a no-op) and
+//! `await_ended` polls. Runs a throwaway cluster of its own.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -167,6 +169,39 @@ async fn flow_control_without_shared_preload_libraries() {
         .unwrap();
     assert_eq!(waiting.await.unwrap(), 1);
     assert!(enqueued.elapsed() < Duration::from_secs(2));
+    // No counters without shared memory, and resetting them is harmless.
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM pdoflow.stats").await,
+        0
+    );
+    client
+        .batch_execute("SELECT pdoflow.stats_reset(); SELECT pdoflow.stats_reset('later')")
+        .await
+        .unwrap();
+    // await_ended polls: a job that ends while it waits is found.
+    let job: uuid::Uuid = client
+        .query_one("SELECT pdoflow.enqueue('t', '{}', 'watched')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let watcher = cluster.connect().await;
+    let watching = tokio::spawn(async move {
+        count(
+            &watcher,
+            &format!(
+                "SELECT count(*) FROM pdoflow.await_ended(ARRAY['{job}']::uuid[], '10 seconds')"
+            ),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cancelled = Instant::now();
+    client
+        .query("SELECT pdoflow.cancel($1)", &[&job])
+        .await
+        .unwrap();
+    assert_eq!(watching.await.unwrap(), 1);
+    assert!(cancelled.elapsed() < Duration::from_secs(2));
     // The server is still up and well.
     assert_eq!(
         count(&client, "SELECT count(*) FROM pdoflow.check_consistency()").await,

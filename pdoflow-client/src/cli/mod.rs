@@ -16,8 +16,10 @@ mod postings;
 mod progress;
 mod queues;
 mod schedules;
+mod serve;
 mod wait;
 mod worker;
+mod worker_metrics;
 
 pub use wait::{EXIT_JOB_FAILED, EXIT_STILL_RUNNING};
 
@@ -117,6 +119,8 @@ pub enum Command {
         #[command(subcommand)]
         action: queues::QueuesAction,
     },
+    /// Serve the HTTP API (docs/http-api.md) until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the command line, runs the command and returns the exit code:
@@ -230,6 +234,7 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<ExitCode> {
         Command::Dag { action } => dag::dag(&settings()?, action).await,
         Command::Schedules { action } => schedules::schedules(&settings()?, action).await,
         Command::Queues { action } => queues::queues(&settings()?, action).await,
+        Command::Serve(args) => serve::run(settings()?, cli.config.as_deref(), args).await,
     };
     done.map(|()| ExitCode::SUCCESS)
 }

@@ -40,6 +40,13 @@ pub async fn run(settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
             args.processes
         )));
     }
+    if let (Some(address), true) = (args.worker.metrics_listen, args.processes > 1) {
+        return Err(Error::Invalid(format!(
+            "--metrics-listen {address}: the {} worker processes of a pool cannot share one address; \
+             run them as separate `pdoflow-run worker --metrics-listen` processes, one address each",
+            args.processes
+        )));
+    }
     // Each worker would refuse to start, over and over: say it once.
     super::worker::check_shell_grant(&settings, &args.worker.shell).await?;
     // Watch signals before the first process starts.

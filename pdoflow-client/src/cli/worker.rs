@@ -70,6 +70,11 @@ pub struct WorkerArgs {
         require_equals = true
     )]
     pub no_listen: bool,
+    /// Serve Prometheus metrics of this worker's handlers (durations per
+    /// task, outcomes, jobs in flight) at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9187. Default: none.
+    #[arg(long, value_name = "ADDR", env = "PDOFLOW_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub shell: ShellArgs,
 }
@@ -151,6 +156,9 @@ pub async fn run(
     // Watch signals before anything is claimed.
     let stop = super::shutdown_signal()?;
     check_shell_grant(&settings, &args.shell).await?;
+    if let Some(address) = args.metrics_listen {
+        super::worker_metrics::serve(address)?;
+    }
     builtin::register_builtins(&mut registry, args.shell.builtins(args.log_dir))?;
     let defaults = WorkerConfig::default();
     let config = WorkerConfig {

@@ -9,6 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
+use super::metrics::{HandlerOutcome, Running};
 use super::progress::{ProgressBoard, ProgressSlot};
 use crate::client::{ClaimedJob, Outcome};
 use crate::task::{JobContext, TaskRegistry};
@@ -55,10 +56,11 @@ pub fn start(
     };
     let handler = registry.start(job.args, context);
     let known: Vec<String> = registry.names().map(str::to_owned).collect();
+    let running = Running::start(&job.task);
     let task = job.task;
     let handler_task = tokio::spawn(async move {
         if let Some(reason) = refused {
-            return Err(reason);
+            return Err((reason, HandlerOutcome::Failed));
         }
         let Some(handler) = handler else {
             let hint = if task == crate::builtin::SHELL {
@@ -66,34 +68,55 @@ pub fn start(
             } else {
                 ""
             };
-            return Err(format!(
-                "no handler for task {task:?} in this worker (it runs: {}){hint}",
-                known.join(", ")
+            return Err((
+                format!(
+                    "no handler for task {task:?} in this worker (it runs: {}){hint}",
+                    known.join(", ")
+                ),
+                HandlerOutcome::Failed,
             ));
         };
-        match timeout {
+        let outcome = match timeout {
             None => handler.await,
             Some(limit) => match tokio::time::timeout(limit, handler).await {
                 Ok(outcome) => outcome,
-                Err(_) => Err(format!(
-                    "timed out after {} (the worker's job timeout)",
-                    humantime::format_duration(limit)
-                )),
+                Err(_) => {
+                    return Err((
+                        format!(
+                            "timed out after {} (the worker's job timeout)",
+                            humantime::format_duration(limit)
+                        ),
+                        HandlerOutcome::TimedOut,
+                    ))
+                }
             },
-        }
+        };
+        outcome.map_err(|message| (message, HandlerOutcome::Failed))
     });
     let abort = handler_task.abort_handle();
     let (id, attempt) = (job.id, job.attempt);
     tokio::spawn(async move {
         let outcome = match handler_task.await {
-            Ok(Ok(result)) => Ok(Some(without_nul_value(result))),
-            Ok(Err(message)) => Err(without_nul(&message)),
+            Ok(Ok(result)) => {
+                running.ended(HandlerOutcome::Succeeded);
+                Ok(Some(without_nul_value(result)))
+            }
+            Ok(Err((message, how))) => {
+                running.ended(how);
+                Err(without_nul(&message))
+            }
             // Aborted by the worker (shutdown, lost claim): nothing to report.
-            Err(error) if error.is_cancelled() => return,
-            Err(error) => Err(without_nul(&format!(
-                "the handler panicked: {}",
-                panic_message(error.into_panic())
-            ))),
+            Err(error) if error.is_cancelled() => {
+                running.ended(HandlerOutcome::Aborted);
+                return;
+            }
+            Err(error) => {
+                running.ended(HandlerOutcome::Panicked);
+                Err(without_nul(&format!(
+                    "the handler panicked: {}",
+                    panic_message(error.into_panic())
+                )))
+            }
         };
         let _ = done.send(Done {
             id,

@@ -28,6 +28,7 @@ mod execution;
 mod finisher;
 mod granted;
 mod listener;
+pub mod metrics;
 pub(crate) mod progress;
 mod single;
 

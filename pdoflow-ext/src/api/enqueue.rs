@@ -31,6 +31,7 @@ use crate::claim_floors;
 use crate::flow_control;
 use crate::input::checks;
 use crate::input::rules;
+use crate::stats;
 use crate::tasks::registered_tasks;
 use crate::tasks::task_grants;
 
@@ -269,6 +270,7 @@ fn insert_plain(client: &mut SpiClient<'_>, job: PlainJob<'_>) -> Result<pgrx::U
         ],
     )?;
     claim_floors::note_queued(queue, priority, due, *id.as_bytes());
+    stats::count(stats::table::Event::Enqueued, queue, 1);
     if due <= now {
         announce::announce(queue);
     }

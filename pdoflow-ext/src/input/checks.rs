@@ -552,6 +552,32 @@ fn check_worker_name(name_value: Option<&str>) -> Checked {
     Ok(())
 }
 
+/// The tasks a worker says it serves (`register_worker`): names, each
+/// once; NULL (not stated) is allowed, a NULL element is not.
+#[pg_extern(stable, parallel_safe, name = "_check_worker_tasks")]
+fn check_worker_tasks(tasks: Option<Vec<Option<String>>>) -> Checked {
+    let Some(tasks) = tasks else {
+        return Ok(());
+    };
+    for (index, task) in tasks.iter().enumerate() {
+        let param = format!("tasks[{}]", index + 1);
+        let task = present(&param, task.as_deref(), None)?;
+        name(&param, task)?;
+        if tasks[..index]
+            .iter()
+            .flatten()
+            .any(|earlier| earlier == task)
+        {
+            return Err(InputError::Duplicate {
+                param: "tasks".to_owned(),
+                value: task.to_owned(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// The batch size passed to `sweep`.
 #[pg_extern(stable, parallel_safe, name = "_check_sweep")]
 fn check_sweep(batch_size: Option<i32>) -> Checked {

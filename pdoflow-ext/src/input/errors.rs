@@ -149,6 +149,9 @@ pub enum InputError {
         param: String,
         task: String,
         path: String,
+        /// The JSON pointer of the failing value inside the args: `path`,
+        /// or the missing property under it.
+        pointer: String,
         reason: String,
     },
 
@@ -195,12 +198,24 @@ impl InputError {
             _ => None,
         }
     }
+
+    /// A DETAIL line a program can read: the JSON pointer of args that do
+    /// not match their task's schema (the HTTP API's 422 names it).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            InputError::SchemaMismatch { pointer, .. } => Some(format!("JSON pointer: {pointer}")),
+            _ => None,
+        }
+    }
 }
 
 impl From<InputError> for ErrorReport {
     #[track_caller]
     fn from(error: InputError) -> Self {
-        let report = ErrorReport::new(error.sqlstate(), error.to_string(), "pdoflow");
+        let mut report = ErrorReport::new(error.sqlstate(), error.to_string(), "pdoflow");
+        if let Some(detail) = error.detail() {
+            report = report.set_detail(detail);
+        }
         match error.hint() {
             Some(hint) => report.set_hint(hint),
             None => report,

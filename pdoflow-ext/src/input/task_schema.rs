@@ -153,6 +153,14 @@ fn validate_args(
             })?;
         if let Err(error) = validator.validate(&value) {
             let path = error.instance_path.to_string();
+            // A missing property has no value to point at: point where it
+            // belongs.
+            let pointer = match &error.kind {
+                jsonschema::error::ValidationErrorKind::Required {
+                    property: serde_json::Value::String(property),
+                } => format!("{path}/{}", property.replace('~', "~0").replace('/', "~1")),
+                _ => path.clone(),
+            };
             return Err(InputError::SchemaMismatch {
                 param,
                 task: task.to_owned(),
@@ -161,6 +169,7 @@ fn validate_args(
                 } else {
                     path
                 },
+                pointer,
                 reason: error.to_string(),
             }
             .into());

@@ -14,6 +14,7 @@
 // it is returned as is.
 #![allow(clippy::result_large_err)]
 
+mod await_ended;
 pub mod waiters;
 
 use std::cell::{Cell, RefCell};
@@ -29,10 +30,10 @@ use crate::input::rules;
 
 /// How often a waiter looks at its job again without being woken: a safety
 /// net only (a job removed by hand from the tables wakes nobody).
-const SAFETY_LOOK: Duration = Duration::from_secs(5);
+pub(crate) const SAFETY_LOOK: Duration = Duration::from_secs(5);
 /// How often a waiter looks when it cannot register (pdoflow not in
 /// shared_preload_libraries): then it does poll.
-const UNREGISTERED_POLL: Duration = Duration::from_millis(50);
+pub(crate) const UNREGISTERED_POLL: Duration = Duration::from_millis(50);
 
 const LOOK: &str = "SELECT j.state, j.result, j.last_error, j.finished_at, j.progress
                     FROM pdoflow.jobs AS j WHERE j.id OPERATOR(pg_catalog.=) $1";
@@ -75,32 +76,12 @@ fn await_result(
     ErrorReport,
 > {
     let id = rules::present("id", id, None)?;
-    let timeout = rules::present(
-        "timeout",
+    let deadline = wait_deadline(
+        "pdoflow.await_result",
         timeout,
-        Some("Pass interval '0' to look without waiting."),
+        "It looks at the job again each time it is woken; a transaction that reads one \
+         snapshot would never see the job end.",
     )?;
-    let micros = timeout.as_micros();
-    if micros < 0 {
-        return Err(ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("timeout must not be negative, got {timeout}"),
-            "pdoflow",
-        ));
-    }
-    if !isolation::read_committed() {
-        return Err(ErrorReport::new(
-            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
-            "pdoflow.await_result cannot run in a REPEATABLE READ or SERIALIZABLE transaction",
-            "pdoflow",
-        )
-        .set_detail(
-            "It looks at the job again each time it is woken; a transaction that reads one \
-             snapshot would never see the job end.",
-        )
-        .set_hint("Call it outside that transaction, or in a READ COMMITTED one."));
-    }
-    let deadline = Instant::now() + Duration::from_micros(u64::try_from(micros).unwrap_or(0));
     let registration = waiters::register(id.as_bytes());
     let pause = if registration.is_some() {
         SAFETY_LOOK
@@ -129,6 +110,39 @@ fn await_result(
         }
         backend::sleep_on_latch(left.min(pause));
     }
+}
+
+/// When a wait of `timeout` ends, after the checks every wait makes: a
+/// timeout given and not negative, and READ COMMITTED (`why` says what a
+/// single snapshot would break for `function`).
+pub(crate) fn wait_deadline(
+    function: &str,
+    timeout: Option<Interval>,
+    why: &'static str,
+) -> Result<Instant, ErrorReport> {
+    let timeout = rules::present(
+        "timeout",
+        timeout,
+        Some("Pass interval '0' to look without waiting."),
+    )?;
+    let micros = timeout.as_micros();
+    if micros < 0 {
+        return Err(ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("timeout must not be negative, got {timeout}"),
+            "pdoflow",
+        ));
+    }
+    if !isolation::read_committed() {
+        return Err(ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_ACTIVE_SQL_TRANSACTION,
+            format!("{function} cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+            "pdoflow",
+        )
+        .set_detail(why)
+        .set_hint("Call it outside that transaction, or in a READ COMMITTED one."));
+    }
+    Ok(Instant::now() + Duration::from_micros(u64::try_from(micros).unwrap_or(0)))
 }
 
 /// The job as committed now (a fresh snapshot: READ COMMITTED).

@@ -1,6 +1,7 @@
 //! The waiting room: shared memory where sessions in `pdoflow.await_result`
-//! say which job they wait for, so that the transaction that ends it can set
-//! their latch when it commits.
+//! say which job they wait for (and sessions in `pdoflow.await_ended` that
+//! they wait for any job of their database), so that the transaction that
+//! ends it can set their latch when it commits.
 //!
 //! One slot per process, indexed by its PGPROC number, written only by its
 //! owner; wakers read the slots without a lock (a waiter woken for nothing
@@ -22,7 +23,10 @@ const SLOTS: usize = 4096;
 
 struct Slot {
     waiting: AtomicBool,
+    /// The job waited for; the nil UUID: any job of `database`
+    /// (`pdoflow.await_ended`).
     job: [AtomicU64; 2],
+    database: AtomicU32,
 }
 
 pub struct Room {
@@ -37,6 +41,7 @@ impl Default for Room {
             slots: std::array::from_fn(|_| Slot {
                 waiting: AtomicBool::new(false),
                 job: [AtomicU64::new(0), AtomicU64::new(0)],
+                database: AtomicU32::new(0),
             }),
             highest: AtomicI32::new(-1),
         }
@@ -92,6 +97,7 @@ pub fn register(job: &[u8; 16]) -> Option<Registration> {
     let [high, low] = halves(job);
     place.job[0].store(high, Ordering::SeqCst);
     place.job[1].store(low, Ordering::SeqCst);
+    place.database.store(backend::database(), Ordering::SeqCst);
     if !place.waiting.swap(true, Ordering::SeqCst) {
         WAITING.get().fetch_add(1, Ordering::SeqCst);
     }
@@ -137,12 +143,23 @@ pub fn anybody_waiting() -> bool {
     READY.load(Ordering::Relaxed) && WAITING.get().load(Ordering::SeqCst) > 0
 }
 
-/// Sets the latch of every process waiting for one of `jobs`.
+/// Says that this process waits for any job of its database to end.
+pub fn register_any() -> Option<Registration> {
+    register(&ANY_JOB)
+}
+
+/// The job a slot waiting for any job names.
+const ANY_JOB: [u8; 16] = [0; 16];
+
+/// Sets the latch of every process waiting for one of `jobs`, or for any
+/// job of this database.
 pub fn wake(jobs: &[[u8; 16]]) {
     if !anybody_waiting() {
         return;
     }
     let wanted: Vec<[u64; 2]> = jobs.iter().map(halves).collect();
+    let any = halves(&ANY_JOB);
+    let database = backend::database();
     let room = ROOM.share();
     let highest = usize::try_from(room.highest.load(Ordering::SeqCst)).unwrap_or(0);
     for (procno, slot) in room.slots.iter().enumerate().take(highest + 1) {
@@ -153,7 +170,9 @@ pub fn wake(jobs: &[[u8; 16]]) {
             slot.job[0].load(Ordering::SeqCst),
             slot.job[1].load(Ordering::SeqCst),
         ];
-        if wanted.contains(&job) {
+        let for_any =
+            job == any && slot.database.load(Ordering::SeqCst) == database && !jobs.is_empty();
+        if for_any || wanted.contains(&job) {
             backend::set_latch(procno);
         }
     }

@@ -47,3 +47,19 @@ SELECT regress.failure(format('SELECT * FROM pdoflow.await_result(%L, %L)', :'jo
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT regress.failure(format('SELECT * FROM pdoflow.await_result(%L)', :'job'));
 COMMIT;
+
+-- await_ended: the jobs among ids that have ended, at once; unknown ids
+-- are left out; with none ended it returns at the timeout (or when any
+-- job of the database ends) with no rows.
+SELECT pdoflow.enqueue('watched') AS watched \gset
+SELECT id = :'doomed' AS doomed, state FROM pdoflow.await_ended(ARRAY[:'doomed', :'dropped', :'watched',
+       '00000000-0000-7000-8000-000000000000']::uuid[], '0') ORDER BY state;
+SELECT count(*) AS ended FROM pdoflow.await_ended(ARRAY[:'watched']::uuid[], '10 milliseconds');
+SELECT count(*) AS ended FROM pdoflow.await_ended('{}', '0');
+SELECT regress.failure($$SELECT * FROM pdoflow.await_ended(NULL)$$);
+SELECT regress.failure($$SELECT * FROM pdoflow.await_ended('{}', '-1 second')$$);
+SELECT regress.failure($$SELECT * FROM pdoflow.await_ended('{}', NULL)$$);
+SELECT regress.failure($$SELECT * FROM pdoflow.await_ended(array_fill('00000000-0000-7000-8000-000000000000'::uuid, ARRAY[100001]))$$);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT regress.failure($$SELECT * FROM pdoflow.await_ended('{}')$$);
+COMMIT;

@@ -43,3 +43,35 @@ SELECT regress.failure($$SELECT pdoflow.register_task(' padded')$$);
 SELECT regress.failure($$SELECT pdoflow.register_task('t', '{"type": 5}')$$);
 SELECT regress.failure($$SELECT pdoflow.register_task('t', '{"minimum": "zero"}')$$);
 TRUNCATE pdoflow.tasks;
+
+-- replace => false: the same schema again is fine (jsonb equality: key
+-- order does not count) and updates the description; another schema is
+-- refused and changes nothing.
+SELECT pdoflow.register_task('strict', '{"type": "object", "required": ["to"]}', replace => false) AS new;
+SELECT pdoflow.register_task('strict', '{"required": ["to"], "type": "object"}', 'mails', replace => false) AS new;
+SELECT args_schema, description FROM pdoflow.tasks WHERE name = 'strict';
+SELECT regress.failure($$SELECT pdoflow.register_task('strict', '{"type": "array"}', replace => false)$$);
+SELECT regress.failure($$SELECT pdoflow.register_task('strict', NULL, replace => false)$$);
+SELECT regress.failure($$SELECT pdoflow.register_task('strict', NULL, replace => NULL)$$);
+SELECT pdoflow.register_task('strict', '{"type": "array"}') AS new;
+SELECT args_schema FROM pdoflow.tasks WHERE name = 'strict';
+
+-- A mismatch says in its DETAIL where in the args it failed, as a JSON
+-- pointer (a missing property: where it belongs).
+SELECT pdoflow.register_task('pointed', '{"type": "object", "required": ["to"],
+    "properties": {"to": {"type": "string"}, "cc": {"type": "array", "items": {"type": "string"}}}}');
+CREATE FUNCTION regress.detail(sql text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    detail text;
+BEGIN
+    EXECUTE sql;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS detail = PG_EXCEPTION_DETAIL;
+    RETURN SQLSTATE || ': ' || detail;
+END $$;
+SELECT regress.detail($$SELECT pdoflow.enqueue('pointed', '{}')$$);
+SELECT regress.detail($$SELECT pdoflow.enqueue('pointed', '{"to": "a", "cc": ["b", 7]}')$$);
+SELECT regress.detail($$SELECT pdoflow.enqueue_many('[{"task": "pointed", "args": {"to": 1}}]')$$);
+SELECT regress.detail($$SELECT pdoflow.enqueue('pointed', '[]')$$);
+TRUNCATE pdoflow.tasks;

@@ -35,3 +35,13 @@ SELECT regress.failure('SELECT pdoflow.register_worker(NULL)');
 SELECT regress.failure('SELECT pdoflow.register_worker('''')');
 SELECT regress.failure($$SELECT pdoflow.register_worker(' padded')$$);
 SELECT regress.failure($$SELECT pdoflow.register_worker(repeat('w', 129))$$);
+
+-- A worker may say which tasks it serves; NULL keeps what it said.
+SELECT pdoflow.register_worker('typed', ARRAY['mail', 'sms']);
+SELECT name, state, tasks FROM pdoflow.workers WHERE name = 'typed';
+SELECT pdoflow.register_worker('typed');
+SELECT pdoflow.register_worker('typed', ARRAY['sms']);
+SELECT name, tasks FROM pdoflow.workers WHERE name = 'typed';
+SELECT regress.failure($$SELECT pdoflow.register_worker('typed', ARRAY['mail', NULL])$$);
+SELECT regress.failure($$SELECT pdoflow.register_worker('typed', ARRAY['mail', 'mail'])$$);
+SELECT regress.failure($$SELECT pdoflow.register_worker('typed', ARRAY[''])$$);

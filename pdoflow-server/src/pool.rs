@@ -1,0 +1,276 @@
+//! Pooled database connections, and the transaction each request runs in
+//! as its role.
+//!
+//! The pool is deadpool's, around a `Connector` the caller passes in (the
+//! CLI's makes connections the way every pdoflow-run connection is made:
+//! TLS, lock and statement timeouts, READ COMMITTED). A connection goes back
+//! to the pool as it is: every request's settings are `SET LOCAL`
+//! (`set_config(..., true)`), so they end with its transaction, and the
+//! session's own settings (the timeouts) stay. (deadpool-postgres'
+//! `RecyclingMethod::Clean` would `RESET ALL` them away.) A new connection
+//! is checked for pdoflow 0.12.0 or later (`extension`) before its first
+//! use: without it every request gets a 503 that says so.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{Metrics, Object, RecycleError, RecycleResult, Timeouts};
+use futures_util::future::BoxFuture;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::auth::Role;
+use crate::error::ServerError;
+use crate::extension;
+pub use crate::extension::ConnectError;
+use crate::problem::{Code, Problem};
+use crate::sql_error::{self, Ctx};
+
+/// Makes a new database connection: the server's login, with the session
+/// settings it needs (`application_name` included, by which the server's
+/// connections can be counted).
+pub type Connector = Arc<dyn Fn() -> BoxFuture<'static, Result<Client, String>> + Send + Sync>;
+
+/// A pooled connection, with the statements it prepared.
+pub struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    /// Runs `sql` (prepared once per connection) with `params`.
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let statement = match self.statements.get(sql) {
+            Some(statement) => statement.clone(),
+            None => {
+                let statement = self.client.prepare(sql).await?;
+                self.statements.insert(sql.to_owned(), statement.clone());
+                statement
+            }
+        };
+        self.client.query(&statement, params).await
+    }
+}
+
+pub struct Manager {
+    connector: Connector,
+}
+
+impl deadpool::managed::Manager for Manager {
+    type Type = Conn;
+    type Error = ConnectError;
+
+    async fn create(&self) -> Result<Conn, ConnectError> {
+        let client = (self.connector)().await.map_err(ConnectError::Connect)?;
+        extension::check(&client).await?;
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<ConnectError> {
+        // Requests end their transactions (or `Session`'s drop rolls them
+        // back before the connection returns), so a connection that is still
+        // open is ready.
+        if conn.client.is_closed() {
+            return Err(RecycleError::Message("the connection is closed".into()));
+        }
+        Ok(())
+    }
+}
+
+pub type Pool = deadpool::managed::Pool<Manager>;
+
+pub fn build(connector: Connector, size: usize, wait: Duration) -> Result<Pool, ServerError> {
+    Pool::builder(Manager { connector })
+        .max_size(size.max(1))
+        .runtime(deadpool::Runtime::Tokio1)
+        .timeouts(Timeouts {
+            wait: Some(wait),
+            create: Some(wait.max(Duration::from_secs(10))),
+            recycle: Some(Duration::from_secs(5)),
+        })
+        .build()
+        .map_err(|error| ServerError::Config(format!("cannot build the connection pool: {error}")))
+}
+
+/// A pooled connection, or the 503 that says why there is none.
+pub async fn get(pool: &Pool) -> Result<Object<Manager>, Problem> {
+    pool.get().await.map_err(|error| match error {
+        deadpool::managed::PoolError::Timeout(_) => {
+            Problem::unavailable("no database connection became free in time")
+        }
+        deadpool::managed::PoolError::Backend(ConnectError::Connect(message)) => {
+            tracing::warn!("cannot connect to the database: {message}");
+            Problem::unavailable("the database cannot be reached")
+        }
+        // Not a passing trouble: say what to do about it.
+        deadpool::managed::PoolError::Backend(error) => {
+            tracing::warn!("{error}");
+            Problem::unavailable(error.to_string())
+        }
+        other => Problem::unavailable(format!("no database connection: {other}")),
+    })
+}
+
+/// One transaction on a pooled connection, as a role. Dropped without
+/// `commit`, it is rolled back before the connection is used again.
+pub struct Session {
+    conn: Option<Object<Manager>>,
+    open: bool,
+}
+
+impl Session {
+    /// Begins a READ COMMITTED transaction as the request's role, with its
+    /// claims in `request.jwt.claims` (as PostgREST sets them). A role that
+    /// does not exist, or that the login may not switch to, is a 401.
+    pub async fn begin(pool: &Pool, role: &Role) -> Result<Session, Problem> {
+        let mut session = Session::begin_as(pool, None).await?;
+        session.switch_to(role).await?;
+        Ok(session)
+    }
+
+    /// Switches the transaction to the request's role (see `begin`).
+    pub async fn switch_to(&mut self, role: &Role) -> Result<(), Problem> {
+        let set = self
+            .query(
+                "SELECT pg_catalog.set_config('role', $1, true), \
+                        pg_catalog.set_config('request.jwt.claims', $2, true)",
+                &[&role.name, &role.claims],
+            )
+            .await;
+        let Err(error) = set else {
+            return Ok(());
+        };
+        let code = error.code().map(|code| code.code().to_owned());
+        Err(match code.as_deref() {
+            Some("22023") | Some("42501") | Some("42704") => Problem {
+                role: Some(role.name.clone()),
+                www_authenticate: Some(format!(
+                    "Bearer error=\"invalid_token\", error_description=\"role {} cannot be used\"",
+                    role.name.replace(['"', '\\'], "'")
+                )),
+                ..Problem::new(
+                    Code::Unauthorized,
+                    format!(
+                        "the token's role {:?} does not exist or the server may not switch to it",
+                        role.name
+                    ),
+                )
+            },
+            _ => sql_error::problem(&error, &Ctx::default()),
+        })
+    }
+
+    /// Begins a READ COMMITTED transaction as the login, or as `role` (the
+    /// service role) when given.
+    pub async fn begin_as(pool: &Pool, role: Option<&str>) -> Result<Session, Problem> {
+        let conn = get(pool).await?;
+        let mut session = Session {
+            conn: Some(conn),
+            open: false,
+        };
+        let begin = session
+            .conn_mut()?
+            .client
+            .batch_execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await;
+        begin.map_err(|error| sql_error::problem(&error, &Ctx::default()))?;
+        session.open = true;
+        if let Some(role) = role {
+            session
+                .query("SELECT pg_catalog.set_config('role', $1, true)", &[&role])
+                .await
+                .map_err(|error| {
+                    Problem::internal(&format!(
+                        "cannot switch to the service role {role:?}: {}",
+                        sql_error::describe(&error)
+                    ))
+                })?;
+        }
+        Ok(session)
+    }
+
+    fn conn_mut(&mut self) -> Result<&mut Conn, Problem> {
+        match self.conn.as_mut() {
+            Some(conn) => Ok(conn),
+            None => Err(Problem::internal("a session used after it ended")),
+        }
+    }
+
+    pub async fn query(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        match self.conn.as_mut() {
+            Some(conn) => conn.query(sql, params).await,
+            // Unreachable: the connection leaves only in commit and drop.
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// `query`, with errors as problems read in `ctx`.
+    pub async fn rows(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        ctx: &Ctx,
+    ) -> Result<Vec<Row>, Problem> {
+        self.query(sql, params)
+            .await
+            .map_err(|error| sql_error::problem(&error, ctx))
+    }
+
+    /// The first row of `rows`, if any.
+    pub async fn row(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        ctx: &Ctx,
+    ) -> Result<Option<Row>, Problem> {
+        Ok(self.rows(sql, params, ctx).await?.into_iter().next())
+    }
+
+    pub async fn commit(mut self) -> Result<(), Problem> {
+        let conn = self.conn_mut()?;
+        let done = conn.client.batch_execute("COMMIT").await;
+        done.map_err(|error| sql_error::problem(&error, &Ctx::default()))?;
+        self.open = false;
+        Ok(())
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        if !self.open {
+            return;
+        }
+        // The connection goes back to the pool once ROLLBACK is done (a
+        // query of the abandoned request may still be in flight before it);
+        // one that cannot roll back is closed instead.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = conn.client.batch_execute("ROLLBACK").await {
+                        tracing::debug!(
+                            "dropping a connection that could not roll back: {}",
+                            sql_error::describe(&error)
+                        );
+                        drop(Object::take(conn));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(conn)),
+        }
+    }
+}
