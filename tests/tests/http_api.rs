@@ -928,6 +928,48 @@ async fn es256_tokens_with_a_public_key() {
 }
 
 #[tokio::test]
+async fn rs256_tokens_with_a_public_key_file() {
+    // A 2048-bit RSA key pair made for this test only (openssl genpkey).
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+    let private = std::fs::read(fixtures.join("rs256-test-private.pem")).expect("the test key");
+    let database = TestDatabase::create("http_rs256").await;
+    let server = TestServer::start(&database, "rs256", |config| {
+        config.jwt.secret = None;
+        config.jwt.public_key = Some(pdoflow_server::PublicKey::File(
+            fixtures.join("rs256-test-public.pem"),
+        ));
+    })
+    .await;
+    let sign = |algorithm, role: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(algorithm),
+            &json!({"role": role, "exp": now() + 60}),
+            &jsonwebtoken::EncodingKey::from_rsa_pem(&private).unwrap(),
+        )
+        .unwrap()
+    };
+    let producer = server.roles.producer.clone();
+    let ok = server
+        .send(server.request(
+            Method::GET,
+            "/v1/jobs",
+            Some(&sign(jsonwebtoken::Algorithm::RS256, &producer)),
+        ))
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    // Another RSA algorithm with the same key is not accepted: RS256 only.
+    let ps = server
+        .send(server.request(
+            Method::GET,
+            "/v1/jobs",
+            Some(&sign(jsonwebtoken::Algorithm::RS512, &producer)),
+        ))
+        .await;
+    ps.assert_problem(401, "Unauthorized");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn pages_are_stable_while_jobs_are_added() {
     let database = TestDatabase::create("http_pages").await;
     let server = TestServer::start(&database, "pages", |_| {}).await;
