@@ -338,9 +338,10 @@ pub async fn submit(
         .and_then(|row| row.try_get(0).ok())
         .ok_or_else(|| Problem::internal("pdoflow.enqueue returned no id"))?;
     // A job made by this transaction was created at its now(); one that
-    // holds the unique key was made before.
+    // holds the unique key was made before. Read with the commit, in one
+    // round trip.
     let row = session
-        .row(
+        .row_and_commit(
             &format!("SELECT {JOB_COLUMNS}, created_at = now() FROM pdoflow.jobs WHERE id = $1"),
             &[&id],
             &ctx,
@@ -349,7 +350,6 @@ pub async fn submit(
         .ok_or_else(|| Problem::internal("the job just enqueued is not in pdoflow.jobs"))?;
     let created: bool = row.try_get(25).unwrap_or(true);
     let job = Job::from_row(&row)?;
-    session.commit().await?;
     Ok(if created {
         created_job(&job)
     } else {
