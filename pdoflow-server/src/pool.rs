@@ -238,16 +238,45 @@ impl Session {
         Ok(self.rows(sql, params, ctx).await?.into_iter().next())
     }
 
-    /// `row`, then COMMIT, sent together: one round trip for a request's
-    /// last read and its commit. When the read fails, its transaction is
-    /// aborted and the COMMIT rolls it back (PostgreSQL answers ROLLBACK),
-    /// and the read's problem is returned.
+    /// A request whose whole work is one statement: BEGIN as `role`, the
+    /// statement, COMMIT, in two round trips (`begin`, `rows_and_commit`).
+    pub async fn run(
+        pool: &Pool,
+        role: &Role,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        ctx: &Ctx,
+    ) -> Result<Vec<Row>, Problem> {
+        Session::begin(pool, role)
+            .await?
+            .rows_and_commit(sql, params, ctx)
+            .await
+    }
+
+    /// `rows_and_commit`'s first row.
     pub async fn row_and_commit(
-        mut self,
+        self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         ctx: &Ctx,
     ) -> Result<Option<Row>, Problem> {
+        Ok(self
+            .rows_and_commit(sql, params, ctx)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    /// `rows`, then COMMIT, sent together: one round trip for a request's
+    /// last statement and its commit. When the statement fails, its
+    /// transaction is aborted and the COMMIT rolls it back (PostgreSQL
+    /// answers ROLLBACK), and the statement's problem is returned.
+    pub async fn rows_and_commit(
+        mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        ctx: &Ctx,
+    ) -> Result<Vec<Row>, Problem> {
         let conn = self.conn_mut()?;
         let statement = conn
             .statement(sql)
@@ -260,8 +289,7 @@ impl Session {
         );
         committed.map_err(|error| sql_error::problem(&error, &Ctx::default()))?;
         self.open = false;
-        let rows = rows.map_err(|error| sql_error::problem(&error, ctx))?;
-        Ok(rows.into_iter().next())
+        rows.map_err(|error| sql_error::problem(&error, ctx))
     }
 
     pub async fn commit(mut self) -> Result<(), Problem> {

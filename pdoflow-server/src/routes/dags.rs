@@ -62,15 +62,14 @@ pub async fn submit(
         dag: Some(body.dag.clone()),
         ..Ctx::default()
     };
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let rows = session
-        .rows(
-            "SELECT name, id FROM pdoflow.submit_dag($1::jsonb, $2::uuid)",
-            &[&body.dag, &body.posting],
-            &ctx,
-        )
-        .await?;
-    session.commit().await?;
+    let rows = Session::run(
+        &state.pool,
+        &role,
+        "SELECT name, id FROM pdoflow.submit_dag($1::jsonb, $2::uuid)",
+        &[&body.dag, &body.posting],
+        &ctx,
+    )
+    .await?;
     let jobs = rows
         .iter()
         .map(|row| {

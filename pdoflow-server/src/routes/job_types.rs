@@ -102,15 +102,14 @@ pub async fn list(
     role: Role,
     Query(filter): Query<ScopeFilter>,
 ) -> Result<Response, Problem> {
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let rows = session
-        .rows(
-            &format!("SELECT {COLUMNS} FROM pdoflow.tasks ORDER BY name"),
-            &[],
-            &Ctx::default(),
-        )
-        .await?;
-    session.commit().await?;
+    let rows = Session::run(
+        &state.pool,
+        &role,
+        &format!("SELECT {COLUMNS} FROM pdoflow.tasks ORDER BY name"),
+        &[],
+        &Ctx::default(),
+    )
+    .await?;
     let items = rows
         .iter()
         .map(JobType::from_row)
@@ -304,17 +303,18 @@ pub async fn remove(
     role: Role,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let removed: bool = session
-        .row(
-            "SELECT pdoflow.unregister_task($1::text)",
-            &[&name],
-            &Ctx::default(),
-        )
-        .await?
-        .and_then(|row| row.try_get(0).ok())
-        .unwrap_or(false);
-    session.commit().await?;
+    let removed: bool = Session::run(
+        &state.pool,
+        &role,
+        "SELECT pdoflow.unregister_task($1::text)",
+        &[&name],
+        &Ctx::default(),
+    )
+    .await?
+    .into_iter()
+    .next()
+    .and_then(|row| row.try_get(0).ok())
+    .unwrap_or(false);
     if !removed {
         return Err(Problem::not_found(format!(
             "job type {name:?} is not registered"

@@ -521,9 +521,7 @@ pub async fn list(
     params.push(&fetch);
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}::int8", params.len()));
 
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let rows = session.rows(&sql, &params, &Ctx::default()).await?;
-    session.commit().await?;
+    let rows = Session::run(&state.pool, &role, &sql, &params, &Ctx::default()).await?;
     let mut items = rows
         .iter()
         .map(Job::from_row)

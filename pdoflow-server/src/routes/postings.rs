@@ -210,9 +210,7 @@ pub async fn list(
     }
     params.push(&fetch);
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}::int8", params.len()));
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let rows = session.rows(&sql, &params, &Ctx::default()).await?;
-    session.commit().await?;
+    let rows = Session::run(&state.pool, &role, &sql, &params, &Ctx::default()).await?;
     let mut items = rows
         .iter()
         .map(Posting::from_row)
@@ -334,13 +332,18 @@ pub async fn remove(
         posting: Some(id),
         ..Ctx::default()
     };
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let deleted: bool = session
-        .row("SELECT pdoflow.delete_posting($1::uuid)", &[&id], &ctx)
-        .await?
-        .and_then(|row| row.try_get(0).ok())
-        .unwrap_or(false);
-    session.commit().await?;
+    let deleted: bool = Session::run(
+        &state.pool,
+        &role,
+        "SELECT pdoflow.delete_posting($1::uuid)",
+        &[&id],
+        &ctx,
+    )
+    .await?
+    .into_iter()
+    .next()
+    .and_then(|row| row.try_get(0).ok())
+    .unwrap_or(false);
     if !deleted {
         return Err(Problem::not_found(format!("posting {id} does not exist")));
     }

@@ -76,15 +76,14 @@ fn read_error(error: tokio_postgres::Error) -> Problem {
 #[utoipa::path(get, path = "/v1/queues", tag = "queues",
     responses((status = 200, description = "The queues", body = QueueList)))]
 pub async fn list(State(state): State<Arc<AppState>>, role: Role) -> Result<Response, Problem> {
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let rows = session
-        .rows(
-            &format!("SELECT {QUEUE_COLUMNS} FROM pdoflow.queues ORDER BY queue"),
-            &[],
-            &Ctx::default(),
-        )
-        .await?;
-    session.commit().await?;
+    let rows = Session::run(
+        &state.pool,
+        &role,
+        &format!("SELECT {QUEUE_COLUMNS} FROM pdoflow.queues ORDER BY queue"),
+        &[],
+        &Ctx::default(),
+    )
+    .await?;
     let items = rows
         .iter()
         .map(Queue::from_row)
@@ -113,13 +112,12 @@ async fn control(
     } else {
         "SELECT pdoflow.resume_queue($1::text)"
     };
-    let mut session = Session::begin(&state.pool, role).await?;
-    let changed: bool = session
-        .row(sql, &[&queue], &Ctx::default())
+    let changed: bool = Session::run(&state.pool, role, sql, &[&queue], &Ctx::default())
         .await?
+        .into_iter()
+        .next()
         .and_then(|row| row.try_get(0).ok())
         .unwrap_or(false);
-    session.commit().await?;
     Ok(json(
         StatusCode::OK,
         &QueueControl {
@@ -187,16 +185,15 @@ pub struct StatsList {
 #[utoipa::path(get, path = "/v1/stats", tag = "queues",
     responses((status = 200, description = "The counters", body = StatsList)))]
 pub async fn stats(State(state): State<Arc<AppState>>, role: Role) -> Result<Response, Problem> {
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let rows = session
-        .rows(
-            "SELECT queue, enqueued, claimed, succeeded, failed, retried, cancelled, \
+    let rows = Session::run(
+        &state.pool,
+        &role,
+        "SELECT queue, enqueued, claimed, succeeded, failed, retried, cancelled, \
                     leases_expired, stats_reset FROM pdoflow.stats ORDER BY queue",
-            &[],
-            &Ctx::default(),
-        )
-        .await?;
-    session.commit().await?;
+        &[],
+        &Ctx::default(),
+    )
+    .await?;
     let items = rows
         .iter()
         .map(|row| {

@@ -71,10 +71,8 @@ pub struct WorkerList {
 #[utoipa::path(get, path = "/v1/workers", tag = "workers",
     responses((status = 200, description = "The workers", body = WorkerList)))]
 pub async fn list(State(state): State<Arc<AppState>>, role: Role) -> Result<Response, Problem> {
-    let mut session = Session::begin(&state.pool, &role).await?;
     let sql = format!("SELECT {COLUMNS} FROM pdoflow.workers ORDER BY name");
-    let rows = session.rows(&sql, &[], &Ctx::default()).await?;
-    session.commit().await?;
+    let rows = Session::run(&state.pool, &role, &sql, &[], &Ctx::default()).await?;
     let items = rows
         .iter()
         .map(Worker::from_row)
@@ -94,10 +92,11 @@ pub async fn get_one(
     role: Role,
     Path(name): Path<String>,
 ) -> Result<Response, Problem> {
-    let mut session = Session::begin(&state.pool, &role).await?;
     let sql = format!("SELECT {COLUMNS} FROM pdoflow.workers WHERE name = $1::text");
-    let row = session.row(&sql, &[&name], &Ctx::default()).await?;
-    session.commit().await?;
+    let row = Session::run(&state.pool, &role, &sql, &[&name], &Ctx::default())
+        .await?
+        .into_iter()
+        .next();
     match row {
         Some(row) => Ok(json(StatusCode::OK, &Worker::from_row(&row)?)),
         None => Err(Problem::not_found(format!("no worker is named {name:?}"))),
@@ -393,15 +392,16 @@ pub async fn heartbeat(
         body.attempt,
         &[("lease", "/lease"), ("attempt", "/attempt")],
     );
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let row = session
-        .row(
-            "SELECT pdoflow.heartbeat($1::uuid, $2::int4, pg_catalog.make_interval(secs => $3::float8))",
-            &[&id, &body.attempt, &lease],
-            &ctx,
-        )
-        .await?;
-    session.commit().await?;
+    let row = Session::run(
+        &state.pool,
+        &role,
+        "SELECT pdoflow.heartbeat($1::uuid, $2::int4, pg_catalog.make_interval(secs => $3::float8))",
+        &[&id, &body.attempt, &lease],
+        &ctx,
+    )
+    .await?
+    .into_iter()
+    .next();
     let lease_expires_at = row
         .and_then(|row| row.try_get(0).ok())
         .ok_or_else(|| Problem::internal("pdoflow.heartbeat returned nothing"))?;
@@ -440,15 +440,14 @@ pub async fn progress(
         body.attempt,
         &[("progress", "/progress"), ("attempt", "/attempt")],
     );
-    let mut session = Session::begin(&state.pool, &role).await?;
-    session
-        .rows(
-            "SELECT pdoflow.progress($1::uuid, $2::int4, $3::jsonb)",
-            &[&id, &body.attempt, &body.progress],
-            &ctx,
-        )
-        .await?;
-    session.commit().await?;
+    Session::run(
+        &state.pool,
+        &role,
+        "SELECT pdoflow.progress($1::uuid, $2::int4, $3::jsonb)",
+        &[&id, &body.attempt, &body.progress],
+        &ctx,
+    )
+    .await?;
     Ok(problem::no_content())
 }
 
@@ -498,15 +497,16 @@ pub async fn finish(
             ("attempt", "/attempt"),
         ],
     );
-    let mut session = Session::begin(&state.pool, &role).await?;
-    let row = session
-        .row(
-            "SELECT pdoflow.finish($1::uuid, $2::int4, error => $3::text, result => $4::jsonb)",
-            &[&id, &body.attempt, &body.error, &body.result],
-            &ctx,
-        )
-        .await?;
-    session.commit().await?;
+    let row = Session::run(
+        &state.pool,
+        &role,
+        "SELECT pdoflow.finish($1::uuid, $2::int4, error => $3::text, result => $4::jsonb)",
+        &[&id, &body.attempt, &body.error, &body.result],
+        &ctx,
+    )
+    .await?
+    .into_iter()
+    .next();
     let state = row
         .and_then(|row| row.try_get(0).ok())
         .ok_or_else(|| Problem::internal("pdoflow.finish returned nothing"))?;
