@@ -63,18 +63,18 @@ fn await_ended(
     } else {
         UNREGISTERED_POLL
     };
-    let mut woken = false;
     loop {
         let ended = look(&ids)?;
         let left = deadline.saturating_duration_since(Instant::now());
-        // Registered, one wake is enough: the caller looks again with the
-        // jobs it waits for then. Polling, only its own jobs count.
-        if !ended.is_empty() || left.is_zero() || (woken && registration.is_some()) {
+        // Registered, a job's end is enough (not a latch set for anything
+        // else): the caller looks again with the jobs it waits for then.
+        // Polling, only its own jobs count.
+        let woken = registration.as_ref().is_some_and(|r| r.take_woken());
+        if !ended.is_empty() || left.is_zero() || woken {
             drop(registration);
             return Ok(TableIterator::new(ended));
         }
         backend::sleep_on_latch(left.min(pause));
-        woken = true;
     }
 }
 

@@ -27,6 +27,9 @@ struct Slot {
     /// (`pdoflow.await_ended`).
     job: [AtomicU64; 2],
     database: AtomicU32,
+    /// Set by a waker before it sets the latch, for a waiter to tell its
+    /// wake from the latch's other uses.
+    woken: AtomicBool,
 }
 
 pub struct Room {
@@ -42,6 +45,7 @@ impl Default for Room {
                 waiting: AtomicBool::new(false),
                 job: [AtomicU64::new(0), AtomicU64::new(0)],
                 database: AtomicU32::new(0),
+                woken: AtomicBool::new(false),
             }),
             highest: AtomicI32::new(-1),
         }
@@ -98,6 +102,7 @@ pub fn register(job: &[u8; 16]) -> Option<Registration> {
     place.job[0].store(high, Ordering::SeqCst);
     place.job[1].store(low, Ordering::SeqCst);
     place.database.store(backend::database(), Ordering::SeqCst);
+    place.woken.store(false, Ordering::SeqCst);
     if !place.waiting.swap(true, Ordering::SeqCst) {
         WAITING.get().fetch_add(1, Ordering::SeqCst);
     }
@@ -110,6 +115,16 @@ fn unregister(slot: usize) {
     let room = ROOM.share();
     if room.slots[slot].waiting.swap(false, Ordering::SeqCst) {
         WAITING.get().fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Registration {
+    /// Whether a job's end woke this waiter since the last call (or its
+    /// registration); a latch set for anything else does not count.
+    pub fn take_woken(&self) -> bool {
+        ROOM.share().slots[self.slot]
+            .woken
+            .swap(false, Ordering::SeqCst)
     }
 }
 
@@ -173,6 +188,7 @@ pub fn wake(jobs: &[[u8; 16]]) {
         let for_any =
             job == any && slot.database.load(Ordering::SeqCst) == database && !jobs.is_empty();
         if for_any || wanted.contains(&job) {
+            slot.woken.store(true, Ordering::SeqCst);
             backend::set_latch(procno);
         }
     }
