@@ -44,10 +44,15 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Body<T> {
                     Problem::new(Code::BadRequest, rejection.body_text())
                 }
             })?;
-        // Bodies are objects whose fields may all be optional: nothing, or
-        // null, reads as `{}`.
-        let text = bytes.trim_ascii();
-        if text.is_empty() || text == b"null" {
+        // Bodies are objects whose fields may all be optional: no body, or
+        // null, reads as `{}`. Only JSON's own whitespace is trimmed (Rust's
+        // `trim_ascii` also drops form feeds, which JSON refuses), and a
+        // body of whitespace alone is not JSON.
+        if bytes.is_empty() {
+            return parse(b"{}").map(Body);
+        }
+        let text = trim_json_whitespace(&bytes);
+        if text == b"null" {
             return parse(b"{}").map(Body);
         }
         if let Some(content_type) = content_type {
@@ -79,6 +84,15 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Body<T> {
         }
         parse(&bytes).map(Body)
     }
+}
+
+/// `bytes` without the whitespace JSON allows around a value (RFC 8259:
+/// space, tab, line feed, carriage return).
+fn trim_json_whitespace(bytes: &[u8]) -> &[u8] {
+    let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\r');
+    let start = bytes.iter().position(|byte| !is_space(byte)).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(|byte| !is_space(byte)).map_or(start, |last| last + 1);
+    &bytes[start..end]
 }
 
 /// An object of a body's array (`/jobs/3`) as a `T`, its problems pointing

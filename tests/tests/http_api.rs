@@ -726,6 +726,26 @@ async fn every_error_is_a_problem() {
         .await;
     broken.assert_problem(400, "BadRequest");
 
+    // JSON's whitespace is space, tab, LF and CR: a form feed is not JSON,
+    // and a body of whitespace alone is no value (schemathesis found a
+    // claim that read "\x0c" as an absent body).
+    for body in ["\x0c", " \t\r\n", "\x0c{}"] {
+        let not_json = server
+            .send(
+                server
+                    .request(Method::POST, "/v1/workers/w/claim", Some(&token))
+                    .header("content-type", "application/json")
+                    .body(body),
+            )
+            .await;
+        not_json.assert_problem(400, "BadRequest");
+    }
+    // No body at all is an empty claim request.
+    let no_body = server
+        .send(server.request(Method::POST, "/v1/workers/w/claim", Some(&token)))
+        .await;
+    assert_ne!(no_body.status, 400, "{}", no_body.text);
+
     let large = server
         .post(
             "/v1/jobs",
