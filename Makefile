@@ -1,6 +1,7 @@
 # pdoflow: the two commands of the README's quick start, and helpers.
-#   make demo       install what is missing, build, start a demo cluster, run a workload
-#   make demo-stop  stop the demo cluster
+#   make demo       install what is missing, build, start a demo cluster, run a workload,
+#                   start the dashboard (pdoflow-run serve) on 127.0.0.1:8080
+#   make demo-stop  stop the demo cluster and its server (pdoflow-run serve)
 #   make test       install what is missing, then run every test suite
 #                   (PostgreSQL 15; `make test PG=17` or `PG=18` for another)
 #   make bench      the benchmark suite (pdoflow-bench) on a tuned throwaway cluster
@@ -21,8 +22,9 @@ demo: bootstrap install
 	@scripts/demo.sh $(DEMO_PORT)
 
 demo-stop:
+	@scripts/demo.sh stop
 	@scripts/cluster.sh stop demo
-	@echo "demo cluster stopped (its data stays in .pg/demo; rm -rf it to start over)"
+	@echo "demo server and cluster stopped (the data stays in .pg/demo; rm -rf it to start over)"
 
 test:
 	@scripts/test.sh

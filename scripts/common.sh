@@ -52,3 +52,14 @@ ensure_pg_root() {
     chown postgres:postgres "${PG_ROOT}"
     as_postgres test -w "${PG_ROOT}/" || die "the postgres user cannot write to ${PG_ROOT}"
 }
+
+# The URL $1 with database $2 instead (user, host, port and query kept).
+url_with_database() {
+    local scheme="${1%%://*}" rest="${1#*://}" query=""
+    case "${rest}" in *\?*) query="?${rest#*\?}" rest="${rest%%\?*}" ;; esac
+    printf '%s://%s/%s%s' "${scheme}" "${rest%%/*}" "$2" "${query}"
+}
+
+# psql for scripts: no psqlrc, quiet, unaligned tuples only, stop at the
+# first error, no NOTICEs (psql_bin: the caller's psql).
+sql() { PGOPTIONS="-c client_min_messages=warning" "${psql_bin}" -X -q -At -v ON_ERROR_STOP=1 "$@"; }

@@ -3,17 +3,54 @@
 # enqueues a small mixed workload through SQL and a posting holding a small
 # DAG (scripts/demo-dag.json), works it with a pdoflow-run worker (its
 # built-in shell, sleep and noop tasks) while a progress bar waits, prints
-# what happened, and leaves the cluster running.
+# what happened, then starts `pdoflow-run serve` (the dashboard and the HTTP
+# API) on 127.0.0.1:${DEMO_HTTP_PORT:-8080} and prints a token to sign in
+# with. The cluster and the server keep running.
+#
+#   scripts/demo.sh [PORT]      the demo (make demo)
+#   scripts/demo.sh stop        stop the demo's server (make demo-stop)
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
+# The demo's server: its pid, the HS256 secret its tokens are signed with
+# (made once, kept), and the role the printed token names.
+server_pid_file="${PG_ROOT}/demo-server.pid"
+server_secret_file="${PG_ROOT}/demo-server.secret"
+server_role=pdoflow_demo_admin
+
+# Stops the server the pid file names, if it is still that server.
+stop_server() {
+    [ -f "${server_pid_file}" ] || return 0
+    local pid
+    pid="$(cat "${server_pid_file}")"
+    if [ -n "${pid}" ] && tr '\0' ' ' 2>/dev/null <"/proc/${pid}/cmdline" | grep -q 'pdoflow-run.* serve'; then
+        kill -TERM "${pid}" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "${pid}" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "${pid}" 2>/dev/null || true
+    fi
+    rm -f "${server_pid_file}"
+}
+
+if [ "${1:-}" = stop ]; then
+    stop_server
+    exit 0
+fi
+
 port="${1:-54329}"
+http_port="${DEMO_HTTP_PORT:-8080}"
 url="$("${REPO_ROOT}/scripts/cluster.sh" url demo "${port}")"
 psql_demo() { psql "${url}" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
 say "Building pdoflow-run"
 (cd "${REPO_ROOT}" && cargo build --release --quiet -p pdoflow-client --bin pdoflow-run)
 run="${REPO_ROOT}/target/release/pdoflow-run"
+
+# A server left by the previous demo goes first: the cluster restarts and
+# the extension is made anew under it.
+stop_server
 
 say "Starting the demo cluster on port ${port}"
 # A restart, so a running demo cluster loads the library just installed (and
@@ -94,6 +131,74 @@ SQL
 psql_demo -c "SELECT node, state, started_at::time(0) AS started, trim(result->>'stdout_tail', E'\\n') AS printed
               FROM pdoflow.jobs WHERE posting = '${posting}' ORDER BY started_at, node"
 
-say "The demo cluster is still running"
-echo "  connect:  psql '${url}'"
-echo "  stop:     make demo-stop"
+say "Starting the dashboard and the HTTP API on 127.0.0.1:${http_port}"
+if [ ! -s "${server_secret_file}" ]; then
+    (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"${server_secret_file}")
+fi
+# The token's role: a group role (NOLOGIN) with pdoflow_admin's rights, which
+# the server's requests SET ROLE to.
+psql_demo <<SQL
+\o /dev/null
+SET client_min_messages = warning;
+DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${server_role}') THEN
+        CREATE ROLE ${server_role} NOLOGIN;
+    END IF;
+END \$\$;
+GRANT pdoflow_admin TO ${server_role};
+SQL
+PDOFLOW_JWT_SECRET="$(cat "${server_secret_file}")" nohup "${run}" --database-url "${url}" \
+    serve --listen "127.0.0.1:${http_port}" >>"${logs}/server.log" 2>&1 </dev/null &
+echo $! >"${server_pid_file}"
+# Ready once GET /readyz answers 200 (bash's /dev/tcp: no curl needed).
+server_ready() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/${http_port}" || exit 1
+        printf 'GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3
+        read -r -t 2 status <&3 && [[ "${status}" == *" 200 "* ]]
+    ) 2>/dev/null
+}
+for _ in $(seq 100); do
+    server_ready && break
+    kill -0 "$(cat "${server_pid_file}")" 2>/dev/null || break
+    sleep 0.2
+done
+if ! server_ready; then
+    tail -n 20 "${logs}/server.log" >&2
+    stop_server
+    die "pdoflow-run serve did not become ready on 127.0.0.1:${http_port} (log: ${logs}/server.log; if the port is taken: DEMO_HTTP_PORT=8081 make demo)"
+fi
+
+# A token for the dashboard and the API: HS256, role pdoflow_demo_admin, 30 days.
+mint_script='
+import base64, hashlib, hmac, json, sys, time
+part = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+signed = part(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + part(json.dumps(
+    {"role": sys.argv[2], "exp": int(time.time()) + 30 * 86400}).encode())
+print(signed + "." + part(hmac.new(sys.argv[1].encode(), signed.encode(), hashlib.sha256).digest()))'
+token=""
+if command -v node >/dev/null; then
+    token="$(node -e '
+        const crypto = require("crypto");
+        const [secret, role] = process.argv.slice(1);
+        const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+        const signed = part({ alg: "HS256", typ: "JWT" }) + "." + part({ role, exp: Math.floor(Date.now() / 1000) + 30 * 86400 });
+        console.log(signed + "." + crypto.createHmac("sha256", secret).update(signed).digest("base64url"));
+    ' "$(cat "${server_secret_file}")" "${server_role}")"
+elif command -v python3 >/dev/null; then
+    token="$(python3 -c "${mint_script}" "$(cat "${server_secret_file}")" "${server_role}")"
+fi
+
+say "The demo cluster and its server are still running"
+echo "  connect:    psql '${url}'"
+echo "  dashboard:  http://127.0.0.1:${http_port}/dashboard/"
+if [ -n "${token}" ]; then
+    echo "  sign in with this token (role ${server_role}, valid 30 days):"
+    echo "    ${token}"
+    echo "  HTTP API:   curl -H 'Authorization: Bearer ${token}' http://127.0.0.1:${http_port}/v1/jobs"
+else
+    echo "  (no node or python3 here to sign a token: an HS256 JWT with the claim {\"role\": \"${server_role}\"},"
+    echo "   signed with the secret in ${server_secret_file}, signs in)"
+fi
+echo "  server log: ${logs}/server.log"
+echo "  stop:       make demo-stop"

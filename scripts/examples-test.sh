@@ -54,14 +54,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The same URL with another database name (user, host, port and query kept).
-url_for() {
-    local scheme="${url%%://*}" rest="${url#*://}" query=""
-    case "${rest}" in *\?*) query="?${rest#*\?}" rest="${rest%%\?*}" ;; esac
-    printf '%s://%s/%s%s' "${scheme}" "${rest%%/*}" "$1" "${query}"
-}
+# The same URL with another database name.
+url_for() { url_with_database "${url}" "$1"; }
 
-sql() { PGOPTIONS="-c client_min_messages=warning" "${psql_bin}" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
 
 # ---- What the examples need, installed only when missing ----
 

@@ -28,13 +28,8 @@ database=pdoflow_http_fuzz
 role=pdoflow_http_fuzz
 secret="schemathesis-$(date +%s%N)"
 
-# The same URL with another database name (user, host, port and query kept).
-url_for() {
-    local scheme="${url%%://*}" rest="${url#*://}" query=""
-    case "${rest}" in *\?*) query="?${rest#*\?}" rest="${rest%%\?*}" ;; esac
-    printf '%s://%s/%s%s' "${scheme}" "${rest%%/*}" "$1" "${query}"
-}
-sql() { PGOPTIONS="-c client_min_messages=warning" "${psql_bin}" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+# The same URL with another database name.
+url_for() { url_with_database "${url}" "$1"; }
 
 "${python}" -c 'import venv, ensurepip' 2>/dev/null || {
     say "Installing python3-venv"

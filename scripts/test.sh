@@ -8,10 +8,12 @@
 #   5. the Python and Node examples                (scripts/examples-test.sh)
 #   6. the HTTP API fuzzed from its OpenAPI document with schemathesis
 #                                                  (scripts/http-api-test.sh)
-#   7. on PostgreSQL 15: the Debian packages, installed with dpkg -i and
+#   7. on PostgreSQL 15: the dashboard end to end in headless Chromium
+#                                                  (scripts/dashboard-test.sh)
+#   8. on PostgreSQL 15: the Debian packages, installed with dpkg -i and
 #      used end to end                             (scripts/package-test.sh)
 #
-# Suites 2-6 run against a fresh throwaway cluster with pdoflow preloaded.
+# Suites 2-7 run against a fresh throwaway cluster with pdoflow preloaded.
 # PG_MAJOR (the Makefile's PG) picks the PostgreSQL version: 15 by default,
 # 17 or 18. Each version has a cluster and a port of its own.
 # PGRX_TESTS=no (the Makefile's PGRX_TESTS) skips suite 1, which CI runs on
@@ -92,6 +94,9 @@ say "HTTP API: schemathesis against /v1/openapi.json"
 "${REPO_ROOT}/scripts/http-api-test.sh" "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")"
 
 if [ "${PG_MAJOR}" = 15 ]; then
+    say "Dashboard: end-to-end tests in headless Chromium"
+    "${REPO_ROOT}/scripts/dashboard-test.sh" "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")"
+
     say "Debian packages"
     "${REPO_ROOT}/scripts/package-test.sh"
 fi

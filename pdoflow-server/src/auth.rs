@@ -26,6 +26,8 @@ use crate::state::AppState;
 pub struct Role {
     pub name: String,
     pub claims: String,
+    /// The token's `exp` (seconds since 1970), when it has one.
+    pub expires_at: Option<i64>,
 }
 
 /// The keys tokens are checked with.
@@ -75,15 +77,21 @@ impl Auth {
         })
     }
 
+    /// The anonymous role, when one is configured.
+    pub fn anonymous(&self) -> Option<Role> {
+        self.anon_role.as_ref().map(|role| Role {
+            name: role.clone(),
+            claims: "{}".to_owned(),
+            expires_at: None,
+        })
+    }
+
     /// The role of a request with these headers, or the 401 that says why
     /// there is none.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Role, Problem> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return match &self.anon_role {
-                Some(role) => Ok(Role {
-                    name: role.clone(),
-                    claims: "{}".to_owned(),
-                }),
+            return match self.anonymous() {
+                Some(role) => Ok(role),
                 None => Err(Problem {
                     www_authenticate: Some("Bearer".to_owned()),
                     ..Problem::new(
@@ -101,6 +109,12 @@ impl Auth {
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
             })
             .ok_or_else(|| invalid_token("the Authorization header is not \"Bearer <token>\""))?;
+        self.authenticate_token(token)
+    }
+
+    /// The role `token` names, or the 401 that says why it names none (the
+    /// dashboard's sign-in cookie holds such a token too).
+    pub fn authenticate_token(&self, token: &str) -> Result<Role, Problem> {
         let claims = self.verify(token).map_err(|why| invalid_token(&why))?;
         let role = match claims.get("role") {
             Some(Value::String(role)) => role.clone(),
@@ -112,9 +126,14 @@ impl Auth {
             problem.role = Some(role.clone());
             problem
         })?;
+        let expires_at = claims.get("exp").and_then(Value::as_i64);
         let claims = serde_json::to_string(&claims)
             .map_err(|error| Problem::internal(&format!("claims to JSON: {error}")))?;
-        Ok(Role { name: role, claims })
+        Ok(Role {
+            name: role,
+            claims,
+            expires_at,
+        })
     }
 
     /// The token's claims, if its signature, algorithm and times hold.

@@ -38,11 +38,15 @@ pub struct ServerConfig {
     pub pool_timeout: Duration,
     /// The largest request body, in bytes (larger: 413).
     pub body_limit: usize,
-    /// The role the server's own queries run as (the long-poll hub and
-    /// `/metrics`), with `SET ROLE`; `None`: the login's own privileges.
-    /// The hub needs `pdoflow_producer`, `/metrics` `pdoflow_admin` (to read
-    /// the workers registry).
+    /// The role the server's own queries run as (the long-poll hub, the
+    /// dashboard's live feed and `/metrics`), with `SET ROLE`; `None`: the
+    /// login's own privileges. The hub needs `pdoflow_producer`, `/metrics`
+    /// and the live feed's count of workers `pdoflow_admin` (to read the
+    /// workers registry).
     pub service_role: Option<String>,
+    /// Whether to serve the web dashboard (`/dashboard/`, `/api/stats`,
+    /// `/api/jobs`) and run its live feed (one more connection).
+    pub dashboard: bool,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +60,7 @@ impl Default for ServerConfig {
             pool_timeout: DEFAULT_POOL_TIMEOUT,
             body_limit: DEFAULT_BODY_LIMIT,
             service_role: None,
+            dashboard: true,
         }
     }
 }

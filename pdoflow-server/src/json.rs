@@ -90,8 +90,14 @@ impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for Body<T> {
 /// space, tab, line feed, carriage return).
 fn trim_json_whitespace(bytes: &[u8]) -> &[u8] {
     let is_space = |byte: &u8| matches!(byte, b' ' | b'\t' | b'\n' | b'\r');
-    let start = bytes.iter().position(|byte| !is_space(byte)).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|byte| !is_space(byte)).map_or(start, |last| last + 1);
+    let start = bytes
+        .iter()
+        .position(|byte| !is_space(byte))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|byte| !is_space(byte))
+        .map_or(start, |last| last + 1);
     &bytes[start..end]
 }
 

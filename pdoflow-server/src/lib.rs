@@ -2,7 +2,8 @@
 //! each request in a transaction of its own as the role its bearer JWT
 //! names (the PostgREST way), with long-polls that share one database
 //! connection, RFC 9457 problems for every error, an OpenAPI 3.1 document
-//! and Prometheus metrics. See docs/http-api.md.
+//! and Prometheus metrics; and a live web dashboard at `/dashboard/`. See
+//! docs/http-api.md and docs/dashboard.md.
 //!
 //! ```no_run
 //! # async fn example(connector: pdoflow_server::Connector) -> Result<(), pdoflow_server::ServerError> {
@@ -20,6 +21,7 @@
 
 mod auth;
 mod config;
+mod dashboard;
 mod error;
 mod extension;
 mod json;
@@ -46,7 +48,7 @@ pub use config::{
     DEFAULT_LISTEN, DEFAULT_MAX_WAIT, DEFAULT_POOL_SIZE, DEFAULT_POOL_TIMEOUT,
 };
 pub use error::ServerError;
-pub use pool::Connector;
+pub use pool::{drive, Connected, Connector, Notifications};
 
 /// The OpenAPI document of the API, as served at `/v1/openapi.json`.
 pub fn openapi_document() -> serde_json::Value {
@@ -90,6 +92,7 @@ impl Server {
             pool,
             hub: Arc::new(long_poll::Hub::default()),
             metrics: metrics::HttpMetrics::new(),
+            dashboard: dashboard::Dashboard::new().map_err(ServerError::Config)?,
             stopping,
         });
         Ok(Server {
@@ -119,6 +122,14 @@ impl Server {
             self.state.config.service_role.clone(),
             self.state.stopping.clone(),
         ));
+        let live = self.state.config.dashboard.then(|| {
+            tokio::spawn(dashboard::live::run(
+                Arc::clone(&self.state.dashboard.live),
+                self.connector.clone(),
+                self.state.config.service_role.clone(),
+                self.state.stopping.clone(),
+            ))
+        });
         let app = routes::app(Arc::clone(&self.state));
         tracing::info!(address = %self.address, "pdoflow HTTP API listening");
         let stop = self.stop;
@@ -130,6 +141,9 @@ impl Server {
             })
             .await;
         hub.abort();
+        if let Some(live) = live {
+            live.abort();
+        }
         self.state.pool.close();
         served.map_err(ServerError::Serve)
     }

@@ -19,8 +19,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::extension;
-use crate::pool::Connector;
+use crate::pool::{self, Connector};
 use crate::sql_error;
 
 /// The longest one `await_ended` call sleeps: its statement keeps a snapshot
@@ -168,17 +167,10 @@ async fn serve(
     service_role: Option<&str>,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
-    let client = connector().await?;
+    let client = pool::service_connection(connector, service_role)
+        .await?
+        .client;
     let describe = |error: tokio_postgres::Error| sql_error::describe(&error);
-    if let Some(role) = service_role {
-        client
-            .query("SELECT pg_catalog.set_config('role', $1, false)", &[&role])
-            .await
-            .map_err(describe)?;
-    }
-    extension::check(&client)
-        .await
-        .map_err(|error| error.to_string())?;
     let statement = client
         .prepare(
             "SELECT id, state FROM pdoflow.await_ended($1::uuid[], \

@@ -17,8 +17,11 @@ use std::time::Duration;
 
 use deadpool::managed::{Metrics, Object, RecycleError, RecycleResult, Timeouts};
 use futures_util::future::BoxFuture;
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Row, Statement};
+use tokio_postgres::{AsyncMessage, Client, Notification, Row, Statement};
 
 use crate::auth::Role;
 use crate::error::ServerError;
@@ -29,8 +32,49 @@ use crate::sql_error::{self, Ctx};
 
 /// Makes a new database connection: the server's login, with the session
 /// settings it needs (`application_name` included, by which the server's
-/// connections can be counted).
-pub type Connector = Arc<dyn Fn() -> BoxFuture<'static, Result<Client, String>> + Send + Sync>;
+/// connections can be counted). Build its result with [`drive`].
+pub type Connector = Arc<dyn Fn() -> BoxFuture<'static, Result<Connected, String>> + Send + Sync>;
+
+/// The notifications (`LISTEN`) a connection receives.
+pub type Notifications = mpsc::UnboundedReceiver<Notification>;
+
+/// A new connection: its client, and what it hears. Pooled connections
+/// ignore their notifications; the dashboard's live feed listens on its own.
+pub struct Connected {
+    pub client: Client,
+    pub notifications: Notifications,
+}
+
+/// Drives `connection` in a task of its own (it ends when the client is
+/// dropped or the connection fails), passing its notifications on.
+pub fn drive<S, T>(client: Client, mut connection: tokio_postgres::Connection<S, T>) -> Connected
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, notifications) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages =
+            futures_util::stream::poll_fn(move |context| connection.poll_message(context));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notification(notification)) => {
+                    // Nobody listening (a pooled connection): dropped.
+                    let _ = sender.send(notification);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "database connection ended");
+                    break;
+                }
+            }
+        }
+    });
+    Connected {
+        client,
+        notifications,
+    }
+}
 
 /// A pooled connection, with the statements it prepared.
 pub struct Conn {
@@ -64,6 +108,27 @@ impl Conn {
     }
 }
 
+/// A connection of the server's own (the long-poll hub's, the dashboard's
+/// live feed's): as the service role for the whole session when one is
+/// configured, checked for pdoflow 0.12.0 or later.
+pub async fn service_connection(
+    connector: &Connector,
+    service_role: Option<&str>,
+) -> Result<Connected, String> {
+    let connected = connector().await?;
+    if let Some(role) = service_role {
+        connected
+            .client
+            .query("SELECT pg_catalog.set_config('role', $1, false)", &[&role])
+            .await
+            .map_err(|error| sql_error::describe(&error))?;
+    }
+    extension::check(&connected.client)
+        .await
+        .map_err(|error| error.to_string())?;
+    Ok(connected)
+}
+
 pub struct Manager {
     connector: Connector,
 }
@@ -73,7 +138,10 @@ impl deadpool::managed::Manager for Manager {
     type Error = ConnectError;
 
     async fn create(&self) -> Result<Conn, ConnectError> {
-        let client = (self.connector)().await.map_err(ConnectError::Connect)?;
+        let client = (self.connector)()
+            .await
+            .map_err(ConnectError::Connect)?
+            .client;
         extension::check(&client).await?;
         Ok(Conn {
             client,

@@ -297,12 +297,21 @@ impl IntoResponse for Problem {
 
 /// Middleware: sets `instance` of every problem to the request's path, and
 /// turns every other error response (axum's 404 and 405, a 413, ...) into a
-/// problem.
+/// problem, except the dashboard's HTML pages.
 pub async fn finish_problems(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    // The dashboard's error pages are pages for people: kept as they are.
+    let html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/html"));
+    if html {
         return response;
     }
     let (mut parts, _body) = response.into_parts();

@@ -115,15 +115,16 @@ pub fn connector(database: &TestDatabase, login: &str, application_name: &str) -
         let config = config.clone();
         Box::pin(async move {
             let (client, connection) = config.connect(NoTls).await.map_err(|e| e.to_string())?;
-            tokio::spawn(connection);
-            client
+            let connected = pdoflow_server::drive(client, connection);
+            connected
+                .client
                 .batch_execute(
                     "SET default_transaction_isolation = 'read committed'; \
                      SET statement_timeout = '1min'",
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(client)
+            Ok(connected)
         })
     })
 }

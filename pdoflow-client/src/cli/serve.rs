@@ -16,6 +16,7 @@
 //! max_body = 2097152
 //! service_role = pdoflow_service
 //! application_name = pdoflow-server
+//! dashboard = true
 //! ```
 
 use std::net::SocketAddr;
@@ -68,6 +69,10 @@ pub struct ServeArgs {
     /// application_name of the server's connections [default: pdoflow-server].
     #[arg(long, env = "PDOFLOW_APPLICATION_NAME")]
     pub application_name: Option<String>,
+    /// Serve the web dashboard at /dashboard/ (and /api/stats, /api/jobs):
+    /// true or false [default: true].
+    #[arg(long, env = "PDOFLOW_DASHBOARD", value_name = "BOOL")]
+    pub dashboard: Option<bool>,
 }
 
 /// The `[server]` settings of db.conf, by key.
@@ -77,7 +82,7 @@ struct FileSettings {
     values: Vec<(String, String)>,
 }
 
-const FILE_KEYS: [&str; 11] = [
+const FILE_KEYS: [&str; 12] = [
     "listen",
     "jwt_secret",
     "jwt_public_key",
@@ -89,6 +94,7 @@ const FILE_KEYS: [&str; 11] = [
     "max_body",
     "service_role",
     "application_name",
+    "dashboard",
 ];
 
 impl FileSettings {
@@ -210,6 +216,10 @@ fn server_config(args: ServeArgs, file: &FileSettings) -> Result<(ServerConfig, 
                 .unwrap_or(pdoflow_server::DEFAULT_BODY_LIMIT),
         },
         service_role: text(args.service_role, "service_role"),
+        dashboard: match args.dashboard {
+            Some(dashboard) => dashboard,
+            None => file.parse("dashboard", number::<bool>)?.unwrap_or(true),
+        },
     };
     if config.pool_size == 0 {
         return Err(Error::Invalid("--pool-size must be at least 1".into()));
@@ -232,9 +242,22 @@ pub async fn run(
     let connector: Connector = Arc::new(move || {
         let settings = Arc::clone(&settings);
         Box::pin(async move {
-            crate::connect::connect(&settings)
+            // Driven by the server, which passes the connection's
+            // notifications to whoever listens (the dashboard's live feed).
+            let (client, connection) = crate::connect::open(&settings)
                 .await
-                .map_err(|error| error.to_string())
+                .map_err(|error| error.to_string())?;
+            let connected = pdoflow_server::drive(client, connection);
+            let session = settings
+                .session
+                .statements(true)
+                .map_err(|error| error.to_string())?;
+            connected
+                .client
+                .batch_execute(&session)
+                .await
+                .map_err(|error| error.to_string())?;
+            Ok(connected)
         })
     });
     let shutdown = super::shutdown_signal()?;
@@ -260,6 +283,7 @@ mod tests {
             max_body: None,
             service_role: None,
             application_name: None,
+            dashboard: None,
         }
     }
 
@@ -296,5 +320,27 @@ mod tests {
         };
         let error = server_config(args(), &bad).err().unwrap().to_string();
         assert!(error.contains("max_wait"), "{error}");
+    }
+
+    #[test]
+    fn the_dashboard_is_on_unless_turned_off() {
+        let (config, _) = server_config(args(), &FileSettings::default()).unwrap();
+        assert!(config.dashboard);
+        let off = FileSettings {
+            path: Some("db.conf".into()),
+            values: vec![("dashboard".into(), "false".into())],
+        };
+        assert!(!server_config(args(), &off).unwrap().0.dashboard);
+        let on = ServeArgs {
+            dashboard: Some(true),
+            ..args()
+        };
+        assert!(server_config(on, &off).unwrap().0.dashboard);
+        let bad = FileSettings {
+            path: Some("db.conf".into()),
+            values: vec![("dashboard".into(), "sometimes".into())],
+        };
+        let error = server_config(args(), &bad).err().unwrap().to_string();
+        assert!(error.contains("dashboard"), "{error}");
     }
 }

@@ -70,6 +70,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     let (router, document) = router().split_for_parts();
     let document = Arc::new(openapi::finish(document));
     let body_limit = state.config.body_limit;
+    let router = match state.config.dashboard {
+        true => router.merge(crate::dashboard::router()),
+        false => router,
+    };
     router
         .route(
             "/v1/openapi.json",
