@@ -3,6 +3,8 @@
 //! actions with CSRF tokens and polite refusals, the live feed's single
 //! connection, and the GoodJob-style JSON.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pdoflow_tests::http::{token, TestServer};
@@ -57,8 +59,18 @@ async fn fetch(request: reqwest::RequestBuilder) -> Page {
     }
 }
 
+/// The sign-in cookie of `role`: one token per role for the whole test
+/// run (a token minted a second later is another token, whose pages carry
+/// other CSRF tokens).
 fn cookie(role: &str) -> String {
-    format!("pdoflow_session={}", token(role))
+    static TOKENS: Mutex<Option<HashMap<String, String>>> = Mutex::new(None);
+    let mut tokens = TOKENS.lock().unwrap();
+    let token = tokens
+        .get_or_insert_with(HashMap::new)
+        .entry(role.to_owned())
+        .or_insert_with(|| token(role))
+        .clone();
+    format!("pdoflow_session={token}")
 }
 
 async fn get(server: &TestServer, path: &str, role: &str) -> Page {
