@@ -200,13 +200,18 @@ pub async fn connect_patiently(database: &TestDatabase, patience: Duration) -> C
 }
 
 /// Waits (up to `patience`) until exactly `count` other sessions of the
-/// database are inside `pdoflow.await_result`.
+/// database sleep inside `pdoflow.await_result`: in its wait (wait event
+/// type `Extension`), not merely with the statement reported active, which
+/// it already is while the client's Parse is handled; a cancel sent then
+/// can reach the backend while it reads the next message, and PostgreSQL
+/// drops such a cancel.
 pub async fn sessions_awaiting_results(client: &Client, count: i64, patience: Duration) {
     eventually("the sessions to wait", patience, || async {
         let waiting: i64 = client
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
                  WHERE datname = current_database() AND state = 'active'
+                   AND wait_event_type = 'Extension'
                    AND query LIKE '%pdoflow.await_result%' AND pid <> pg_backend_pid()",
                 &[],
             )
