@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 
 use maud::{html, Markup};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
 const NODE_WIDTH: i64 = 190;
@@ -21,7 +22,9 @@ const LABEL_CHARS: usize = 24;
 /// Barycentre sweeps (each one down and one up).
 const SWEEPS: usize = 4;
 
-/// A job in the graph.
+/// A job in the graph (and in the job page's lists of parents and
+/// children).
+#[derive(Clone)]
 pub struct Node {
     pub id: Uuid,
     /// Its DAG node name, else its task.
@@ -29,6 +32,20 @@ pub struct Node {
     pub state: String,
     /// Its parents (those outside the graph are left out).
     pub parents: Vec<Uuid>,
+}
+
+impl Node {
+    /// A row of `pdoflow.jobs`' `id, task, node, state, depends_on`.
+    pub fn read(row: &Row) -> Result<Node, tokio_postgres::Error> {
+        let task: String = row.try_get(1)?;
+        let name: Option<String> = row.try_get(2)?;
+        Ok(Node {
+            id: row.try_get(0)?,
+            label: name.unwrap_or(task),
+            state: row.try_get(3)?,
+            parents: row.try_get::<_, Option<Vec<Uuid>>>(4)?.unwrap_or_default(),
+        })
+    }
 }
 
 /// Where each node goes: its layer and its place in it.

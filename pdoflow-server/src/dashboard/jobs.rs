@@ -366,25 +366,6 @@ fn job_row(row: &Row) -> Result<Job, tokio_postgres::Error> {
     })
 }
 
-/// A parent or child of the job.
-struct Relative {
-    id: Uuid,
-    label: String,
-    state: String,
-    depends_on: Vec<Uuid>,
-}
-
-fn relative_row(row: &Row) -> Result<Relative, tokio_postgres::Error> {
-    let task: String = row.try_get(1)?;
-    let node: Option<String> = row.try_get(2)?;
-    Ok(Relative {
-        id: row.try_get(0)?,
-        label: node.unwrap_or(task),
-        state: row.try_get(3)?,
-        depends_on: row.try_get::<_, Option<Vec<Uuid>>>(4)?.unwrap_or_default(),
-    })
-}
-
 /// The job's ancestors (through `depends_on`, by primary key; each job
 /// once, however many paths lead to it), at most 1,000.
 const ANCESTORS: &str = "
@@ -459,16 +440,16 @@ pub async fn page(
     };
     // A read-only transaction: its end is of no interest.
     let _ = session.commit().await;
-    let mut ancestors: Vec<Relative> = ancestors
+    let mut ancestors: Vec<graph::Node> = ancestors
         .iter()
-        .filter_map(|row| relative_row(row).ok())
+        .filter_map(|row| graph::Node::read(row).ok())
         .collect();
     ancestors.sort_by_key(|relative| relative.id);
-    let children: Vec<Relative> = children
+    let children: Vec<graph::Node> = children
         .iter()
-        .filter_map(|row| relative_row(row).ok())
+        .filter_map(|row| graph::Node::read(row).ok())
         .collect();
-    let parents: Vec<&Relative> = ancestors
+    let parents: Vec<&graph::Node> = ancestors
         .iter()
         .filter(|relative| parents_given.contains(&relative.id))
         .collect();
@@ -564,17 +545,8 @@ fn progress_fraction(progress: &serde_json::Value) -> Option<(f64, f64)> {
     (total > 0.0 && done >= 0.0).then_some((done, total))
 }
 
-fn graph_of(job: &Job, ancestors: &[Relative], children: &[Relative]) -> Vec<graph::Node> {
-    let mut nodes: Vec<graph::Node> = ancestors
-        .iter()
-        .chain(children)
-        .map(|relative| graph::Node {
-            id: relative.id,
-            label: relative.label.clone(),
-            state: relative.state.clone(),
-            parents: relative.depends_on.clone(),
-        })
-        .collect();
+fn graph_of(job: &Job, ancestors: &[graph::Node], children: &[graph::Node]) -> Vec<graph::Node> {
+    let mut nodes: Vec<graph::Node> = ancestors.iter().chain(children).cloned().collect();
     nodes.push(graph::Node {
         id: job.id,
         label: job.node.clone().unwrap_or_else(|| job.task.clone()),
@@ -586,7 +558,7 @@ fn graph_of(job: &Job, ancestors: &[Relative], children: &[Relative]) -> Vec<gra
     nodes
 }
 
-fn relatives(list: &[&Relative], id: &str, none: &str) -> Markup {
+fn relatives(list: &[&graph::Node], id: &str, none: &str) -> Markup {
     html! {
         @if list.is_empty() {
             p.muted id=(id) { (none) }

@@ -222,17 +222,7 @@ pub async fn page(
     let _ = session.commit().await;
     let mut nodes = Vec::with_capacity(jobs.len());
     for row in &jobs {
-        let node = (|| -> Result<graph::Node, tokio_postgres::Error> {
-            let task: String = row.try_get(1)?;
-            let name: Option<String> = row.try_get(2)?;
-            Ok(graph::Node {
-                id: row.try_get(0)?,
-                label: name.unwrap_or(task),
-                state: row.try_get(3)?,
-                parents: row.try_get::<_, Option<Vec<Uuid>>>(4)?.unwrap_or_default(),
-            })
-        })();
-        match node {
+        match graph::Node::read(row) {
             Ok(node) => nodes.push(node),
             Err(error) => return problem_page(&viewer, "Posting", &error.to_string()),
         }
