@@ -379,13 +379,14 @@ async fn serve(
         }
         let watched = live.watched();
         next_sample = Instant::now() + if watched { WATCHED_TICK } else { IDLE_TICK };
-        let (totals, _) = match overview::read_totals(&client).await {
+        let counters = match overview::read_totals(&client).await {
             Ok(read) => read,
             Err(error) => {
                 lost_or_logged(error)?;
                 continue;
             }
         };
+        let totals = counters.0;
         throughput.sample(totals, chrono::Utc::now().timestamp());
         if last_totals != Some(totals) {
             dirty = true;
@@ -398,7 +399,7 @@ async fn serve(
         if !dirty && !stale {
             continue;
         }
-        let snapshot = match overview::read(&client).await {
+        let snapshot = match overview::read(&client, counters).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 lost_or_logged(error)?;

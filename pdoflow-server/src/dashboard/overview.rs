@@ -97,8 +97,12 @@ pub async fn read_totals(
 }
 
 /// Reads a snapshot on the live feed's connection (each statement on its
-/// own: the workers registry may be out of the service role's reach).
-pub async fn read(client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
+/// own: the workers registry may be out of the service role's reach),
+/// with the counters the feed has just read (`read_totals`).
+pub async fn read(
+    client: &Client,
+    (totals, counting_since): (Totals, Option<DateTime<Utc>>),
+) -> Result<Snapshot, tokio_postgres::Error> {
     let mut queues = Vec::new();
     for row in client.query(QUEUES, &[]).await? {
         queues.push(QueueRow {
@@ -114,7 +118,6 @@ pub async fn read(client: &Client) -> Result<Snapshot, tokio_postgres::Error> {
             failed: row.try_get(9)?,
         });
     }
-    let (totals, counting_since) = read_totals(client).await?;
     let workers = match client.query_one(WORKERS, &[]).await {
         Ok(row) => Some((row.try_get(0)?, row.try_get(1)?)),
         Err(error)
