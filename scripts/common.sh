@@ -63,3 +63,35 @@ url_with_database() {
 # psql for scripts: no psqlrc, quiet, unaligned tuples only, stop at the
 # first error, no NOTICEs (psql_bin: the caller's psql).
 sql() { PGOPTIONS="-c client_min_messages=warning" "${psql_bin}" -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+
+# Starts `pdoflow-run serve` for a test script: $1 the pdoflow-run binary,
+# $2 the database URL, $3 the HS256 secret of its tokens, $4 its log file,
+# then serve's own flags. Listens on a free port of 127.0.0.1 (SERVE_PORT),
+# returns once /readyz answers 200 (or dies, printing the log), and stops
+# the server when the script exits.
+start_serve() {
+    local program="$1" database_url="$2" secret="$3" log="$4"
+    shift 4
+    SERVE_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    say "pdoflow-run serve on 127.0.0.1:${SERVE_PORT}"
+    PDOFLOW_JWT_SECRET="${secret}" "${program}" --database-url "${database_url}" \
+        serve --listen "127.0.0.1:${SERVE_PORT}" "$@" >"${log}" 2>&1 &
+    SERVE_PID=$!
+    trap stop_serve EXIT
+    local ready=(python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)'
+        "http://127.0.0.1:${SERVE_PORT}/readyz")
+    for _ in $(seq 100); do
+        "${ready[@]}" 2>/dev/null && return 0
+        kill -0 "${SERVE_PID}" 2>/dev/null || { cat "${log}" >&2; die "pdoflow-run serve exited"; }
+        sleep 0.2
+    done
+    "${ready[@]}" 2>/dev/null || { cat "${log}" >&2; die "the server never became ready"; }
+}
+
+# Stops the server start_serve started (at exit), letting it finish.
+stop_serve() {
+    if [ -n "${SERVE_PID:-}" ] && kill -0 "${SERVE_PID}" 2>/dev/null; then
+        kill -TERM "${SERVE_PID}"
+        wait "${SERVE_PID}" 2>/dev/null || true
+    fi
+}

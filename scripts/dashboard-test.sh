@@ -88,28 +88,9 @@ sql "${e2e_url}" -c "CREATE EXTENSION pdoflow" -c "
 
 mkdir -p "${work}"
 rm -rf "${work}/failures"
-port="$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); })')"
-base="http://127.0.0.1:${port}"
 log="${work}/serve.log"
-server_pid=""
-cleanup() {
-    if [ -n "${server_pid}" ] && kill -0 "${server_pid}" 2>/dev/null; then
-        kill -TERM "${server_pid}"
-        wait "${server_pid}" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-say "pdoflow-run serve on 127.0.0.1:${port}"
-PDOFLOW_JWT_SECRET="${secret}" "${program}" --database-url "${e2e_url}" \
-    serve --listen "127.0.0.1:${port}" >"${log}" 2>&1 &
-server_pid=$!
-ready() { node -e 'fetch(process.argv[1]).then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))' "${base}/readyz"; }
-for _ in $(seq 100); do
-    ready && break
-    kill -0 "${server_pid}" 2>/dev/null || { cat "${log}" >&2; die "pdoflow-run serve exited"; }
-    sleep 0.2
-done
-ready || { cat "${log}" >&2; die "the server never became ready"; }
+start_serve "${program}" "${e2e_url}" "${secret}" "${log}"
+base="http://127.0.0.1:${SERVE_PORT}"
 
 # An HS256 JWT for a role, valid for two hours (node's crypto, no package).
 mint() {

@@ -61,27 +61,9 @@ sql "$(url_for "${database}")" -c "CREATE EXTENSION pdoflow" -c "
     END \$\$;
     GRANT pdoflow_admin TO ${role};"
 
-port="$("${python}" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 log="${work}/serve.log"
-server_pid=""
-cleanup() {
-    if [ -n "${server_pid}" ] && kill -0 "${server_pid}" 2>/dev/null; then
-        kill -TERM "${server_pid}"
-        wait "${server_pid}" 2>/dev/null || true
-    fi
-}
-trap cleanup EXIT
-say "pdoflow-run serve on 127.0.0.1:${port}"
-PDOFLOW_JWT_SECRET="${secret}" "${program}" --database-url "$(url_for "${database}")" \
-    serve --listen "127.0.0.1:${port}" --max-wait 5s >"${log}" 2>&1 &
-server_pid=$!
-ready() { "${python}" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "http://127.0.0.1:${port}/readyz" 2>/dev/null; }
-for _ in $(seq 100); do
-    ready && break
-    kill -0 "${server_pid}" 2>/dev/null || { cat "${log}" >&2; die "pdoflow-run serve exited"; }
-    sleep 0.2
-done
-ready || { cat "${log}" >&2; die "the server never became ready"; }
+start_serve "${program}" "$(url_for "${database}")" "${secret}" "${log}" --max-wait 5s
+port="${SERVE_PORT}"
 
 token="$("${venv}/bin/python" "${REPO_ROOT}/tests/schemathesis/mint_token.py" "${secret}" "${role}" 7200)"
 # Every check but positive_data_acceptance (ST202: "a schema-valid request
