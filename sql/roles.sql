@@ -75,7 +75,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow._running_slots(text),
     pdoflow._stats()
 TO pdoflow_producer;
-GRANT SELECT ON pdoflow.jobs, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks,
+GRANT SELECT ON pdoflow.jobs, pdoflow.job_attempts, pdoflow.posting_status, pdoflow.priority_stats, pdoflow.tasks,
     pdoflow.task_grants, pdoflow.schedules, pdoflow.queues, pdoflow.queue_controls, pdoflow.stats
     TO pdoflow_producer;
 

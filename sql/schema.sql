@@ -272,6 +272,31 @@ FROM pdoflow.finished_jobs;
 COMMENT ON VIEW pdoflow.jobs IS
     'Every job, whatever its state: blocked, queued, running, succeeded, failed or cancelled.';
 
+-- The claims that ended without success, one row per attempt: a failure the
+-- worker reported, a lease that expired, a release, or a cancel while the job
+-- ran. A job's succeeded attempt is the job's own row (worker, started_at,
+-- finished_at); the rows here are what came before it, or its whole story
+-- when it never succeeded. Written by the paths that end a claim
+-- (pdoflow._log_attempts, sql/api/history.sql); deleted with their job. No
+-- foreign key: a job moves between active_jobs and finished_jobs.
+CREATE TABLE pdoflow.job_attempts (
+    job          uuid        NOT NULL,
+    attempt      integer     NOT NULL,
+    started_at   timestamptz,
+    heartbeat_at timestamptz,
+    ended_at     timestamptz NOT NULL,
+    worker       text        COLLATE "C",
+    outcome      text        COLLATE "C" NOT NULL,
+    error        text,
+    progress     jsonb,
+    CONSTRAINT job_attempts_pkey PRIMARY KEY (job, attempt),
+    CONSTRAINT job_attempts_outcome_check
+        CHECK (outcome IN ('failed', 'lease_expired', 'released', 'cancelled'))
+);
+
+COMMENT ON TABLE pdoflow.job_attempts IS
+    'Claims that ended without success (failed, lease_expired, released, cancelled), with their worker, times and error. Written by the pdoflow functions.';
+
 -- The workers that claimed jobs or sent heartbeats, by the name they gave.
 -- claim, heartbeat and register_worker mark a worker active; the sweeper marks
 -- workers unseen for pdoflow.worker_timeout as gone, and forgets them after
@@ -439,3 +464,4 @@ SELECT pg_catalog.pg_extension_config_dump('pdoflow.task_privileges', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.unique_keys', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.cron_schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('pdoflow.queue_controls', '');
+SELECT pg_catalog.pg_extension_config_dump('pdoflow.job_attempts', '');

@@ -1,6 +1,7 @@
-//! The pdoflow the server needs: 0.12.0 or later (`await_ended` for the
+//! The pdoflow the server needs: 0.13.0 or later (`await_ended` for the
 //! long-poll hub, `register_task(..., replace)`, workers' job types,
-//! `pdoflow.stats`). The server and the extension ship together, so there
+//! `pdoflow.stats`, and `pdoflow.job_attempts` for the dashboard's job
+//! timeline). The server and the extension ship together, so there
 //! is no fallback for older ones: each new connection checks the installed
 //! version once, and one that is missing or older fails to connect, which
 //! the API answers with a 503 saying what to do.
@@ -10,8 +11,8 @@ use tokio_postgres::Client;
 use crate::sql_error;
 
 /// The oldest pdoflow the server works with.
-pub const REQUIRED: (u32, u32, u32) = (0, 12, 0);
-const REQUIRED_TEXT: &str = "0.12.0";
+pub const REQUIRED: (u32, u32, u32) = (0, 13, 0);
+const REQUIRED_TEXT: &str = "0.13.0";
 
 /// Why a connection for the server could not be made.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -34,7 +35,7 @@ pub enum ConnectError {
     TooOld { database: String, found: String },
 }
 
-/// Fails unless `client`'s database has pdoflow 0.12.0 or later.
+/// Fails unless `client`'s database has pdoflow 0.13.0 or later.
 pub async fn check(client: &Client) -> Result<(), ConnectError> {
     // pg_extension is readable by every role, unlike pdoflow's schema.
     let row = client
@@ -78,13 +79,13 @@ mod tests {
 
     #[test]
     fn versions_compare_as_numbers() {
-        assert!(recent_enough("0.12.0"));
-        assert!(recent_enough("0.12.3"));
         assert!(recent_enough("0.13.0"));
+        assert!(recent_enough("0.13.3"));
+        assert!(recent_enough("0.14.0"));
         assert!(recent_enough("1.0.0"));
-        assert!(recent_enough("0.12"));
-        assert!(recent_enough("0.12.0-beta1"));
-        assert!(!recent_enough("0.11.0"));
+        assert!(recent_enough("0.13"));
+        assert!(recent_enough("0.13.0-beta1"));
+        assert!(!recent_enough("0.12.0"));
         assert!(!recent_enough("0.9.9"));
         assert!(!recent_enough("0.2.10"));
         assert!(!recent_enough("unknown"));
@@ -94,11 +95,11 @@ mod tests {
     fn the_message_says_what_to_do() {
         let error = ConnectError::TooOld {
             database: "app".into(),
-            found: "0.11.0".into(),
+            found: "0.12.0".into(),
         };
         assert_eq!(
             error.to_string(),
-            "pdoflow 0.12.0 or later is needed in database app (found 0.11.0): ALTER EXTENSION pdoflow UPDATE"
+            "pdoflow 0.13.0 or later is needed in database app (found 0.12.0): ALTER EXTENSION pdoflow UPDATE"
         );
     }
 }

@@ -8,7 +8,7 @@
 //! (`set_config(..., true)`), so they end with its transaction, and the
 //! session's own settings (the timeouts) stay. (deadpool-postgres'
 //! `RecyclingMethod::Clean` would `RESET ALL` them away.) A new connection
-//! is checked for pdoflow 0.12.0 or later (`extension`) before its first
+//! is checked for pdoflow 0.13.0 or later (`extension`) before its first
 //! use: without it every request gets a 503 that says so.
 
 use std::collections::HashMap;
@@ -110,7 +110,7 @@ impl Conn {
 
 /// A connection of the server's own (the long-poll hub's, the dashboard's
 /// live feed's): as the service role for the whole session when one is
-/// configured, checked for pdoflow 0.12.0 or later.
+/// configured, checked for pdoflow 0.13.0 or later.
 pub async fn service_connection(
     connector: &Connector,
     service_role: Option<&str>,

@@ -194,12 +194,12 @@ BEGIN
 
     -- The rows are locked: every one of them ends or is queued again.
     IF end_ids IS NOT NULL THEN
-        PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors, end_results);
+        PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors, end_results, 'failed');
     END IF;
     IF retry_ids IS NOT NULL THEN
         SELECT array_agg(DISTINCT q.queue) FILTER (WHERE q.state = 'queued' AND q.run_at <= now())
         INTO due_queues
-        FROM pdoflow._requeue(retry_ids, retry_errors, retry_states) AS q;
+        FROM pdoflow._requeue(retry_ids, retry_errors, retry_states, 'failed') AS q;
     END IF;
 
     -- Retries due at once (pdoflow.retry_backoff_base = 0) wake idle workers.

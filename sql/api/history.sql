@@ -1,13 +1,41 @@
 -- Ending jobs: every path that ends a job (finish, cancel, lease expiry,
 -- a cancelled posting, a failed parent) moves its row from active_jobs to
 -- finished_jobs here, then settles the job's blocked children. And the way
--- back for a failed attempt: queued again after the retry backoff.
+-- back for a failed attempt: queued again after the retry backoff. Claims
+-- that end without success are kept in job_attempts on the way.
+
+-- Keeps the claims of the jobs ids that are running in pdoflow.job_attempts,
+-- as they end in the given states: each with its error, and with outcome
+-- (one of job_attempts' outcomes), or by default the state it ends in
+-- ('failed' or 'cancelled'). Claims that end as succeeded are not kept: the
+-- job's own row describes them. Locks the running rows, so that the caller's
+-- change that follows acts on the claims logged here (a claim finished
+-- meanwhile is not logged, and not changed by the caller either).
+CREATE FUNCTION pdoflow._log_attempts(ids uuid[], states text[], errors text[], outcome text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql VOLATILE
+BEGIN ATOMIC
+    INSERT INTO pdoflow.job_attempts (job, attempt, started_at, heartbeat_at, ended_at, worker, outcome,
+                                      error, progress)
+    SELECT c.id, c.attempt, c.started_at, c.heartbeat_at, now(), c.worker, c.outcome, c.error, c.progress
+    FROM (
+        SELECT j.id, j.attempt, j.started_at, j.heartbeat_at, j.worker, coalesce(outcome, o.state) AS outcome,
+               o.error, j.progress
+        FROM unnest(ids, states, errors) AS o(id, state, error)
+        JOIN pdoflow.active_jobs AS j ON j.id = o.id
+        WHERE o.state <> 'succeeded' AND j.state = 'running'
+        ORDER BY j.id
+        FOR UPDATE OF j
+    ) AS c;
+END;
 
 -- Moves the active jobs ids to history in the given end states. A NULL error
--- keeps the job's last error; results are stored as given. Returns the jobs
--- moved (ids that were not active are left out). Children are not settled:
--- use _end_jobs.
-CREATE FUNCTION pdoflow._move_to_history(ids uuid[], states text[], errors text[], results jsonb[])
+-- keeps the job's last error; results are stored as given. Running claims
+-- that end without success are logged with attempt_outcome (_log_attempts).
+-- Returns the jobs moved (ids that were not active are left out). Children
+-- are not settled: use _end_jobs.
+CREATE FUNCTION pdoflow._move_to_history(ids uuid[], states text[], errors text[], results jsonb[],
+                                         attempt_outcome text DEFAULT NULL)
 RETURNS TABLE (id uuid, state text)
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -21,6 +49,10 @@ DECLARE
     keyed_ids    uuid[];
     keyed_states text[];
 BEGIN
+    -- Successes, the common case, have no claim to log.
+    IF NOT ('succeeded' = ALL (states)) THEN
+        PERFORM pdoflow._log_attempts(ids, states, errors, attempt_outcome);
+    END IF;
     WITH outcome AS (
         SELECT o.id, o.state, o.error, o.result
         FROM unnest(ids, states, errors, results) AS o(id, state, error, result)
@@ -65,7 +97,8 @@ $$;
 
 -- Ends the active jobs ids (see _move_to_history) and settles their blocked
 -- children, in the caller's transaction. Returns the jobs it ended.
-CREATE FUNCTION pdoflow._end_jobs(ids uuid[], states text[], errors text[] DEFAULT NULL, results jsonb[] DEFAULT NULL)
+CREATE FUNCTION pdoflow._end_jobs(ids uuid[], states text[], errors text[] DEFAULT NULL, results jsonb[] DEFAULT NULL,
+                                  attempt_outcome text DEFAULT NULL)
 RETURNS TABLE (id uuid, state text)
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -75,7 +108,7 @@ DECLARE
     ended_states text[];
 BEGIN
     SELECT array_agg(m.id), array_agg(m.state) INTO ended_ids, ended_states
-    FROM pdoflow._move_to_history(ids, states, errors, results) AS m;
+    FROM pdoflow._move_to_history(ids, states, errors, results, attempt_outcome) AS m;
     IF ended_ids IS NOT NULL THEN
         PERFORM pdoflow._settle_children(ended_ids, ended_states);
     END IF;
@@ -85,13 +118,15 @@ $$;
 
 -- Queues the running jobs ids again after a failed attempt: due after the
 -- retry backoff, with the attempt's error, in the given state ('queued', or
--- 'paused' in a paused posting). The caller holds their locks. Returns them.
-CREATE FUNCTION pdoflow._requeue(ids uuid[], errors text[], states text[])
+-- 'paused' in a paused posting). The caller holds their locks. The attempts
+-- are logged with outcome ('failed' or 'lease_expired'). Returns the jobs.
+CREATE FUNCTION pdoflow._requeue(ids uuid[], errors text[], states text[], outcome text)
 RETURNS TABLE (id uuid, queue text, run_at timestamptz, state text)
 LANGUAGE plpgsql VOLATILE
 AS $$
 #variable_conflict use_column
 BEGIN
+    PERFORM pdoflow._log_attempts(ids, states, errors, outcome);
     RETURN QUERY
     WITH requeued AS (
         UPDATE pdoflow.active_jobs AS j

@@ -176,6 +176,9 @@ BEGIN
             USING ERRCODE = 'object_not_in_prerequisite_state',
                   HINT = 'Wait for them to end, or cancel the posting first.';
     END IF;
+    DELETE FROM pdoflow.job_attempts AS a
+    USING pdoflow.finished_jobs AS f
+    WHERE f.posting = delete_posting.posting AND a.job = f.id;
     DELETE FROM pdoflow.finished_jobs AS f WHERE f.posting = delete_posting.posting;
     DELETE FROM pdoflow.postings AS p WHERE p.id = delete_posting.posting;
     RETURN true;

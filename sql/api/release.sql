@@ -36,9 +36,12 @@ BEGIN
     SELECT p.status INTO posting_state FROM pdoflow.postings AS p WHERE p.id = job_posting;
     IF posting_state = 'cancelled' THEN
         PERFORM pdoflow._end_jobs(ARRAY[release.id], ARRAY['cancelled'],
-                                  ARRAY[format('released after posting %s was cancelled', job_posting)]);
+                                  ARRAY[format('released after posting %s was cancelled', job_posting)],
+                                  NULL, 'released');
         RETURN true;
     END IF;
+    PERFORM pdoflow._log_attempts(ARRAY[release.id], ARRAY[pdoflow._waiting_state(posting_state)],
+                                  ARRAY[NULL::text], 'released');
     UPDATE pdoflow.active_jobs AS j
     SET state = pdoflow._waiting_state(posting_state),
         max_attempts = least(j.max_attempts::bigint + 1, 2147483647)::integer,

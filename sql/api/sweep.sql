@@ -76,7 +76,7 @@ BEGIN
     WHERE j.id = ANY (expired_ids);
 
     IF retry_ids IS NOT NULL THEN
-        PERFORM pdoflow._requeue(retry_ids, retry_errors, retry_states);
+        PERFORM pdoflow._requeue(retry_ids, retry_errors, retry_states, 'lease_expired');
         PERFORM pdoflow._count_jobs('leases_expired', retry_queues);
     END IF;
     IF end_ids IS NOT NULL THEN
@@ -84,7 +84,7 @@ BEGIN
         -- for their locks. When the batch cannot, each job is tried alone,
         -- so that one job held up does not hold up the rest.
         BEGIN
-            PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors);
+            PERFORM pdoflow._end_jobs(end_ids, end_states, end_errors, NULL, 'lease_expired');
             PERFORM pdoflow._count_jobs('leases_expired', end_queues);
             ended := cardinality(end_ids);
         EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
@@ -100,7 +100,8 @@ BEGIN
                     EXIT;
                 END IF;
                 BEGIN
-                    PERFORM pdoflow._end_jobs(ARRAY[end_ids[i]], ARRAY[end_states[i]], ARRAY[end_errors[i]]);
+                    PERFORM pdoflow._end_jobs(ARRAY[end_ids[i]], ARRAY[end_states[i]], ARRAY[end_errors[i]],
+                                              NULL, 'lease_expired');
                     PERFORM pdoflow._count_jobs('leases_expired', ARRAY[end_queues[i]]);
                     ended := ended + 1;
                 EXCEPTION WHEN lock_not_available OR deadlock_detected THEN
@@ -188,6 +189,10 @@ BEGIN
         USING old
         WHERE f.id = old.id
         RETURNING f.id, f.task, f.unique_key
+    ), attempts_gone AS (
+        DELETE FROM pdoflow.job_attempts AS a
+        USING gone AS g
+        WHERE a.job = g.id
     ), forgotten AS (
         -- A job that is deleted lets go of its unique key, even within its
         -- unique_for: an enqueue must not get back the id of a job that is

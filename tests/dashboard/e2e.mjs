@@ -289,9 +289,20 @@ scenario('j. screenshots of every page, desktop and phone, with realistic data',
         SELECT pdoflow.register_worker('e2e-worker', ARRAY['e2e-live']);
     `);
     const running = await enqueue('e2e-live', { n: 10, note: 'claimed by e2e-worker' }, { priority: 100 });
+    // Its page shows earlier attempts: one failed, one whose lease ran out.
+    await sql(`
+        SET pdoflow.retry_backoff_base = 0;
+        SELECT pdoflow.finish(c.id, c.attempt, error => 'connection reset by peer (image-store:9000)')
+        FROM pdoflow.claim(1, ARRAY['e2e'], worker => 'e2e-worker-old') AS c;
+        SELECT count(*) FROM pdoflow.claim(1, ARRAY['e2e'], worker => 'e2e-worker-old', lease => '1 millisecond');
+        SELECT pg_sleep(0.01);
+        SELECT expired_requeued FROM pdoflow.sweep();
+        -- Due now, whoever took the lease back (and with what backoff).
+        UPDATE pdoflow.active_jobs SET run_at = now() WHERE id = ${literal(running)};
+    `);
     const claimed = await sql(`SELECT id FROM pdoflow.claim(1, ARRAY['e2e'], worker => 'e2e-worker')`);
     assert.equal(claimed, running, `claim took ${show(claimed)}, not the job enqueued for it`);
-    await sql(`SELECT pdoflow.progress(${literal(running)}, 1, '{"done": 40, "total": 100}')`);
+    await sql(`SELECT pdoflow.progress(${literal(running)}, 3, '{"done": 40, "total": 100}')`);
 
     await mkdir(SCREENSHOT_DIR, { recursive: true });
     const page = await h.signIn(ADMIN_TOKEN, ADMIN_ROLE);
@@ -312,6 +323,8 @@ scenario('j. screenshots of every page, desktop and phone, with realistic data',
     });
     await shoot(`/dashboard/jobs/${running}`, 'job.png', async () => {
         await waitForText(page.locator('[data-testid=job-state]'), 'running', '[data-testid=job-state] of the claimed job');
+        await waitForText(page.locator('#attempts'), /connection reset by peer/, '#attempts lists the failed attempt\'s error');
+        await waitForText(page.locator('#attempts'), /lease_expired/, '#attempts lists the lost lease');
     });
     await shoot('/dashboard/queues', 'queues.png', async () => {
         // Queues with waiting or running jobs, or with limits (imports has

@@ -579,6 +579,81 @@ async fn pages_show_filters_pages_graphs_and_what_a_role_may_not_read() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn a_jobs_page_lists_every_attempt_with_its_worker_and_error() {
+    let database = TestDatabase::create("dash_attempts").await;
+    let server = TestServer::start(&database, "dash_attempts", |_| {}).await;
+    let producer = server.roles.producer.clone();
+    let id = enqueue(&database, "flaky", "{}", "attempts").await;
+    let client = database.connect().await;
+    // Attempt 1 fails, 2 loses its lease, 3 is released, 4 fails for good:
+    // each statement in its own transaction, as workers and the sweeper do.
+    for statement in [
+        "SET pdoflow.retry_backoff_base = 0",
+        "SELECT pdoflow.finish(id, attempt, error => 'first <failure>')
+         FROM pdoflow.claim(1, ARRAY['attempts'], worker => 'worker-one')",
+        "SELECT count(*) FROM pdoflow.claim(1, ARRAY['attempts'], worker => 'worker-two',
+                                            lease => '1 millisecond')",
+        "SELECT pg_sleep(0.01)",
+        "SELECT expired_requeued FROM pdoflow.sweep()",
+        // Due now, whoever took the lease back (and with what backoff).
+        "UPDATE pdoflow.active_jobs SET run_at = now() WHERE task = 'flaky'",
+        "SELECT pdoflow.release(id, attempt)
+         FROM pdoflow.claim(1, ARRAY['attempts'], worker => 'worker-three')",
+    ] {
+        client.batch_execute(statement).await.unwrap();
+    }
+    let page = get(&server, &format!("/dashboard/jobs/{id}"), &producer).await;
+    assert_eq!(page.status, 200);
+    let attempts = &page.text[page
+        .text
+        .find("id=\"attempts\"")
+        .expect("an attempts table")..];
+    let attempts = &attempts[..attempts.find("</table>").unwrap()];
+    for expected in [
+        "first &lt;failure&gt;",
+        "worker-one",
+        "state-failed",
+        "worker-two",
+        "state-lease-expired",
+        "lease of attempt 2 expired",
+        "worker-three",
+        "state-released",
+    ] {
+        assert!(attempts.contains(expected), "{expected} in {attempts}");
+    }
+    let timeline = &page.text[page.text.find("id=\"timeline\"").unwrap()..];
+    assert!(
+        timeline.contains("Attempt 1 claimed by worker-one"),
+        "{timeline}"
+    );
+    assert!(
+        timeline.contains("Attempt 1 failed: first &lt;failure&gt;"),
+        "{timeline}"
+    );
+    assert!(timeline.contains("Attempt 3 released"), "{timeline}");
+
+    // The last attempt fails for good: listed once, with its error.
+    client
+        .batch_execute("UPDATE pdoflow.active_jobs SET max_attempts = 4 WHERE task = 'flaky'")
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "SELECT pdoflow.finish(id, attempt, error => 'for good')
+             FROM pdoflow.claim(1, ARRAY['attempts'], worker => 'worker-four')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(job_state(&database, id).await, "failed");
+    let page = get(&server, &format!("/dashboard/jobs/{id}"), &producer).await;
+    let attempts = &page.text[page.text.find("id=\"attempts\"").unwrap()..];
+    let attempts = &attempts[..attempts.find("</table>").unwrap()];
+    assert_eq!(attempts.matches("<tr>").count(), 1 + 4, "{attempts}");
+    assert_eq!(attempts.matches("for good").count(), 1, "{attempts}");
+    server.stop().await;
+}
+
 /// The server's connections to the database, by its application_name.
 async fn connections(database: &TestDatabase, application_name: &str) -> i64 {
     database

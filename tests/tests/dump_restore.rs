@@ -27,6 +27,7 @@ async fn contents(db: &Client) -> Vec<String> {
     for query in [
         "SELECT to_jsonb(a)::text FROM pdoflow.active_jobs AS a ORDER BY id",
         "SELECT to_jsonb(f)::text FROM pdoflow.finished_jobs AS f ORDER BY id",
+        "SELECT to_jsonb(a)::text FROM pdoflow.job_attempts AS a ORDER BY job, attempt",
         "SELECT to_jsonb(p)::text FROM pdoflow.postings AS p ORDER BY id",
         "SELECT to_jsonb(s)::text FROM pdoflow.posting_status AS s ORDER BY id",
         "SELECT to_jsonb(t)::text FROM pdoflow.tasks AS t ORDER BY name",
@@ -83,7 +84,11 @@ async fn a_restored_dump_keeps_every_job_posting_and_dependency() {
     .await
     .expect("the source's jobs");
     let before = contents(&db).await;
-    assert_eq!(before.len(), 10 + 3 + 2 + 2 + 1 + 2 + 1 + 2, "{before:?}");
+    assert_eq!(
+        before.len(),
+        10 + 3 + 2 + 2 + 2 + 1 + 2 + 1 + 2,
+        "{before:?}"
+    );
     assert!(
         before
             .iter()

@@ -1286,7 +1286,7 @@ async fn a_database_without_pdoflow_0_12_is_a_503_that_says_so() {
     })
     .await;
     let expected = format!(
-        "pdoflow 0.12.0 or later is needed in database {} (found none): CREATE EXTENSION pdoflow",
+        "pdoflow 0.13.0 or later is needed in database {} (found none): CREATE EXTENSION pdoflow",
         database.name()
     );
     let jobs = server.get("/v1/jobs", &server.roles.login).await;

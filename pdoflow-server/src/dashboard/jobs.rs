@@ -1,7 +1,7 @@
 //! Jobs: the list (filtered by state, queue, task, posting and text in
 //! args or errors; newest first, a page at a time), a job's page (args,
-//! result, progress, error, timeline, parents and children, its DAG) and
-//! its cancel and retry buttons.
+//! result, progress, error, attempts, timeline, parents and children, its
+//! DAG) and its cancel and retry buttons.
 
 use std::sync::Arc;
 
@@ -17,6 +17,7 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::actions::{self, Action, ActionForm};
+use super::attempts::{self, Attempt};
 use super::graph;
 use super::layout::{self, Section};
 use super::session::Viewer;
@@ -417,6 +418,18 @@ pub async fn page(
         Ok(job) => job,
         Err(error) => return problem_page(&viewer, "Job", &error.to_string()),
     };
+    let logged = match session
+        .rows(attempts::LOGGED, &[&id, &(attempts::SHOWN + 1)], &ctx)
+        .await
+    {
+        Ok(rows) => rows,
+        Err(problem) => return read_problem(&viewer, "Job", "read jobs", problem),
+    };
+    let logged = match logged.iter().map(Attempt::read).collect() {
+        Ok(logged) => logged,
+        Err(error) => return problem_page(&viewer, "Job", &error.to_string()),
+    };
+    let (attempts, more_attempts) = attempts::all(logged, own_claim(&job));
     let parents_given = job.depends_on.clone().unwrap_or_default();
     let ancestors = match session.rows(ANCESTORS, &[&parents_given], &ctx).await {
         Ok(rows) => rows,
@@ -499,19 +512,20 @@ pub async fn page(
                     (layout::json_block("job-progress", job.progress.as_ref()))
                 }
                 section {
-                    h2 { "Error" }
+                    h2 { "Latest error" }
                     @match &job.last_error {
                         Some(error) => pre.error-text #job-error tabindex="0" { (error) },
                         None => p.muted #job-error { "none" },
                     }
-                    @if job.attempt > 1 {
-                        p.muted { "The latest failure's message is kept (after a later success too); earlier attempts' messages are not." }
-                    }
                 }
             }
             section {
+                h2 { "Attempts" }
+                (attempts::table(&attempts, more_attempts))
+            }
+            section {
                 h2 { "Timeline" }
-                (timeline(&job))
+                (timeline(&job, &attempts))
             }
             section.relatives {
                 h2 { "Parents" }
@@ -575,8 +589,32 @@ fn relatives(list: &[&graph::Node], id: &str, none: &str) -> Markup {
     }
 }
 
-/// What happened to the job, oldest first, from what `pdoflow.jobs` keeps.
-fn timeline(job: &Job) -> Markup {
+/// The claim the job's own row describes: running now, succeeded, or
+/// (for history from before pdoflow 0.13.0, which kept no attempts) the
+/// latest one; None before the first claim.
+fn own_claim(job: &Job) -> Option<Attempt> {
+    let started_at = job.started_at?;
+    let outcome = match job.state.as_str() {
+        "running" | "succeeded" | "failed" | "cancelled" => job.state.clone(),
+        _ => "ended".to_owned(),
+    };
+    Some(Attempt {
+        number: job.attempt,
+        worker: job.worker.clone(),
+        started_at: Some(started_at),
+        heartbeat_at: job.heartbeat_at,
+        ended_at: job.finished_at,
+        error: (job.state == "failed")
+            .then(|| job.last_error.clone())
+            .flatten(),
+        outcome,
+        logged: false,
+    })
+}
+
+/// What happened to the job, oldest first: its enqueue, each attempt, and
+/// its end.
+fn timeline(job: &Job, attempts: &[Attempt]) -> Markup {
     let mut events: Vec<(DateTime<Utc>, String)> = vec![(
         job.created_at,
         match &job.enqueued_by {
@@ -587,37 +625,7 @@ fn timeline(job: &Job) -> Markup {
     if job.run_at > job.created_at {
         events.push((job.run_at, "Due".to_owned()));
     }
-    if let Some(started) = job.started_at {
-        if job.attempt > 1 {
-            events.push((
-                started,
-                format!(
-                    "Attempt {} claimed{} ({} earlier attempt{} failed, expired or were released)",
-                    job.attempt,
-                    job.worker
-                        .as_ref()
-                        .map(|worker| format!(" by {worker}"))
-                        .unwrap_or_default(),
-                    job.attempt - 1,
-                    if job.attempt == 2 { "" } else { "s" },
-                ),
-            ));
-        } else {
-            events.push((
-                started,
-                format!(
-                    "Claimed{}",
-                    job.worker
-                        .as_ref()
-                        .map(|worker| format!(" by {worker}"))
-                        .unwrap_or_default()
-                ),
-            ));
-        }
-    }
-    if let Some(heartbeat) = job.heartbeat_at {
-        events.push((heartbeat, "Last heartbeat".to_owned()));
-    }
+    events.extend(attempts.iter().flat_map(Attempt::events));
     if let Some(lease) = job.lease_expires_at {
         events.push((lease, "Lease expires (unless renewed)".to_owned()));
     }

@@ -7,6 +7,7 @@
 
 mod actions;
 mod assets;
+mod attempts;
 mod compat;
 mod graph;
 mod jobs;

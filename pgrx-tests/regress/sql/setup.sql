@@ -24,8 +24,8 @@ END $$;
 
 -- Empties the queue and the workers registry between tests.
 CREATE FUNCTION regress.reset() RETURNS void LANGUAGE sql AS $$
-    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.workers, pdoflow.postings, pdoflow.unique_keys,
-             pdoflow.cron_schedules, pdoflow.queue_controls;
+    TRUNCATE pdoflow.active_jobs, pdoflow.finished_jobs, pdoflow.job_attempts, pdoflow.workers, pdoflow.postings,
+             pdoflow.unique_keys, pdoflow.cron_schedules, pdoflow.queue_controls;
 $$;
 
 -- Jobs as a test shows them: everything but ids and timestamps.
