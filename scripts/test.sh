@@ -50,7 +50,7 @@ trap '"${REPO_ROOT}/scripts/cluster.sh" stop "${cluster}"' EXIT
 # The background sweeper tests need sweepers in databases of their own, and
 # sweepers start only with the server: create the databases, list them in
 # pdoflow.database and restart. A short interval keeps those tests quick.
-swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_announce pdoflow_swept_retention pdoflow_swept_lifecycle pdoflow_swept_worker pdoflow_swept_locks pdoflow_swept_compaction pdoflow_swept_schedules)
+swept_databases=(pdoflow_swept_leases pdoflow_swept_notify pdoflow_swept_announce pdoflow_swept_retention pdoflow_swept_lifecycle pdoflow_swept_worker pdoflow_swept_locks pdoflow_swept_compaction pdoflow_swept_schedules pdoflow_swept_schedules_other)
 for database in "${swept_databases[@]}"; do
     "${PG_BIN}/psql" -X -q -v ON_ERROR_STOP=1 "$("${REPO_ROOT}/scripts/cluster.sh" url "${cluster}" "${port}")" \
         -c "CREATE DATABASE ${database}"
@@ -59,7 +59,7 @@ cat <<CONF | as_postgres tee -a "${PG_ROOT}/${cluster}/postgresql.conf" >/dev/nu
 # --- pdoflow test suites ---
 pdoflow.database = 'postgres, $(IFS=,; echo "${swept_databases[*]}" | sed 's/,/, /g')'
 pdoflow.sweep_interval = '100ms'
-max_worker_processes = 16
+max_worker_processes = 20
 # tests/tests/await_result.rs holds 200 connections waiting at once.
 max_connections = 300
 CONF

@@ -3,7 +3,8 @@
 -- Issue 21: every attempt of a job, for the dashboard's timeline. Claims
 -- that end without success (a failure, an expired lease, a release, a
 -- cancel while running) are kept in pdoflow.job_attempts by the paths that
--- end them, and deleted with their job.
+-- end them, and deleted with their job. And pdoflow.sweep() on a standby
+-- says that it cannot run there.
 \echo Use "ALTER EXTENSION pdoflow UPDATE" to load this file. \quit
 
 
@@ -580,6 +581,77 @@ $$;
 
 COMMENT ON FUNCTION pdoflow.delete_posting(uuid) IS
     'Deletes a posting whose jobs have all ended, with those jobs; false when it does not exist.';
+
+CREATE OR REPLACE FUNCTION pdoflow.sweep(batch_size integer DEFAULT 1000)
+RETURNS TABLE (
+    expired_requeued bigint,
+    expired_failed   bigint,
+    queues_notified  bigint,
+    finished_deleted bigint,
+    workers_gone     bigint,
+    schedules_run    bigint
+)
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pdoflow, pg_temp
+AS $$
+DECLARE
+    expired       record;
+    notified      bigint := 0;
+    deleted       bigint := 0;
+    gone          bigint := 0;
+    scheduled     bigint := 0;
+    caller_wait   text := current_setting('lock_timeout');
+    step          text;
+BEGIN
+    -- A standby changes nothing; its background sweeper starts at promotion.
+    IF pg_catalog.pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pdoflow.sweep() cannot run on a standby: this server is in recovery'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Sweep on the primary. A standby''s background sweeper starts by itself when it is promoted.';
+    END IF;
+    PERFORM pdoflow._require_read_committed('pdoflow.sweep');
+    PERFORM pdoflow._check_sweep(sweep.batch_size);
+    SELECT 0::bigint AS requeued, 0::bigint AS failed, 0::bigint AS skipped INTO expired;
+    -- Like the background sweeper: never wait long for a lock, and let a
+    -- step that could not lock what it needed not stop the others.
+    PERFORM set_config('lock_timeout', current_setting('pdoflow.sweep_lock_timeout'), true);
+    FOREACH step IN ARRAY ARRAY['leases', 'schedules', 'due jobs', 'queue controls', 'retention', 'workers'] LOOP
+        BEGIN
+            CASE step
+                WHEN 'leases' THEN
+                    SELECT * INTO expired FROM pdoflow._expire_leases(sweep.batch_size);
+                    IF expired.skipped > 0 THEN
+                        RAISE WARNING 'pdoflow.sweep: % expired claims could not be taken back now', expired.skipped
+                            USING DETAIL = 'Ending those jobs has to wait for locks that other transactions hold '
+                                           '(a producer enqueueing jobs that depend on their children, say).',
+                                  HINT = 'They are tried again at the next sweep.';
+                    END IF;
+                WHEN 'schedules' THEN
+                    scheduled := pdoflow._run_due_schedules(sweep.batch_size);
+                -- After the leases, so that a retry due at once is announced now.
+                WHEN 'due jobs' THEN
+                    notified := pdoflow._notify_due_jobs();
+                WHEN 'queue controls' THEN
+                    PERFORM pdoflow._release_queue_controls();
+                WHEN 'retention' THEN
+                    deleted := pdoflow._delete_finished(sweep.batch_size);
+                    PERFORM pdoflow._forget_released_unique_keys(sweep.batch_size);
+                ELSE
+                    gone := pdoflow._sweep_workers();
+            END CASE;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'pdoflow.sweep: skipped the % step: %', step, SQLERRM
+                USING HINT = 'Another transaction holds a lock it needs; it is tried again at the next sweep.';
+        END;
+    END LOOP;
+    PERFORM set_config('lock_timeout', caller_wait, true);
+    RETURN QUERY SELECT expired.requeued, expired.failed, notified, deleted, gone, scheduled;
+END
+$$;
+
+COMMENT ON FUNCTION pdoflow.sweep(integer) IS
+    'One round of the background sweeper''s work: re-queues or fails up to batch_size expired claims, enqueues the jobs of due cron schedules, announces due delayed jobs, deletes up to batch_size finished jobs past pdoflow.retention (and released unique keys) and marks silent workers gone. Returns the counts.';
 
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pdoflow FROM PUBLIC;
 GRANT SELECT ON pdoflow.job_attempts TO pdoflow_producer;

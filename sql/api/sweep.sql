@@ -284,6 +284,12 @@ DECLARE
     caller_wait   text := current_setting('lock_timeout');
     step          text;
 BEGIN
+    -- A standby changes nothing; its background sweeper starts at promotion.
+    IF pg_catalog.pg_is_in_recovery() THEN
+        RAISE EXCEPTION 'pdoflow.sweep() cannot run on a standby: this server is in recovery'
+            USING ERRCODE = 'read_only_sql_transaction',
+                  HINT = 'Sweep on the primary. A standby''s background sweeper starts by itself when it is promoted.';
+    END IF;
     PERFORM pdoflow._require_read_committed('pdoflow.sweep');
     PERFORM pdoflow._check_sweep(sweep.batch_size);
     SELECT 0::bigint AS requeued, 0::bigint AS failed, 0::bigint AS skipped INTO expired;

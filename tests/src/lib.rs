@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod http;
 pub mod own_cluster;
+pub mod standby;
 
 use std::path::PathBuf;
 use std::time::Duration;

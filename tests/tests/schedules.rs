@@ -1,6 +1,7 @@
 //! Cron schedules on a real cluster: the background sweeper enqueues every
-//! occurrence once, on time; producers own their schedules; a schedule's
-//! jobs are enqueued as its owner, under that role's task grants.
+//! occurrence once, on time, in each database it sweeps; producers own
+//! their schedules; a schedule's jobs are enqueued as its owner, under that
+//! role's task grants.
 
 use std::time::Duration;
 
@@ -70,6 +71,66 @@ async fn the_sweeper_enqueues_every_occurrence_once() {
     assert_eq!(row.get::<_, Option<String>>(2), None);
     client
         .batch_execute("SELECT pdoflow.unschedule('every-second')")
+        .await
+        .unwrap();
+}
+
+/// Two databases, each with its own sweeper, each with a schedule of the
+/// same name: each runs its own, every occurrence once, and an unschedule in
+/// one leaves the other running.
+#[tokio::test]
+async fn each_database_runs_its_own_schedules_once() {
+    let databases = [
+        TestDatabase::swept("schedules").await,
+        TestDatabase::swept("schedules_other").await,
+    ];
+    let mut clients = Vec::new();
+    for (database, args) in databases.iter().zip(["{\"db\": 1}", "{\"db\": 2}"]) {
+        let client = database.connect().await;
+        client
+            .execute(
+                "SELECT pdoflow.schedule('twin', 'every 1 seconds', 'tick-twin', $1::text::jsonb)",
+                &[&args],
+            )
+            .await
+            .unwrap();
+        clients.push(client);
+    }
+    for client in &clients {
+        eventually("four occurrences in each database", PATIENCE, || async {
+            (occurrences(client, "tick-twin").await.len() >= 4).then_some(())
+        })
+        .await;
+    }
+    clients[0]
+        .batch_execute("SELECT pdoflow.unschedule('twin')")
+        .await
+        .unwrap();
+    let stopped = occurrences(&clients[0], "tick-twin").await.len();
+    let other = occurrences(&clients[1], "tick-twin").await.len();
+    eventually(
+        "the other database's schedule goes on",
+        PATIENCE,
+        || async { (occurrences(&clients[1], "tick-twin").await.len() >= other + 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(occurrences(&clients[0], "tick-twin").await.len(), stopped);
+    for (client, db) in clients.iter().zip([1, 2]) {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT run_at),
+                        count(*) FILTER (WHERE args = jsonb_build_object('db', $1::int))
+                 FROM pdoflow.jobs WHERE task = 'tick-twin'",
+                &[&db],
+            )
+            .await
+            .unwrap();
+        let (all, distinct, own): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        assert_eq!(all, distinct, "an occurrence ran twice in database {db}");
+        assert_eq!(all, own, "database {db} ran another database's schedule");
+    }
+    clients[1]
+        .batch_execute("SELECT pdoflow.unschedule('twin')")
         .await
         .unwrap();
 }

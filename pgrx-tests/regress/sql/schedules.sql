@@ -74,6 +74,30 @@ SELECT pdoflow.schedule('often-too', '*/20 * * * * *', 'ping');
 SELECT name, extract(second FROM next_run_at)::integer % 5 AS second_mod_5 FROM pdoflow.schedules
 WHERE name LIKE 'often%' ORDER BY name;
 
+-- Daylight saving time, in Europe/Berlin: on 2026-03-29 clocks jump from
+-- 02:00 to 03:00, so a 02:30 schedule runs once, at 03:00; on 2026-10-25
+-- 02:00-03:00 happens twice, and 02:30 runs once, the first time.
+WITH RECURSIVE runs(n, at) AS (
+    SELECT 1, pdoflow._cron_next('30 2 * * *', 'Europe/Berlin', '2026-03-27 12:00+00')
+    UNION ALL
+    SELECT n + 1, pdoflow._cron_next('30 2 * * *', 'Europe/Berlin', at) FROM runs WHERE n < 4
+)
+SELECT n, at AT TIME ZONE 'UTC' AS utc, at AT TIME ZONE 'Europe/Berlin' AS berlin FROM runs;
+WITH RECURSIVE runs(n, at) AS (
+    SELECT 1, pdoflow._cron_next('30 2 * * *', 'Europe/Berlin', '2026-10-24 12:00+00')
+    UNION ALL
+    SELECT n + 1, pdoflow._cron_next('30 2 * * *', 'Europe/Berlin', at) FROM runs WHERE n < 3
+)
+SELECT n, at AT TIME ZONE 'UTC' AS utc, at AT TIME ZONE 'Europe/Berlin' AS berlin FROM runs;
+-- Hourly schedules run at every wall-clock hour that exists: 23 runs on
+-- the spring-forward day, 25 on the fall-back day (docs/sql-api.md).
+SELECT count(*) AS runs_on_spring_forward_day
+FROM generate_series('2026-03-28 23:00+00'::timestamptz, '2026-03-29 21:59+00', interval '1 minute') AS t
+WHERE pdoflow._cron_next('0 * * * *', 'Europe/Berlin', t - interval '1 minute') = t;
+SELECT count(*) AS runs_on_fall_back_day
+FROM generate_series('2026-10-24 22:00+00'::timestamptz, '2026-10-25 22:59+00', interval '1 minute') AS t
+WHERE pdoflow._cron_next('0 * * * *', 'Europe/Berlin', t - interval '1 minute') = t;
+
 -- Bad input names the value.
 SELECT regress.failure($$SELECT pdoflow.schedule('x', '61 * * * *', 't')$$);
 SELECT regress.failure($$SELECT pdoflow.schedule('x', '* * * *', 't')$$);
