@@ -40,6 +40,7 @@ use crate::schemas;
         schemas::PostingStatus,
         schemas::WorkerState,
         crate::routes::jobs::DependencyMode,
+        crate::routes::attempts::AttemptOutcome,
     )),
     tags(
         (name = "job-types", description = "Registered tasks and their args' JSON Schema"),

@@ -320,6 +320,63 @@ async fn jobs_submit_read_list_cancel_and_retry() {
 }
 
 #[tokio::test]
+async fn a_jobs_attempts_say_how_each_claim_ended() {
+    let database = TestDatabase::create("http_attempts").await;
+    let server = TestServer::start(&database, "attempts", |_| {}).await;
+    let producer = server.roles.producer.clone();
+    let created = server
+        .post(
+            "/v1/jobs",
+            &producer,
+            json!({"task": "flaky", "queue": "attempts"}),
+        )
+        .await;
+    let id = id_of(&created.body);
+    let none = server
+        .get(&format!("/v1/jobs/{id}/attempts"), &producer)
+        .await;
+    assert_eq!(none.status, 200, "{}", none.text);
+    assert_eq!(none.body, json!({"items": []}));
+
+    let client = database.connect().await;
+    for statement in [
+        "SET pdoflow.retry_backoff_base = 0",
+        "SELECT pdoflow.progress(id, attempt, '{\"step\": 2}')
+         FROM pdoflow.claim(1, ARRAY['attempts'], worker => 'w1')",
+        "SELECT pdoflow.finish(id, attempt, error => 'disk full') FROM pdoflow.jobs WHERE task = 'flaky'",
+        "SELECT pdoflow.release(id, attempt) FROM pdoflow.claim(1, ARRAY['attempts'], worker => 'w2')",
+    ] {
+        client.batch_execute(statement).await.unwrap();
+    }
+    let two = server
+        .get(&format!("/v1/jobs/{id}/attempts"), &producer)
+        .await;
+    assert_eq!(two.status, 200, "{}", two.text);
+    let items = two.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", two.text);
+    assert_eq!(items[0]["attempt"], 1);
+    assert_eq!(items[0]["worker"], "w1");
+    assert_eq!(items[0]["outcome"], "failed");
+    assert_eq!(items[0]["error"], "disk full");
+    assert_eq!(items[0]["progress"], json!({"step": 2}));
+    assert!(items[0]["started_at"].is_string() && items[0]["ended_at"].is_string());
+    assert_eq!(items[1]["attempt"], 2);
+    assert_eq!(items[1]["outcome"], "released");
+    assert_eq!(items[1]["error"], Value::Null);
+
+    let missing = server
+        .get(
+            &format!("/v1/jobs/{}/attempts", uuid::Uuid::nil()),
+            &producer,
+        )
+        .await;
+    missing.assert_problem(404, "JobNotFound");
+    let not_an_id = server.get("/v1/jobs/abc/attempts", &producer).await;
+    not_an_id.assert_problem(404, "JobNotFound");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn http_workers_claim_heartbeat_report_finish_and_release() {
     let database = TestDatabase::create("http_workers").await;
     let server = TestServer::start(&database, "workers", |_| {}).await;
@@ -1086,6 +1143,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/jobs/{id}", &["get"]),
         ("/v1/jobs/{id}/cancel", &["post"]),
         ("/v1/jobs/{id}/retry", &["post"]),
+        ("/v1/jobs/{id}/attempts", &["get"]),
         ("/v1/jobs/{id}/heartbeat", &["post"]),
         ("/v1/jobs/{id}/progress", &["post"]),
         ("/v1/jobs/{id}/finish", &["post"]),
@@ -1279,7 +1337,7 @@ async fn health_and_readiness() {
 }
 
 #[tokio::test]
-async fn a_database_without_pdoflow_0_12_is_a_503_that_says_so() {
+async fn a_database_without_pdoflow_0_13_is_a_503_that_says_so() {
     let database = TestDatabase::create_empty("http_no_extension").await;
     let server = TestServer::start(&database, "noext", |config| {
         config.pool_timeout = Duration::from_secs(2);

@@ -1,5 +1,6 @@
 //! The routes, one resource per file, and what they share.
 
+pub(crate) mod attempts;
 mod dags;
 mod health;
 mod job_types;
@@ -42,6 +43,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(jobs::get_job))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::retry))
+        .routes(routes!(attempts::list))
         .routes(routes!(workers::heartbeat))
         .routes(routes!(workers::progress))
         .routes(routes!(workers::finish))
