@@ -17,6 +17,7 @@
 //!   and how every connection is made (TLS as libpq does it, session
 //!   timeouts).
 
+mod attempts;
 mod backoff;
 pub mod builtin;
 pub mod cli;
@@ -33,6 +34,7 @@ mod schedule;
 mod task;
 pub mod worker;
 
+pub use attempts::JobAttempt;
 pub use client::{ClaimRequest, ClaimedJob, Client, Finished, Outcome, SweepReport};
 pub use dag::{Dag, DagIds, DagJob, JobNode, SubDagNode};
 pub use error::{Error, Result};

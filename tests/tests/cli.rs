@@ -1,5 +1,5 @@
 //! The admin commands of `pdoflow-run` (through `test-worker`, which shares
-//! its command line): enqueue, status, jobs, job show|cancel|retry,
+//! its command line): enqueue, status, jobs, job show|attempts|cancel|retry,
 //! priority-stats, execute-job, wait, and the pool supervisor.
 
 use std::time::Duration;
@@ -102,10 +102,45 @@ async fn admin_commands_enqueue_list_show_cancel_and_retry() {
         database.cli(WORKER).ok(&["job", "retry", &id]).await.trim(),
         "queued again"
     );
+    // The job's attempts: none yet; then one that failed.
+    let none = database
+        .cli(WORKER)
+        .json(&["job", "attempts", &id, "--json"])
+        .await;
+    assert_eq!(none, serde_json::json!([]));
+    database
+        .connect()
+        .await
+        .batch_execute(&format!(
+            "SELECT pdoflow.finish(id, attempt, error => 'smtp timeout
+(after 30 s)')
+             FROM pdoflow.claim_job('{id}', worker => 'mailer')"
+        ))
+        .await
+        .unwrap();
+    let attempts = database
+        .cli(WORKER)
+        .json(&["job", "attempts", &id, "--json"])
+        .await;
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["outcome"], "failed");
+    assert_eq!(attempts[0]["worker"], "mailer");
+    assert_eq!(attempts[0]["error"], "smtp timeout\n(after 30 s)");
+    let table = database.cli(WORKER).ok(&["job", "attempts", &id]).await;
+    assert!(
+        table.contains("failed") && table.contains("smtp timeout") && !table.contains("after 30"),
+        "{table}"
+    );
 
     let unknown = database
         .cli(WORKER)
         .run(&["job", "show", "00000000-0000-7000-8000-000000000000"])
+        .await;
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("does not exist"));
+    let unknown = database
+        .cli(WORKER)
+        .run(&["job", "attempts", "00000000-0000-7000-8000-000000000000"])
         .await;
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("does not exist"));

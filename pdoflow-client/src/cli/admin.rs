@@ -102,6 +102,13 @@ pub enum JobAction {
         #[arg(long)]
         json: bool,
     },
+    /// Its attempts that ended without success: failed, lease expired,
+    /// released, cancelled while running.
+    Attempts {
+        id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
     /// Cancel a queued or running job.
     Cancel { id: Uuid },
     /// Queue a failed or cancelled job again.
@@ -227,6 +234,30 @@ pub async fn job(settings: &ConnectionSettings, action: JobAction) -> Result<()>
                 show(&job);
                 Ok(())
             }
+        }
+        JobAction::Attempts { id, json } => {
+            let attempts = client.job_attempts(id).await?;
+            if json {
+                return output::json(&attempts);
+            }
+            let time = |at: Option<DateTime<Utc>>| at.map(|at| at.to_rfc3339()).unwrap_or_default();
+            output::table(
+                &["attempt", "outcome", "worker", "started", "ended", "error"],
+                attempts
+                    .into_iter()
+                    .map(|attempt| {
+                        vec![
+                            attempt.attempt.to_string(),
+                            attempt.outcome,
+                            attempt.worker.unwrap_or_default(),
+                            time(attempt.started_at),
+                            attempt.ended_at.to_rfc3339(),
+                            attempt.error.as_deref().map(first_line).unwrap_or_default(),
+                        ]
+                    })
+                    .collect(),
+            );
+            Ok(())
         }
         JobAction::Cancel { id } => {
             let cancelled = client.cancel(id).await?;
