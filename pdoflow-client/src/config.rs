@@ -5,7 +5,8 @@
 //! 3. the environment: `PDOFLOW_DATABASE_URL`, then `DATABASE_URL`;
 //! 4. the config file `~/.config/pdoflow/db.conf` (or `$XDG_CONFIG_HOME/...`),
 //!    in the INI format of the original pdoflow, plus libpq's TLS
-//!    parameters (all optional):
+//!    parameters, `target_session_attrs` and `connect_timeout` (all
+//!    optional; `host` and `port` may list several, comma-separated):
 //!
 //! ```ini
 //! [postgresql]
@@ -28,12 +29,20 @@
 //! (`?sslmode=verify-full&sslrootcert=ca.pem`), a `key=value` string or
 //! `db.conf`; where not given there, `PGSSLMODE`, `PGSSLROOTCERT`,
 //! `PGSSLCERT`, `PGSSLKEY` and `PGSSLSNI` apply (see `connect`).
+//!
+//! Several hosts (`postgresql://a,b/db`, `host=a,b`) are tried in order
+//! for the first that fits `target_session_attrs` (else
+//! `PGTARGETSESSIONATTRS`; default `any`). Each host then gets at most
+//! `connect_timeout` (default `MULTI_HOST_CONNECT_TIMEOUT` when there are
+//! several), so that one that does not answer does not hold up the others.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use tokio_postgres::config::Host;
 use tokio_postgres::Config;
 
-use crate::connect::{self, SessionSettings, TlsParameters, TlsSettings};
+use crate::connect::{self, Parameters, SessionSettings, TargetSession, TlsSettings};
 use crate::error::{Error, Result};
 
 pub const URL_VARIABLES: [&str; 2] = ["PDOFLOW_DATABASE_URL", "DATABASE_URL"];
@@ -41,7 +50,7 @@ const SECTION: &str = "postgresql";
 /// The section of `pdoflow-run serve`'s settings (see `read_server_section`),
 /// which the connection settings leave alone.
 pub const SERVER_SECTION: &str = "server";
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 12] = [
     "user",
     "password",
     "host",
@@ -52,7 +61,13 @@ const KEYS: [&str; 10] = [
     "sslcert",
     "sslkey",
     "sslsni",
+    "target_session_attrs",
+    "connect_timeout",
 ];
+/// Each host's `connect_timeout` when several are given and the settings
+/// name none: a host that does not answer (down, or cut off) would
+/// otherwise hold up the next for the operating system's TCP timeout.
+pub const MULTI_HOST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a connection of the client is made with (see `connect`), and
 /// a description of where it came from (for logs and error messages; never
@@ -63,6 +78,9 @@ pub struct ConnectionSettings {
     pub config: Config,
     /// TLS, as libpq's `sslmode`, `sslrootcert`, ... give it.
     pub tls: TlsSettings,
+    /// Which of several hosts to use (`target_session_attrs`; default any).
+    /// Its `config`'s `target_session_attrs` is not used: this says.
+    pub target: TargetSession,
     /// What each connection sets for its session (lock and statement
     /// timeouts; defaults 5 s and 1 min).
     pub session: SessionSettings,
@@ -86,6 +104,7 @@ impl ConnectionSettings {
         let tls = connect::tls_from_config(&config, &connect::process_env)
             .map_err(|error| Error::Config(format!("{source}: {error}")))?;
         Ok(ConnectionSettings {
+            target: TargetSession::of(config.get_target_session_attrs()),
             config,
             tls,
             session: SessionSettings::default(),
@@ -165,12 +184,59 @@ fn parse_url(
         ))
     };
     let (rest, parameters) = connect::split(url).map_err(not_one)?;
-    let mut config = rest
+    let config = rest
         .parse::<Config>()
         .map_err(|error| not_one(error.to_string()))?;
-    settings_with_tls(&mut config, &parameters, source, env).map(|tls| ConnectionSettings {
+    let config = config_with_hosts_checked(config)
+        .map_err(|error| Error::Config(format!("{source}: {error}")))?;
+    finish_settings(config, &parameters, source, env)
+}
+
+/// `config`, checked for a host list tokio-postgres would take as one host
+/// (`?host=a,b` in a URL names a host "a,b"), with the default
+/// `connect_timeout` of several hosts.
+fn config_with_hosts_checked(mut config: Config) -> std::result::Result<Config, String> {
+    if let Some(Host::Tcp(listed)) = config
+        .get_hosts()
+        .iter()
+        .find(|host| matches!(host, Host::Tcp(name) if name.contains(',')))
+    {
+        return Err(format!(
+            "host {listed:?} is one name to this client: list several hosts in the \
+             URL's authority (postgresql://a:5432,b:5432/db) or as host=a,b port=5432,5432"
+        ));
+    }
+    let ports = config.get_ports().len();
+    let hosts = config.get_hosts().len();
+    if ports > 1 && ports != hosts {
+        return Err(format!(
+            "{hosts} host(s) but {ports} ports: give one port, or one per host"
+        ));
+    }
+    if hosts > 1 && config.get_connect_timeout().is_none() {
+        config.connect_timeout(MULTI_HOST_CONNECT_TIMEOUT);
+    }
+    Ok(config)
+}
+
+/// The settings of `config` and the `parameters` taken out of its string
+/// (TLS and the target server, resolved with `env`).
+fn finish_settings(
+    mut config: Config,
+    parameters: &Parameters,
+    source: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<ConnectionSettings> {
+    let target = parameters
+        .target(env)
+        .map_err(|error| Error::Config(format!("{source}: {error}")))?
+        .unwrap_or_default();
+    config.target_session_attrs(target.first_choice());
+    let tls = settings_with_tls(&mut config, parameters, source, env)?;
+    Ok(ConnectionSettings {
         config,
         tls,
+        target,
         session: SessionSettings::default(),
         source: source.to_owned(),
     })
@@ -181,7 +247,7 @@ fn parse_url(
 /// tells the truth to whoever reads it.
 fn settings_with_tls(
     config: &mut Config,
-    parameters: &TlsParameters,
+    parameters: &Parameters,
     source: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<TlsSettings> {
@@ -236,7 +302,7 @@ fn read_config_file_with(
     let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
     let ini = ini::Ini::load_from_str(&text).map_err(|error| fail(error.to_string()))?;
     let mut config = Config::new();
-    let mut tls = TlsParameters::default();
+    let mut tls = Parameters::default();
     let mut found = false;
     for (section, properties) in ini.iter() {
         match section {
@@ -263,20 +329,38 @@ fn read_config_file_with(
                     config.password(value);
                 }
                 "host" => {
-                    config.host(value);
+                    for host in value.split(',') {
+                        config.host(host.trim());
+                    }
                 }
                 "database" => {
                     config.dbname(value);
                 }
                 "port" => {
-                    let port = value.parse::<u16>().map_err(|_| {
+                    for port in value.split(',') {
+                        let port = port.trim().parse::<u16>().map_err(|_| {
+                            fail(format!(
+                                "port must be a number from 1 to 65535 (or several, \
+                                 comma-separated), got {value:?}"
+                            ))
+                        })?;
+                        config.port(port);
+                    }
+                }
+                "connect_timeout" => {
+                    let seconds = value.trim().parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
                         fail(format!(
-                            "port must be a number from 1 to 65535, got {value:?}"
+                            "connect_timeout must be a whole number of seconds, at least 1, got {value:?}"
                         ))
                     })?;
-                    config.port(port);
+                    config.connect_timeout(Duration::from_secs(seconds));
                 }
-                "sslmode" | "sslrootcert" | "sslcert" | "sslkey" | "sslsni" => {
+                "sslmode"
+                | "sslrootcert"
+                | "sslcert"
+                | "sslkey"
+                | "sslsni"
+                | "target_session_attrs" => {
                     tls.take(key, value.to_owned()).map_err(fail)?;
                 }
                 other => {
@@ -295,13 +379,8 @@ fn read_config_file_with(
         config.host("localhost");
     }
     let source = path.display().to_string();
-    let tls = settings_with_tls(&mut config, &tls, &source, env)?;
-    Ok(ConnectionSettings {
-        config,
-        tls,
-        session: SessionSettings::default(),
-        source,
-    })
+    let config = config_with_hosts_checked(config).map_err(fail)?;
+    finish_settings(config, &tls, &source, env)
 }
 
 /// The `[server]` section of a `db.conf` file (the settings of `pdoflow-run
@@ -465,5 +544,93 @@ mod tests {
             settings.config.get_ssl_mode(),
             tokio_postgres::config::SslMode::Require
         );
+    }
+
+    #[test]
+    fn several_hosts_and_the_server_they_want() {
+        use tokio_postgres::config::TargetSessionAttrs;
+        let settings = parse_url(
+            "postgresql://u@10.0.0.1:5432,10.0.0.2:5433/app?target_session_attrs=read-write",
+            "x",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(settings.config.get_hosts().len(), 2);
+        assert_eq!(settings.config.get_ports(), [5432, 5433]);
+        assert_eq!(settings.target, TargetSession::ReadWrite);
+        assert_eq!(
+            settings.config.get_target_session_attrs(),
+            TargetSessionAttrs::ReadWrite
+        );
+        assert_eq!(
+            settings.config.get_connect_timeout(),
+            Some(&MULTI_HOST_CONNECT_TIMEOUT)
+        );
+        // libpq's names that tokio-postgres lacks, and the environment.
+        let settings = parse_url(
+            "host=a,b port=1,2 target_session_attrs=prefer-standby connect_timeout=2",
+            "x",
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(settings.target, TargetSession::PreferStandby);
+        assert_eq!(
+            settings.config.get_connect_timeout(),
+            Some(&Duration::from_secs(2))
+        );
+        assert!(!settings.target.may_write());
+        let env = |name: &str| (name == "PGTARGETSESSIONATTRS").then(|| "standby".to_owned());
+        let settings = parse_url("postgresql://u@h/app", "x", &env).unwrap();
+        assert_eq!(settings.target, TargetSession::Standby);
+        assert_eq!(settings.config.get_connect_timeout(), None);
+        let settings = parse_url("postgresql://u@h/app", "x", &no_env).unwrap();
+        assert_eq!(settings.target, TargetSession::Any);
+
+        let error = parse_url(
+            "postgresql://h/app?target_session_attrs=master",
+            "src",
+            &no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("src") && error.contains("\"master\""),
+            "{error}"
+        );
+        let error = parse_url("postgresql:///app?host=a,b", "src", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("one name"), "{error}");
+        let error = parse_url("host=a,b,c port=1,2", "src", &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("3 host(s) but 2 ports"), "{error}");
+    }
+
+    #[test]
+    fn db_conf_lists_hosts_and_the_server_it_wants() {
+        let (path, _cleanup) = write(
+            "[postgresql]\nhost = db1, db2\nport = 5432,5433\ndatabase = app\n\
+             target_session_attrs = read-write\nconnect_timeout = 3\n",
+        );
+        let settings = read_config_file_with(&path, &no_env).unwrap();
+        assert_eq!(settings.config.get_hosts().len(), 2);
+        assert_eq!(settings.config.get_ports(), [5432, 5433]);
+        assert_eq!(settings.target, TargetSession::ReadWrite);
+        assert_eq!(
+            settings.config.get_connect_timeout(),
+            Some(&Duration::from_secs(3))
+        );
+        for (line, expected) in [
+            ("target_session_attrs = primary-ish", "\"primary-ish\""),
+            ("connect_timeout = soon", "connect_timeout must be"),
+            ("port = 5432,x", "port must be"),
+        ] {
+            let (path, _cleanup) = write(&format!("[postgresql]\nhost = a,b\n{line}\n"));
+            let error = read_config_file_with(&path, &no_env)
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{line}: {error}");
+        }
     }
 }

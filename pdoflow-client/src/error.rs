@@ -48,8 +48,11 @@ impl Error {
         }
     }
 
-    /// True when the connection itself failed (not a refused statement):
-    /// the worker reconnects instead of giving up.
+    /// True when the connection itself failed (not a refused statement), or
+    /// reached a server that cannot take writes (SQLSTATE 25006: a standby,
+    /// say the old primary back after a failover): the worker reconnects
+    /// instead of giving up, and with several hosts and
+    /// `target_session_attrs=read-write` finds the primary.
     pub fn is_connection_lost(&self) -> bool {
         let Error::Postgres(error) = self else {
             return false;
@@ -58,8 +61,9 @@ impl Error {
             return true;
         }
         if let Some(db) = error.as_db_error() {
-            // admin_shutdown, crash_shutdown, cannot_connect_now
-            return matches!(db.code().code(), "57P01" | "57P02" | "57P03");
+            // admin_shutdown, crash_shutdown, cannot_connect_now,
+            // read_only_sql_transaction
+            return matches!(db.code().code(), "57P01" | "57P02" | "57P03" | "25006");
         }
         // An I/O error under the connection (reset, timed out).
         std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())

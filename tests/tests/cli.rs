@@ -153,6 +153,39 @@ async fn admin_commands_enqueue_list_show_cancel_and_retry() {
     );
 }
 
+/// A standby target is for the commands that only read: with one server
+/// (a primary), `prefer-standby` falls back to it for them, and the
+/// commands that write refuse it.
+#[tokio::test]
+async fn standby_targets_serve_only_the_commands_that_read() {
+    let database = TestDatabase::create("cli_targets").await;
+    let url = format!("{}?target_session_attrs=prefer-standby", database.url());
+    let cli = database.cli(WORKER);
+    cli.ok(&["--database-url", &url, "status"]).await;
+    cli.ok(&["--database-url", &url, "jobs"]).await;
+    for command in [
+        &["enqueue", "--task", "x"][..],
+        &["worker", "--burst"],
+        &["wait"],
+    ] {
+        let mut args = vec!["--database-url", url.as_str()];
+        args.extend_from_slice(command);
+        cli.fails(
+            &args,
+            1,
+            "target_session_attrs=prefer-standby wants a standby",
+        )
+        .await;
+    }
+    // No standby at all: `standby` finds none and says why.
+    let standby_only = format!("{}?target_session_attrs=standby", database.url());
+    let output = cli.run(&["--database-url", &standby_only, "status"]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let bad = format!("{}?target_session_attrs=replica", database.url());
+    cli.fails(&["--database-url", &bad, "status"], 1, "\"replica\"")
+        .await;
+}
+
 #[tokio::test]
 async fn execute_job_runs_one_job_through_claim_and_finish() {
     let database = TestDatabase::create("cli_execute").await;

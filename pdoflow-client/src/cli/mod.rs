@@ -205,6 +205,36 @@ fn usage_line(rendered: &str) -> String {
     }
 }
 
+impl Command {
+    /// Whether the command only reads, and so may run on a standby
+    /// (`target_session_attrs=prefer-standby`, `standby`, `read-only`).
+    /// Waiting counts as writing: a standby never sees a job end.
+    fn only_reads(&self) -> bool {
+        match self {
+            Command::Status(_) | Command::Jobs(_) | Command::PriorityStats(_) => true,
+            Command::Job { action } => matches!(
+                action,
+                admin::JobAction::Show { .. } | admin::JobAction::Attempts { .. }
+            ),
+            Command::Postings { action } => matches!(action, postings::PostingsAction::List(_)),
+            Command::Posting { action } => {
+                matches!(action, postings::PostingAction::Status { .. })
+            }
+            Command::Schedules { action } => {
+                matches!(action, schedules::SchedulesAction::List(_))
+            }
+            Command::Queues { action } => matches!(action, queues::QueuesAction::List(_)),
+            Command::Worker(_)
+            | Command::Pool(_)
+            | Command::ExecuteJob(_)
+            | Command::Wait(_)
+            | Command::Enqueue(_)
+            | Command::Dag { .. }
+            | Command::Serve(_) => false,
+        }
+    }
+}
+
 /// Runs a parsed command line; returns the exit code of a command that ran
 /// to its end (`SUCCESS`, but for `wait --job`, whose code says how the job
 /// ended).
@@ -213,9 +243,20 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<ExitCode> {
         lock_timeout: cli.lock_timeout,
         statement_timeout: cli.statement_timeout,
     };
+    let only_reads = cli.command.only_reads();
     let settings = || -> Result<ConnectionSettings> {
         session.check()?;
         let mut settings = config::resolve(cli.database_url.as_deref(), cli.config.as_deref())?;
+        if !only_reads && !settings.target.may_write() {
+            return Err(crate::Error::Config(format!(
+                "{}: target_session_attrs={} wants a standby, and this command writes (or \
+                 waits for jobs to end, which only the primary sees); use read-write (or \
+                 leave it out) here, and keep standby targets for the commands that only \
+                 read: status, jobs, job show|attempts, priority-stats, postings list, \
+                 posting status, schedules list, queues list",
+                settings.source, settings.target
+            )));
+        }
         settings.session = session;
         Ok(settings)
     };

@@ -5,6 +5,9 @@
 //! - TLS as libpq does it (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`,
 //!   `sslsni`, from the connection string, `db.conf` or `PGSSLMODE`, ...;
 //!   see `tls.rs`), on rustls;
+//! - with several hosts, the first that fits `target_session_attrs`
+//!   (`target.rs`), asked again at every connection: after a failover a
+//!   reconnect finds the promoted primary;
 //! - right after connecting, one round trip of `SET`s for the session:
 //!   `lock_timeout`, `statement_timeout` ([`SessionSettings`]) and
 //!   `default_transaction_isolation = 'read committed'`, since pdoflow's
@@ -15,12 +18,13 @@
 //! [`ConnectionSettings`]: crate::config::ConnectionSettings
 
 mod params;
+mod target;
 mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio_postgres::config::{Host, SslMode as WireMode};
+use tokio_postgres::config::{Host, SslMode as WireMode, TargetSessionAttrs};
 use tokio_postgres::tls::MakeTlsConnect;
 use tokio_postgres::Socket;
 use tokio_postgres_rustls::MakeRustlsConnect;
@@ -28,7 +32,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use crate::config::ConnectionSettings;
 use crate::error::{Error, Result};
 
-pub(crate) use params::{split, TlsParameters};
+pub(crate) use params::{split, Parameters};
+pub use target::TargetSession;
 pub use tls::{RootCertificates, SslMode, TlsSettings};
 
 /// A connection's socket, TLS or not (one type for both, so that the
@@ -147,33 +152,47 @@ pub(crate) async fn open(
     } else {
         prepared.plan
     };
-    let attempt = |mode: WireMode| {
+    let attempt = |mode: WireMode, target: TargetSessionAttrs| {
         let mut config = settings.config.clone();
         config.ssl_mode(mode);
+        config.target_session_attrs(target);
         let connector = connector.clone();
         async move { config.connect(connector).await }
     };
-    let connected = match plan {
-        tls::Plan::Plain => attempt(WireMode::Disable).await,
-        tls::Plan::Tls => attempt(WireMode::Require).await,
-        tls::Plan::TlsThenPlain => match attempt(WireMode::Prefer).await {
-            // tokio-postgres falls back when the server declines TLS; libpq
-            // also falls back when the handshake itself fails.
-            Err(error) if is_tls_failure(&error) => {
-                tracing::warn!(
-                    error = %Error::Postgres(error),
-                    "sslmode=prefer: the TLS handshake failed; connecting without TLS"
-                );
-                attempt(WireMode::Disable).await
-            }
-            other => other,
-        },
-        tls::Plan::PlainThenTls => match attempt(WireMode::Disable).await {
-            // The server refused the plain connection (pg_hba.conf's
-            // hostssl, say): libpq's `allow` tries again with TLS.
-            Err(error) if error.as_db_error().is_some() => attempt(WireMode::Require).await,
-            other => other,
-        },
+    let attempt = &attempt;
+    let with_plan = |target: TargetSessionAttrs| async move {
+        match plan {
+            tls::Plan::Plain => attempt(WireMode::Disable, target).await,
+            tls::Plan::Tls => attempt(WireMode::Require, target).await,
+            tls::Plan::TlsThenPlain => match attempt(WireMode::Prefer, target).await {
+                // tokio-postgres falls back when the server declines TLS;
+                // libpq also falls back when the handshake itself fails.
+                Err(error) if is_tls_failure(&error) => {
+                    tracing::warn!(
+                        error = %Error::Postgres(error),
+                        "sslmode=prefer: the TLS handshake failed; connecting without TLS"
+                    );
+                    attempt(WireMode::Disable, target).await
+                }
+                other => other,
+            },
+            tls::Plan::PlainThenTls => match attempt(WireMode::Disable, target).await {
+                // The server refused the plain connection (pg_hba.conf's
+                // hostssl, say): libpq's `allow` tries again with TLS.
+                Err(error) if error.as_db_error().is_some() => {
+                    attempt(WireMode::Require, target).await
+                }
+                other => other,
+            },
+        }
+    };
+    let connected = match with_plan(settings.target.first_choice()).await {
+        // prefer-standby: no standby answered, so any server will do.
+        Err(error) if settings.target == TargetSession::PreferStandby => {
+            tracing::debug!(error = %Error::Postgres(error), "no standby answered; connecting to any server");
+            with_plan(TargetSessionAttrs::Any).await
+        }
+        other => other,
     };
     Ok(connected?)
 }
@@ -193,18 +212,18 @@ pub(crate) fn tls_from_config(
     config: &tokio_postgres::Config,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> std::result::Result<TlsSettings, String> {
-    let parameters = TlsParameters {
+    let parameters = Parameters {
         sslmode: match config.get_ssl_mode() {
             WireMode::Disable => Some("disable".into()),
             WireMode::Require => Some("require".into()),
             _ => None,
         },
-        ..TlsParameters::default()
+        ..Parameters::default()
     };
     parameters.resolve(env)
 }
 
-/// The process environment, for `TlsParameters::resolve`.
+/// The process environment, for `Parameters::resolve`.
 pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }

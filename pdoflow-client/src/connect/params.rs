@@ -1,6 +1,9 @@
-//! The TLS parameters of a connection string, taken out before tokio-postgres
-//! sees it: its 0.7 parser knows only `sslmode` disable, prefer and require,
-//! and rejects `sslrootcert`, `sslcert` and `sslkey` as unknown options.
+//! The parameters of a connection string that are taken out before
+//! tokio-postgres sees it: the TLS ones (its 0.7 parser knows only
+//! `sslmode` disable, prefer and require, and rejects `sslrootcert`,
+//! `sslcert` and `sslkey` as unknown options), and `target_session_attrs`
+//! (it knows `any`, `read-write` and `read-only`, not libpq's `primary`,
+//! `standby` and `prefer-standby`).
 //!
 //! Both forms libpq accepts are handled, split exactly where tokio-postgres
 //! would split them so that what is left means what it meant:
@@ -12,17 +15,19 @@
 
 use std::path::PathBuf;
 
+use super::target::TargetSession;
 use super::tls::{RootCertificates, SslMode, TlsSettings};
 
-/// The TLS parameters of one connection string (or `db.conf`), as written;
-/// `None` where not given.
+/// The parameters of one connection string (or `db.conf`) taken out of it,
+/// as written; `None` where not given.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct TlsParameters {
+pub(crate) struct Parameters {
     pub sslmode: Option<String>,
     pub sslrootcert: Option<String>,
     pub sslcert: Option<String>,
     pub sslkey: Option<String>,
     pub sslsni: Option<String>,
+    pub target_session_attrs: Option<String>,
 }
 
 /// libpq's TLS parameters that this client does not implement: named as
@@ -40,16 +45,17 @@ const UNSUPPORTED: [&str; 8] = [
 
 /// The environment variables libpq reads for the same parameters; the
 /// connection string wins over them.
-pub(crate) const ENVIRONMENT: [(&str, &str); 5] = [
+pub(crate) const ENVIRONMENT: [(&str, &str); 6] = [
     ("sslmode", "PGSSLMODE"),
     ("sslrootcert", "PGSSLROOTCERT"),
     ("sslcert", "PGSSLCERT"),
     ("sslkey", "PGSSLKEY"),
     ("sslsni", "PGSSLSNI"),
+    ("target_session_attrs", "PGTARGETSESSIONATTRS"),
 ];
 
-impl TlsParameters {
-    /// Keeps `value` if `key` is a TLS parameter handled here: `Ok(true)`.
+impl Parameters {
+    /// Keeps `value` if `key` is a parameter handled here: `Ok(true)`.
     pub(crate) fn take(&mut self, key: &str, value: String) -> Result<bool, String> {
         let slot = match key {
             "sslmode" => &mut self.sslmode,
@@ -57,6 +63,7 @@ impl TlsParameters {
             "sslcert" => &mut self.sslcert,
             "sslkey" => &mut self.sslkey,
             "sslsni" => &mut self.sslsni,
+            "target_session_attrs" => &mut self.target_session_attrs,
             // Obsolete: libpq ignores it too (no TLS library compresses now).
             "sslcompression" => return Ok(true),
             key if UNSUPPORTED.contains(&key) => {
@@ -71,26 +78,29 @@ impl TlsParameters {
         Ok(true)
     }
 
-    /// The settings these parameters give, with the environment's
+    /// The server these parameters want (`PGTARGETSESSIONATTRS` where
+    /// not given); None where neither says.
+    pub(crate) fn target(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<TargetSession>, String> {
+        match pick(&self.target_session_attrs, "target_session_attrs", env) {
+            None => Ok(None),
+            Some((value, origin)) => value
+                .parse()
+                .map(Some)
+                .map_err(|error| format!("{origin}: {error}")),
+        }
+    }
+
+    /// The TLS settings these parameters give, with the environment's
     /// (`PGSSLMODE`, ...) where a parameter is not given, and libpq's
     /// defaults where neither is.
     pub(crate) fn resolve(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<TlsSettings, String> {
-        // (value, where it came from), for error messages.
-        let pick = |given: &Option<String>, key: &str| -> Option<(String, String)> {
-            if let Some(value) = given.as_ref().filter(|value| !value.is_empty()) {
-                return Some((value.clone(), key.to_owned()));
-            }
-            let variable = ENVIRONMENT
-                .iter()
-                .find(|(name, _)| *name == key)
-                .map(|(_, variable)| *variable)?;
-            env(variable)
-                .filter(|value| !value.is_empty())
-                .map(|value| (value, variable.to_owned()))
-        };
+        let pick = |given: &Option<String>, key: &str| pick(given, key, env);
         // Revocation lists are not checked here: one that libpq would use
         // must not be silently ignored.
         for variable in ["PGSSLCRL", "PGSSLCRLDIR"] {
@@ -142,10 +152,29 @@ impl TlsParameters {
     }
 }
 
-/// Splits a connection string into what tokio-postgres parses and the TLS
-/// parameters. An error is a message for "not a PostgreSQL connection string: ...".
-pub(crate) fn split(text: &str) -> Result<(String, TlsParameters), String> {
-    let mut parameters = TlsParameters::default();
+/// A parameter's value as given, else from its environment variable, with
+/// where it came from (for error messages); None where neither has one.
+fn pick(
+    given: &Option<String>,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, String)> {
+    if let Some(value) = given.as_ref().filter(|value| !value.is_empty()) {
+        return Some((value.clone(), key.to_owned()));
+    }
+    let variable = ENVIRONMENT
+        .iter()
+        .find(|(name, _)| *name == key)
+        .map(|(_, variable)| *variable)?;
+    env(variable)
+        .filter(|value| !value.is_empty())
+        .map(|value| (value, variable.to_owned()))
+}
+
+/// Splits a connection string into what tokio-postgres parses and the
+/// parameters taken out. An error is a message for "not a PostgreSQL connection string: ...".
+pub(crate) fn split(text: &str) -> Result<(String, Parameters), String> {
+    let mut parameters = Parameters::default();
     let rest = match ["postgres://", "postgresql://"]
         .iter()
         .find(|prefix| text.starts_with(*prefix))
@@ -159,7 +188,7 @@ pub(crate) fn split(text: &str) -> Result<(String, TlsParameters), String> {
 /// The URL form. tokio-postgres ends the credentials at the first `@` of
 /// the whole string, and the query at the first `?` after that; its
 /// parameters are `key=value` separated by `&` (a key runs to the next `=`).
-fn split_url(url: &str, prefix: usize, parameters: &mut TlsParameters) -> Result<String, String> {
+fn split_url(url: &str, prefix: usize, parameters: &mut Parameters) -> Result<String, String> {
     let after_credentials = url[prefix..].find('@').map_or(prefix, |at| prefix + at + 1);
     let Some(question) = url[after_credentials..].find('?') else {
         return Ok(url.to_owned());
@@ -206,7 +235,7 @@ fn split_url(url: &str, prefix: usize, parameters: &mut TlsParameters) -> Result
 
 /// The `key=value` form, read as tokio-postgres (and libpq) read it; the
 /// pairs not taken are written back quoted.
-fn split_key_values(text: &str, parameters: &mut TlsParameters) -> Result<String, String> {
+fn split_key_values(text: &str, parameters: &mut Parameters) -> Result<String, String> {
     let mut chars = text.chars().peekable();
     let mut kept = Vec::new();
     loop {
@@ -302,7 +331,7 @@ mod tests {
         // No query at all, and a `?` inside the credentials.
         let (rest, parameters) = split("postgresql://u:a?b@h/d").unwrap();
         assert_eq!(rest, "postgresql://u:a?b@h/d");
-        assert_eq!(parameters, TlsParameters::default());
+        assert_eq!(parameters, Parameters::default());
         let (rest, parameters) = split("postgresql://u:a?b@h/d?sslmode=disable").unwrap();
         assert_eq!(rest, "postgresql://u:a?b@h/d");
         assert_eq!(parameters.sslmode.as_deref(), Some("disable"));

@@ -48,11 +48,13 @@ pub async fn listen(
                 tracing::warn!(%error, "the LISTEN connection failed; reconnecting")
             }
             // The first LISTEN failing for any reason, or a later one the
-            // server refuses (not a connection lost on the way): LISTEN
-            // does not work here.
+            // server refuses (not a connection lost on the way, nor a
+            // standby refusing it during a failover): LISTEN does not work
+            // here.
             Ended::Refused(error)
-                if !listened
-                    || matches!(&error, Error::Postgres(postgres) if postgres.as_db_error().is_some()) =>
+                if !error.is_connection_lost()
+                    && (!listened
+                        || matches!(&error, Error::Postgres(postgres) if postgres.as_db_error().is_some())) =>
             {
                 tracing::warn!(
                     %error,
