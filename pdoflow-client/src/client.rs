@@ -18,6 +18,9 @@ pub struct Client {
     db: tokio_postgres::Client,
     /// The statements of a worker's loop (see `loop_statements`).
     prepared: tokio::sync::OnceCell<LoopStatements>,
+    /// What it connected with, for `reconnect`; None when made from a
+    /// connection of the caller's.
+    settings: Option<ConnectionSettings>,
 }
 
 struct LoopStatements {
@@ -212,8 +215,9 @@ pub struct Finished {
 impl Client {
     /// Connects with a `postgresql://` URL or a key=value connection string,
     /// which may hold libpq's TLS parameters (`sslmode`, `sslrootcert`,
-    /// `sslcert`, `sslkey`, `sslsni`; else `PGSSLMODE`, ... apply), with the
-    /// default session settings (`connect::SessionSettings`).
+    /// `sslcert`, `sslkey`, `sslsni`; else `PGSSLMODE`, ... apply) and
+    /// several hosts with `target_session_attrs`, with the default session
+    /// settings (`connect::SessionSettings`).
     pub async fn connect(url: &str) -> Result<Client> {
         let settings = ConnectionSettings::from_url(url, "Client::connect")?;
         Client::connect_with_settings(&settings).await
@@ -230,9 +234,28 @@ impl Client {
     /// Connects with `settings` (see `config::resolve`): their TLS, then the
     /// session settings in one round trip.
     pub async fn connect_with_settings(settings: &ConnectionSettings) -> Result<Client> {
-        Ok(Client::from_postgres(
-            crate::connect::connect(settings).await?,
-        ))
+        let mut client = Client::from_postgres(crate::connect::connect(settings).await?);
+        client.settings = Some(settings.clone());
+        Ok(client)
+    }
+
+    /// Connects again with the settings it was made with: after the
+    /// connection was lost (`is_closed`, or an error whose
+    /// `is_connection_lost` is true), and with several hosts after a
+    /// failover, to whichever now fits `target_session_attrs`. A call that
+    /// failed with the connection is not repeated: whether it took effect
+    /// is unknown (an enqueue may have committed). Statements prepared for
+    /// a worker's loop are prepared again on their next use. A `Client`
+    /// made by `from_postgres` cannot reconnect (`Error::Invalid`).
+    pub async fn reconnect(&mut self) -> Result<()> {
+        let settings = self.settings.clone().ok_or_else(|| {
+            Error::Invalid(
+                "this Client wraps a connection made elsewhere: connect a new one".into(),
+            )
+        })?;
+        self.db = crate::connect::connect(&settings).await?;
+        self.prepared = tokio::sync::OnceCell::new();
+        Ok(())
     }
 
     /// Wraps a connection made elsewhere.
@@ -240,6 +263,7 @@ impl Client {
         Client {
             db,
             prepared: tokio::sync::OnceCell::new(),
+            settings: None,
         }
     }
 
@@ -248,7 +272,7 @@ impl Client {
         &self.db
     }
 
-    /// True once the connection is gone; make a new `Client`.
+    /// True once the connection is gone; `reconnect` (or make a new `Client`).
     pub fn is_closed(&self) -> bool {
         self.db.is_closed()
     }

@@ -69,10 +69,13 @@ const DAG: &str = r#"{"nodes": [
     {"name": "ten", "task": "sum_parents", "args": {"add": 10}, "after": ["one"]},
     {"name": "hundred", "task": "sum_parents", "args": {"add": 100}, "after": ["ten"]}]}"#;
 
-/// Enqueues `JOBS` jobs, one per transaction, reconnecting (to whichever
-/// host is the primary) whenever a call fails; records each acknowledged id.
+/// Enqueues `JOBS` jobs, one per transaction, reconnecting
+/// (`Client::reconnect`: to whichever host is the primary) whenever a call
+/// fails; records each acknowledged id.
 async fn produce(settings: ConnectionSettings, acknowledged: Arc<Mutex<Vec<Uuid>>>) {
-    let mut client: Option<Client> = None;
+    let mut client = Client::connect_with_settings(&settings)
+        .await
+        .expect("the producer's first connection");
     let mut n = 0;
     let deadline = Instant::now() + PATIENCE;
     while n < JOBS {
@@ -80,28 +83,20 @@ async fn produce(settings: ConnectionSettings, acknowledged: Arc<Mutex<Vec<Uuid>
             Instant::now() < deadline,
             "the producer could not enqueue for too long"
         );
-        if client
-            .as_ref()
-            .is_none_or(|client| client.postgres().is_closed())
-        {
-            match Client::connect_with_settings(&settings).await {
-                Ok(connected) => client = Some(connected),
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            }
+        if client.is_closed() && client.reconnect().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
         }
-        let Some(db) = client.as_ref() else { continue };
         let job = NewJob::new("echo", &serde_json::json!({ "n": n })).expect("a job");
-        match db.enqueue(&job).await {
+        match client.enqueue(&job).await {
             Ok(id) => {
                 acknowledged.lock().unwrap().push(id);
                 n += 1;
             }
             // Not acknowledged: it may or may not exist; try the next one.
-            Err(_) => {
-                client = None;
+            Err(error) => {
+                assert!(error.is_connection_lost(), "enqueue: {error}");
+                let _ = client.reconnect().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }

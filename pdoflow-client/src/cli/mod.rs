@@ -261,8 +261,18 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<ExitCode> {
         Ok(settings)
     };
     let done = match cli.command {
-        Command::Worker(args) => worker::run(settings()?, registry, args).await,
-        Command::Pool(args) => pool::run(settings()?, args).await,
+        Command::Worker(args) if !args.shards.is_empty() => {
+            session.check()?;
+            let shards = worker::shard_settings(session, &args.shards)?;
+            worker::run(shards, registry, args).await
+        }
+        Command::Worker(args) => worker::run(vec![settings()?], registry, args).await,
+        Command::Pool(args) if !args.worker.shards.is_empty() => {
+            session.check()?;
+            let shards = worker::shard_settings(session, &args.worker.shards)?;
+            pool::run(shards, args).await
+        }
+        Command::Pool(args) => pool::run(vec![settings()?], args).await,
         Command::ExecuteJob(args) => worker::execute(settings()?, registry, args).await,
         Command::Wait(args) => return wait::wait(&settings()?, args).await,
         Command::Enqueue(args) => admin::enqueue(&settings()?, args).await,

@@ -33,7 +33,9 @@ pub struct PoolArgs {
     pub worker: WorkerArgs,
 }
 
-pub async fn run(settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
+/// Runs the pool; `databases` are those its workers work (one, or each
+/// `--shard`), checked once here.
+pub async fn run(databases: Vec<ConnectionSettings>, args: PoolArgs) -> Result<()> {
     if args.processes == 0 || args.processes > 1_000 {
         return Err(Error::Invalid(format!(
             "--processes must be from 1 to 1000, got {}",
@@ -48,7 +50,9 @@ pub async fn run(settings: ConnectionSettings, args: PoolArgs) -> Result<()> {
         )));
     }
     // Each worker would refuse to start, over and over: say it once.
-    super::worker::check_shell_grant(&settings, &args.worker.shell).await?;
+    for settings in &databases {
+        super::worker::check_shell_grant(settings, &args.worker.shell).await?;
+    }
     // Watch signals before the first process starts.
     let stop = super::shutdown_signal()?;
     tokio::pin!(stop);

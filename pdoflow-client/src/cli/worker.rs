@@ -7,6 +7,7 @@ use clap::Args;
 
 use crate::builtin;
 use crate::config::ConnectionSettings;
+use crate::connect::SessionSettings;
 use crate::error::{Error, Result};
 use crate::task::TaskRegistry;
 use crate::worker::{SweepMode, Worker, WorkerConfig};
@@ -75,6 +76,18 @@ pub struct WorkerArgs {
     /// 127.0.0.1:9187. Default: none.
     #[arg(long, value_name = "ADDR", env = "PDOFLOW_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Work several shard databases (each with pdoflow) instead of the one
+    /// database: repeat --shard URL, or list the URLs in PDOFLOW_SHARDS
+    /// separated by spaces. Each shard gets an equal share of
+    /// --concurrency and a claim loop of its own; one that is down stops
+    /// only its share.
+    #[arg(
+        long = "shard",
+        value_name = "URL",
+        env = "PDOFLOW_SHARDS",
+        value_delimiter = ' '
+    )]
+    pub shards: Vec<String>,
     #[command(flatten)]
     pub shell: ShellArgs,
 }
@@ -148,23 +161,13 @@ async fn shell_granted(client: &crate::Client, source: &str) -> Result<()> {
     )))
 }
 
-pub async fn run(
-    settings: ConnectionSettings,
-    mut registry: TaskRegistry,
-    args: WorkerArgs,
-) -> Result<()> {
-    // Watch signals before anything is claimed.
-    let stop = super::shutdown_signal()?;
-    check_shell_grant(&settings, &args.shell).await?;
-    if let Some(address) = args.metrics_listen {
-        super::worker_metrics::serve(address)?;
-    }
-    builtin::register_builtins(&mut registry, args.shell.builtins(args.log_dir))?;
+/// The worker's configuration from its command line.
+fn worker_config(args: &WorkerArgs) -> WorkerConfig {
     let defaults = WorkerConfig::default();
-    let config = WorkerConfig {
-        name: args.name.unwrap_or(defaults.name),
-        queues: args.queues,
-        tasks: args.tasks,
+    WorkerConfig {
+        name: args.name.clone().unwrap_or(defaults.name),
+        queues: args.queues.clone(),
+        tasks: args.tasks.clone(),
         concurrency: args.concurrency,
         lease: args.lease,
         job_timeout: (!args.job_timeout.is_zero()).then_some(args.job_timeout),
@@ -175,15 +178,62 @@ pub async fn run(
         sweep_interval: args.sweep_interval,
         progress_interval: args.progress_interval,
         no_listen: args.no_listen,
+    }
+}
+
+/// The settings of each `--shard` URL, with `session`'s settings.
+pub(super) fn shard_settings(
+    session: SessionSettings,
+    urls: &[String],
+) -> Result<Vec<ConnectionSettings>> {
+    let mut shards = Vec::new();
+    for (index, url) in urls.iter().enumerate() {
+        let source = format!("--shard {}", index + 1);
+        let mut settings = ConnectionSettings::from_url(url, &source)?;
+        crate::connect::check_tls(&settings.tls)
+            .map_err(|error| Error::Config(format!("{source}: {error}")))?;
+        if !settings.target.may_write() {
+            return Err(Error::Config(format!(
+                "{source}: target_session_attrs={} wants a standby, and a worker writes",
+                settings.target
+            )));
+        }
+        settings.session = session;
+        shards.push(settings);
+    }
+    Ok(shards)
+}
+
+/// `worker`: works `databases`, the one database or, with `--shard`, each
+/// shard (`worker::run_shards`).
+pub async fn run(
+    databases: Vec<ConnectionSettings>,
+    mut registry: TaskRegistry,
+    args: WorkerArgs,
+) -> Result<()> {
+    // Watch signals before anything is claimed.
+    let stop = super::shutdown_signal()?;
+    for settings in &databases {
+        check_shell_grant(settings, &args.shell).await?;
+    }
+    if let Some(address) = args.metrics_listen {
+        super::worker_metrics::serve(address)?;
+    }
+    let config = worker_config(&args);
+    builtin::register_builtins(&mut registry, args.shell.builtins(args.log_dir))?;
+    let report = match (args.shards.is_empty(), databases.first()) {
+        (true, Some(settings)) => {
+            let source = settings.source.clone();
+            let worker = Worker::new(settings.clone(), registry, config)?;
+            worker.run(stop).await.map_err(|error| match error {
+                Error::Postgres(_) => Error::Config(format!(
+                    "cannot connect to the database ({source}): {error}"
+                )),
+                other => other,
+            })?
+        }
+        _ => crate::worker::run_shards(databases, registry, config, stop).await?,
     };
-    let source = settings.source.clone();
-    let worker = Worker::new(settings, registry, config)?;
-    let report = worker.run(stop).await.map_err(|error| match error {
-        Error::Postgres(_) => Error::Config(format!(
-            "cannot connect to the database ({source}): {error}"
-        )),
-        other => other,
-    })?;
     tracing::info!(
         succeeded = report.succeeded,
         failed = report.failed,

@@ -30,9 +30,11 @@ mod granted;
 mod listener;
 pub mod metrics;
 pub(crate) mod progress;
+mod shards;
 mod single;
 
 pub use progress::DEFAULT_PROGRESS_INTERVAL;
+pub use shards::run_shards;
 pub use single::{execute_job, ExecutedJob};
 
 use std::collections::{HashMap, HashSet};
