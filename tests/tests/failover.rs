@@ -11,9 +11,11 @@
 //! - every job seen succeeded before the kill is still succeeded (a
 //!   transaction becomes visible on the primary only once the standby has
 //!   it, so what anyone could see finished is on the standby);
-//! - the dead worker's claims come back through their leases, the live
-//!   worker reconnects to the promoted server, and the queue drains with
-//!   every job succeeded (at least once) and every DAG's sums right;
+//! - the dead worker's claims come back through their leases (one job it
+//!   certainly holds, which stalls on its first attempt, ends up succeeded
+//!   by the survivor after a `lease_expired` attempt of the dead one), the
+//!   live worker reconnects to the promoted server, and the queue drains
+//!   with every job succeeded (at least once) and every DAG's sums right;
 //! - no schedule occurrence is enqueued twice.
 
 use std::collections::HashSet;
@@ -161,7 +163,31 @@ async fn a_killed_primary_loses_no_acknowledged_job() {
     let logs = pair.primary.data.parent().unwrap().to_owned();
     let doomed_log = logs.join(format!("failover-doomed-{}.log", std::process::id()));
     let survivor_log = logs.join(format!("failover-survivor-{}.log", std::process::id()));
+    // A long job that the doomed worker holds when it dies: it must come
+    // back through its lease and succeed on the survivor.
+    let long: Uuid = primary
+        .query_one(
+            "SELECT pdoflow.enqueue('stall_first', '{\"ms\": 600000}', priority => 10)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let mut doomed = worker(&url, "doomed", &doomed_log);
+    let deadline = Instant::now() + PATIENCE;
+    while count(
+        &primary,
+        &format!("SELECT count(*) FROM pdoflow.jobs WHERE id = '{long}' AND worker = 'doomed'"),
+    )
+    .await
+        == 0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the doomed worker did not claim the long job"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut survivor = worker(&url, "survivor", &survivor_log);
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
     let producer = tokio::spawn(produce(settings.clone(), Arc::clone(&acknowledged)));
@@ -303,6 +329,27 @@ async fn a_killed_primary_loses_no_acknowledged_job() {
         occurrences, distinct,
         "a schedule occurrence was enqueued twice"
     );
+    let long_attempts: Vec<(String, String)> = promoted
+        .query(
+            "SELECT outcome, coalesce(worker, '') FROM pdoflow.job_attempts WHERE job = $1 ORDER BY attempt",
+            &[&long],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        long_attempts,
+        [("lease_expired".to_owned(), "doomed".to_owned())],
+        "the long job's claim by the dead worker came back by its lease"
+    );
+    let worked_by: String = promoted
+        .query_one("SELECT worker FROM pdoflow.jobs WHERE id = $1", &[&long])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(worked_by, "survivor");
     let expired = count(
         &promoted,
         "SELECT count(*) FROM pdoflow.job_attempts WHERE outcome = 'lease_expired' AND worker = 'doomed'",

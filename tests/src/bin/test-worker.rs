@@ -1,6 +1,7 @@
 //! `pdoflow-run` with extra tasks for the tests: `panic` panics with the
 //! message in its args, `fail` returns it as an error, `echo` returns its args,
-//! `sum_parents` adds its `add` argument to its parents' sums.
+//! `sum_parents` adds its `add` argument to its parents' sums, `stall_first`
+//! sleeps `ms` milliseconds on its first attempt only.
 
 use std::process::ExitCode;
 
@@ -63,13 +64,31 @@ impl Task for SumParents {
     }
 }
 
+/// `{"ms": n}`: sleeps n ms on the first attempt, none on the others (a
+/// job that a worker killed in the middle holds, and the next finishes).
+struct StallFirst;
+
+impl Task for StallFirst {
+    const NAME: &'static str = "stall_first";
+    type Args = Value;
+    type Output = Value;
+    async fn run(&self, args: Value, job: JobContext) -> Result<Value, TaskError> {
+        if job.attempt == 1 {
+            let ms = args["ms"].as_u64().unwrap_or(0);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        Ok(serde_json::json!({ "attempt": job.attempt }))
+    }
+}
+
 fn main() -> ExitCode {
     let mut registry = TaskRegistry::new();
     let registered = registry
         .register(Panic)
         .and_then(|registry| registry.register(Fail))
         .and_then(|registry| registry.register(Echo))
-        .and_then(|registry| registry.register(SumParents));
+        .and_then(|registry| registry.register(SumParents))
+        .and_then(|registry| registry.register(StallFirst));
     if let Err(error) = registered {
         eprintln!("{error}");
         return ExitCode::FAILURE;
