@@ -71,6 +71,7 @@ GRANT EXECUTE ON FUNCTION
     pdoflow.create_posting(text, text, integer, text),
     pdoflow.submit_dag(jsonb, uuid),
     pdoflow.uuid_generate_v7(),
+    pdoflow.shard_of(uuid),
     -- (Called by the views pdoflow.queues and pdoflow.stats, as their reader.)
     pdoflow._running_slots(text),
     pdoflow._stats()

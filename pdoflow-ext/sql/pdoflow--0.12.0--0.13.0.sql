@@ -4,7 +4,8 @@
 -- that end without success (a failure, an expired lease, a release, a
 -- cancel while running) are kept in pdoflow.job_attempts by the paths that
 -- end them, and deleted with their job. And pdoflow.sweep() on a standby
--- says that it cannot run there.
+-- says that it cannot run there. Issue 22: pdoflow.shard_of, the shard an id
+-- was made in (the setting pdoflow.shard stamps ids).
 \echo Use "ALTER EXTENSION pdoflow UPDATE" to load this file. \quit
 
 
@@ -653,5 +654,18 @@ $$;
 COMMENT ON FUNCTION pdoflow.sweep(integer) IS
     'One round of the background sweeper''s work: re-queues or fails up to batch_size expired claims, enqueues the jobs of due cron schedules, announces due delayed jobs, deletes up to batch_size finished jobs past pdoflow.retention (and released unique keys) and marks silent workers gone. Returns the counts.';
 
+-- The shard an id of pdoflow's was made in (0 to 255); meaningless for ids
+-- made where pdoflow.shard is not set. IMMUTABLE: a proxy routes by it.
+CREATE FUNCTION pdoflow.shard_of(id uuid)
+RETURNS integer
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT pg_catalog.get_byte(pg_catalog.uuid_send(id), 15);
+END;
+
+COMMENT ON FUNCTION pdoflow.shard_of(uuid) IS
+    'The shard (pdoflow.shard) a job or posting id was made in: the id''s last byte.';
+
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA pdoflow FROM PUBLIC;
 GRANT SELECT ON pdoflow.job_attempts TO pdoflow_producer;
+GRANT EXECUTE ON FUNCTION pdoflow.shard_of(uuid) TO pdoflow_producer;

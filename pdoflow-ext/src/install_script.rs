@@ -222,6 +222,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../../sql/api/shards.sql",
+    name = "shards",
+    requires = ["schema"]
+);
+extension_sql_file!(
     "../../sql/api/consistency.sql",
     name = "consistency",
     requires = ["dag", "claim", "finish"]
@@ -239,7 +244,8 @@ extension_sql_file!(
         "results",
         "schedules",
         "queue_controls",
-        "stats"
+        "stats",
+        "shards"
     ],
     finalize
 );

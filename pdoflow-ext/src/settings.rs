@@ -39,6 +39,9 @@ pub static SWEEP_LOCK_TIMEOUT_MS: GucSetting<i32> = GucSetting::<i32>::new(1_000
 pub static COMPACTION_THRESHOLD_MB: GucSetting<i32> = GucSetting::<i32>::new(128);
 /// Most live jobs a compaction copies (its lock is held for about 5 us each).
 pub static COMPACTION_MAX_JOBS: GucSetting<i32> = GucSetting::<i32>::new(50_000);
+/// This database's number among the shards of a sharded queue, written into
+/// the last byte of every id it makes (`api/ids.rs`); -1: not a shard.
+pub static SHARD: GucSetting<i32> = GucSetting::<i32>::new(-1);
 
 /// The values of `pdoflow.notify` (see `announce`).
 #[derive(PostgresGucEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +79,18 @@ pub fn register() {
         i32::MAX,
         GucContext::Suset,
         GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_int_guc(
+        c"pdoflow.shard",
+        c"This database's number among the shards of a sharded queue (-1: not a shard).",
+        c"From 0 to 255. Every job and posting id made here then carries it in its last \
+          byte, so that a proxy (PL/Proxy, docs/scaling.md) routes calls about a job or \
+          posting to its shard; set it per database with ALTER DATABASE ... SET.",
+        &SHARD,
+        -1,
+        255,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     GucRegistry::define_int_guc(
         c"pdoflow.max_claim",

@@ -41,6 +41,7 @@ async fn the_library_is_preloaded_and_its_settings_are_registered() {
         ("pdoflow.retention", "604800", Some("s"), "superuser"),
         ("pdoflow.worker_timeout", "60", Some("s"), "superuser"),
         ("pdoflow.max_claim", "1000", None, "superuser"),
+        ("pdoflow.shard", "-1", None, "superuser"),
     ] {
         let row = client
             .query_one(

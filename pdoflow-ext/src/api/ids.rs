@@ -1,11 +1,21 @@
-//! Job ids: UUID version 7, so ids sort by creation time.
+//! Ids of jobs and postings: UUID version 7, so ids sort by creation time.
+//! In a shard of a sharded queue (`pdoflow.shard` set), the last byte, one
+//! of the version's random ones, holds the shard's number, so that the id
+//! says where its job lives (`pdoflow.shard_of`).
 
 use pgrx::prelude::*;
 
+use crate::settings::SHARD;
+
 pub fn new_id() -> pgrx::Uuid {
     // `now_v7` orders ids made by one process even within a millisecond, so a
-    // bulk insert's ids follow its input order.
-    pgrx::Uuid::from_bytes(uuid::Uuid::now_v7().into_bytes())
+    // bulk insert's ids follow its input order. Its counter lies above the
+    // last 32 random bits, so the shard's byte leaves that order alone.
+    let mut bytes = uuid::Uuid::now_v7().into_bytes();
+    if let Ok(shard) = u8::try_from(SHARD.get()) {
+        bytes[15] = shard;
+    }
+    pgrx::Uuid::from_bytes(bytes)
 }
 
 /// A new time-ordered (version 7) UUID.
