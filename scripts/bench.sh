@@ -28,6 +28,7 @@ results="${REPO_ROOT}/target/bench-results.txt"
 say "Building pdoflow-run and pdoflow-bench (release)"
 (cd "${REPO_ROOT}" && cargo build --release --quiet -p pdoflow-client -p pdoflow-bench)
 
+"${REPO_ROOT}/scripts/plproxy.sh"  # the sharded scenario
 say "Starting the benchmark cluster ${name} on port ${port}"
 "${REPO_ROOT}/scripts/cluster.sh" start "${name}" "${port}" fresh
 trap '"${REPO_ROOT}/scripts/cluster.sh" stop "${name}"' EXIT

@@ -4,7 +4,9 @@
 #   1. Rust unit tests and the #[pg_test] suites  (cargo pgrx test)
 #   2. pg_regress: the SQL API as a user sees it   (pgrx-tests/regress)
 #   3. isolation specs: concurrent sessions        (pgrx-tests/isolation)
-#   4. integration tests driving a real cluster    (tests/)
+#   4. integration tests driving a real cluster    (tests/; also clusters
+#      of their own: a primary and standby for the failover tests, four
+#      shards behind PL/Proxy, installed by scripts/plproxy.sh)
 #   5. the Python and Node examples                (scripts/examples-test.sh)
 #   6. the HTTP API fuzzed from its OpenAPI document with schemathesis
 #                                                  (scripts/http-api-test.sh)
@@ -43,6 +45,8 @@ fi
 
 # cargo pgrx test installed its test build; the clusters below need the real one.
 "${REPO_ROOT}/scripts/install.sh"
+# PL/Proxy, for the sharding test's proxy (tests/tests/sharding.rs).
+"${REPO_ROOT}/scripts/plproxy.sh"
 
 say "Starting a fresh PostgreSQL ${PG_MAJOR} test cluster on port ${port}"
 "${REPO_ROOT}/scripts/cluster.sh" start "${cluster}" "${port}" fresh

@@ -18,6 +18,7 @@ mod pgq;
 mod pressure;
 mod raw;
 mod report;
+mod sharded;
 mod sustained;
 mod workers;
 
@@ -116,6 +117,9 @@ enum Scenario {
     /// Plain-SQL workers while a session holds an xid, then while a
     /// REPEATABLE READ reader runs: rate, claim latency, table sizes.
     Pressure,
+    /// PL/Proxy over four shard databases against a direct call: enqueue,
+    /// claim and finish (needs PL/Proxy: scripts/plproxy.sh).
+    Sharded,
 }
 
 /// What every scenario needs to know.
@@ -181,6 +185,7 @@ async fn main() -> Result<()> {
         Scenario::Memory,
         Scenario::Sustained,
         Scenario::Http,
+        Scenario::Sharded,
     ];
     let chosen = match cli.scenario {
         Scenario::All => every.to_vec(),
@@ -199,6 +204,7 @@ async fn main() -> Result<()> {
             Scenario::Dag => dag::run(&bench).await?,
             Scenario::Memory => memory::run(&bench).await?,
             Scenario::Http => http::run(&bench).await?,
+            Scenario::Sharded => sharded::run(&bench).await?,
             Scenario::Sustained => {
                 sustained::run(&bench, None).await?;
                 let idle = sustained::IdleTransaction {
