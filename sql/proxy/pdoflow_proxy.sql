@@ -16,12 +16,15 @@
 --
 -- Schema pdoflow_proxy offers enqueue, enqueue_many, create_posting,
 -- submit_dag, claim, finish, heartbeat and cancel with the signatures of
--- pdoflow's, and the views jobs, queues and stats over every shard. Where a
--- job goes:
+-- pdoflow's (enqueue and enqueue_many also take a routing_key), and the
+-- views jobs, posting_status, priority_stats, queues and stats over every
+-- shard. Where a job goes:
 --   - into its posting's shard (a posting, its jobs and its DAGs live on one
 --     shard), or its parents' shard (depends_on);
 --   - with a unique key, to the shard its task and key hash to, so that the
 --     key is unique across shards;
+--   - with a routing key, to the shard it hashes to (jobs with the same
+--     routing key share a shard);
 --   - otherwise to a shard picked at random, or the next one when that one
 --     cannot be reached.
 -- A claim takes jobs from the shards in turn, starting at a random one, and
@@ -51,8 +54,9 @@ BEGIN ATOMIC
 END;
 
 -- The shard a new job must go to, or NULL when any will do: its posting's,
--- its first parent's, or its task and unique key's.
-CREATE FUNCTION pdoflow_proxy._placement(task text, posting uuid, depends_on uuid[], unique_key text)
+-- its first parent's, its task and unique key's, or its routing key's.
+CREATE FUNCTION pdoflow_proxy._placement(task text, posting uuid, depends_on uuid[], unique_key text,
+                                         routing_key text)
 RETURNS integer
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 BEGIN ATOMIC
@@ -60,6 +64,7 @@ BEGIN ATOMIC
         WHEN posting IS NOT NULL THEN pdoflow_proxy.shard_of(posting)
         WHEN pg_catalog.cardinality(depends_on) > 0 THEN pdoflow_proxy.shard_of(depends_on[1])
         WHEN unique_key IS NOT NULL THEN pg_catalog.hashtext(task || pg_catalog.chr(1) || unique_key)
+        WHEN routing_key IS NOT NULL THEN pg_catalog.hashtext(routing_key)
     END;
 END;
 
@@ -211,12 +216,13 @@ CREATE FUNCTION pdoflow_proxy.enqueue(
     dependency_mode text        DEFAULT 'all',
     unique_key      text        DEFAULT NULL,
     unique_for      interval    DEFAULT NULL,
-    concurrency_key text        DEFAULT NULL
+    concurrency_key text        DEFAULT NULL,
+    routing_key     text        DEFAULT NULL
 ) RETURNS uuid
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-    placed integer := pdoflow_proxy._placement(task, posting, depends_on, unique_key);
+    placed integer := pdoflow_proxy._placement(task, posting, depends_on, unique_key, routing_key);
     part   integer;
 BEGIN
     IF placed IS NOT NULL THEN
@@ -255,12 +261,13 @@ CREATE FUNCTION pdoflow_proxy.enqueue_many(
     dependency_mode  text        DEFAULT 'all',
     unique_keys      text[]      DEFAULT NULL,
     unique_for       interval    DEFAULT NULL,
-    concurrency_keys text[]      DEFAULT NULL
+    concurrency_keys text[]      DEFAULT NULL,
+    routing_key      text        DEFAULT NULL
 ) RETURNS TABLE (id uuid)
 LANGUAGE plpgsql VOLATILE ROWS 1000
 AS $$
 DECLARE
-    placed integer := pdoflow_proxy._placement(task, posting, depends_on, NULL);
+    placed integer := pdoflow_proxy._placement(task, posting, depends_on, NULL, routing_key);
     part   integer;
 BEGIN
     IF EXISTS (SELECT FROM pg_catalog.unnest(unique_keys) AS k WHERE k IS NOT NULL) THEN
@@ -483,3 +490,36 @@ SELECT s.queue, sum(s.enqueued)::bigint AS enqueued, sum(s.claimed)::bigint AS c
        min(s.stats_reset) AS stats_reset
 FROM pdoflow_proxy._stats() AS s
 GROUP BY s.queue;
+
+CREATE FUNCTION pdoflow_proxy._posting_status()
+RETURNS TABLE (
+    id uuid, name text, description text, status text, queue text, priority integer,
+    created_at timestamptz, status_changed_at timestamptz, total bigint, queued bigint, running bigint,
+    succeeded bigint, failed bigint, cancelled bigint, blocked bigint, complete boolean
+)
+LANGUAGE plproxy
+AS $$
+    CLUSTER 'pdoflow_shards';
+    RUN ON ALL;
+    SELECT * FROM pdoflow.posting_status;
+$$;
+
+-- Each posting lives on one shard: its row comes from there as it is.
+CREATE VIEW pdoflow_proxy.posting_status AS SELECT * FROM pdoflow_proxy._posting_status();
+
+CREATE FUNCTION pdoflow_proxy._priority_stats()
+RETURNS TABLE (
+    queue text, priority integer, waiting bigint, due bigint, paused bigint, blocked bigint, running bigint
+)
+LANGUAGE plproxy
+AS $$
+    CLUSTER 'pdoflow_shards';
+    RUN ON ALL;
+    SELECT * FROM pdoflow.priority_stats;
+$$;
+
+CREATE VIEW pdoflow_proxy.priority_stats AS
+SELECT p.queue, p.priority, sum(p.waiting)::bigint AS waiting, sum(p.due)::bigint AS due,
+       sum(p.paused)::bigint AS paused, sum(p.blocked)::bigint AS blocked, sum(p.running)::bigint AS running
+FROM pdoflow_proxy._priority_stats() AS p
+GROUP BY p.queue, p.priority;
