@@ -32,9 +32,9 @@ use uuid::Uuid;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_test-worker");
 /// Jobs the producer enqueues, one per transaction.
-const JOBS: usize = 1500;
+const JOBS: usize = 3000;
 /// The primary dies once this many are acknowledged.
-const KILL_AFTER: usize = 500;
+const KILL_AFTER: usize = 1000;
 /// DAGs submitted before the kill, and during the outage's aftermath.
 const DAGS: usize = 10;
 const PATIENCE: Duration = Duration::from_secs(120);
