@@ -308,6 +308,16 @@ pub async fn drain(
     payloads
 }
 
+/// The single bigint that `sql` returns (a count, say); panics naming the
+/// statement and its error.
+pub async fn count(client: &Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .unwrap_or_else(|error| panic!("{sql}: {}", describe(&error)))
+        .get(0)
+}
+
 /// A failed statement's SQLSTATE and message, for test failure output.
 pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pdoflow_tests::{active_rows, describe, eventually, ServerLog, TestDatabase};
+use pdoflow_tests::{active_rows, count, describe, eventually, ServerLog, TestDatabase};
 use tokio_postgres::Client;
 use uuid::Uuid;
 
@@ -53,14 +53,6 @@ async fn jobs_in(client: &Client, task: &str, state: &str) -> i64 {
         )
         .await
         .unwrap()
-        .get(0)
-}
-
-async fn count(client: &Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {}", describe(&error)))
         .get(0)
 }
 

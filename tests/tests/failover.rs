@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use pdoflow_client::config::ConnectionSettings;
 use pdoflow_client::{Client, NewJob};
-use pdoflow_tests::describe;
+use pdoflow_tests::count;
 use pdoflow_tests::standby::Pair;
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -71,6 +71,23 @@ const DAG: &str = r#"{"nodes": [
     {"name": "ten", "task": "sum_parents", "args": {"add": 10}, "after": ["one"]},
     {"name": "hundred", "task": "sum_parents", "args": {"add": 100}, "after": ["ten"]}]}"#;
 
+/// Submits `DAGS` copies of `DAG`; returns the id of each one's last job.
+async fn submit_dags(client: &tokio_postgres::Client) -> Vec<Uuid> {
+    let mut last = Vec::new();
+    for _ in 0..DAGS {
+        let id: Uuid = client
+            .query_one(
+                "SELECT id FROM pdoflow.submit_dag($1::text::jsonb) WHERE name = 'hundred'",
+                &[&DAG],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        last.push(id);
+    }
+    last
+}
+
 /// Enqueues `JOBS` jobs, one per transaction, reconnecting
 /// (`Client::reconnect`: to whichever host is the primary) whenever a call
 /// fails; records each acknowledged id.
@@ -103,14 +120,6 @@ async fn produce(settings: ConnectionSettings, acknowledged: Arc<Mutex<Vec<Uuid>
             }
         }
     }
-}
-
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {}", describe(&error)))
-        .get(0)
 }
 
 #[tokio::test]
@@ -147,18 +156,7 @@ async fn a_killed_primary_loses_no_acknowledged_job() {
         )
         .await
         .unwrap();
-    let mut dags: Vec<Uuid> = Vec::new();
-    for _ in 0..DAGS {
-        let id: Uuid = primary
-            .query_one(
-                "SELECT id FROM pdoflow.submit_dag($1::text::jsonb) WHERE name = 'hundred'",
-                &[&DAG],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        dags.push(id);
-    }
+    let mut dags = submit_dags(&primary).await;
 
     let logs = pair.primary.data.parent().unwrap().to_owned();
     let doomed_log = logs.join(format!("failover-doomed-{}.log", std::process::id()));
@@ -220,17 +218,7 @@ async fn a_killed_primary_loses_no_acknowledged_job() {
         .await
         .expect("the promoted standby");
     // More DAGs, now that the standby is the primary.
-    for _ in 0..DAGS {
-        let id: Uuid = promoted
-            .query_one(
-                "SELECT id FROM pdoflow.submit_dag($1::text::jsonb) WHERE name = 'hundred'",
-                &[&DAG],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        dags.push(id);
-    }
+    dags.extend(submit_dags(&promoted).await);
     producer.await.expect("the producer");
     promoted
         .batch_execute("SELECT pdoflow.unschedule('tick')")

@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use pdoflow_tests::count;
 use pdoflow_tests::own_cluster::{as_postgres, free_port, initdb, pg_program, pg_root};
 use tokio_postgres::NoTls;
 
@@ -69,14 +70,6 @@ impl Cluster {
         tokio::spawn(connection);
         client
     }
-}
-
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {}", pdoflow_tests::describe(&error)))
-        .get(0)
 }
 
 #[tokio::test]

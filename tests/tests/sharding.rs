@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use pdoflow_tests::own_cluster::{as_postgres, free_port, initdb, pg_program, pg_root};
-use pdoflow_tests::{describe, TestDatabase};
+use pdoflow_tests::{count, describe, TestDatabase};
 use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
@@ -96,14 +96,6 @@ impl Shard {
             &["-D", &data, "-m", "immediate", "-w", "stop"],
         );
     }
-}
-
-async fn count(client: &Client, sql: &str) -> i64 {
-    client
-        .query_one(sql, &[])
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {}", describe(&error)))
-        .get(0)
 }
 
 /// Claims everything the proxy gives, finishing each claim through it;
