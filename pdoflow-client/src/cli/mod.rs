@@ -235,6 +235,22 @@ impl Command {
     }
 }
 
+/// Fails when `settings` want a standby: for a command that writes (or
+/// waits for jobs to end, which only the primary sees).
+pub(crate) fn refuse_standby_target(settings: &ConnectionSettings) -> Result<()> {
+    if settings.target.may_write() {
+        return Ok(());
+    }
+    Err(crate::Error::Config(format!(
+        "{}: target_session_attrs={} wants a standby, and this command writes (or \
+         waits for jobs to end, which only the primary sees); use read-write (or \
+         leave it out) here, and keep standby targets for the commands that only \
+         read: status, jobs, job show|attempts, priority-stats, postings list, \
+         posting status, schedules list, queues list",
+        settings.source, settings.target
+    )))
+}
+
 /// Runs a parsed command line; returns the exit code of a command that ran
 /// to its end (`SUCCESS`, but for `wait --job`, whose code says how the job
 /// ended).
@@ -247,15 +263,8 @@ pub async fn run(cli: Cli, registry: TaskRegistry) -> Result<ExitCode> {
     let settings = || -> Result<ConnectionSettings> {
         session.check()?;
         let mut settings = config::resolve(cli.database_url.as_deref(), cli.config.as_deref())?;
-        if !only_reads && !settings.target.may_write() {
-            return Err(crate::Error::Config(format!(
-                "{}: target_session_attrs={} wants a standby, and this command writes (or \
-                 waits for jobs to end, which only the primary sees); use read-write (or \
-                 leave it out) here, and keep standby targets for the commands that only \
-                 read: status, jobs, job show|attempts, priority-stats, postings list, \
-                 posting status, schedules list, queues list",
-                settings.source, settings.target
-            )));
+        if !only_reads {
+            refuse_standby_target(&settings)?;
         }
         settings.session = session;
         Ok(settings)

@@ -192,12 +192,7 @@ pub(super) fn shard_settings(
         let mut settings = ConnectionSettings::from_url(url, &source)?;
         crate::connect::check_tls(&settings.tls)
             .map_err(|error| Error::Config(format!("{source}: {error}")))?;
-        if !settings.target.may_write() {
-            return Err(Error::Config(format!(
-                "{source}: target_session_attrs={} wants a standby, and a worker writes",
-                settings.target
-            )));
-        }
+        super::refuse_standby_target(&settings)?;
         settings.session = session;
         shards.push(settings);
     }
