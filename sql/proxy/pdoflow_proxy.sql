@@ -68,27 +68,32 @@ BEGIN ATOMIC
     END;
 END;
 
--- Whether an error from a PL/Proxy call says the shard could not be
--- reached, so that nothing was done there (a new job may then go to
--- another shard), as opposed to the shard's own error.
-CREATE FUNCTION pdoflow_proxy._unreachable(state text, message text)
+-- Whether `caller`'s call to shard `part`, failed with (state, message),
+-- is to go on with the next shard, which it then says in a WARNING: when
+-- the shard could not be reached, so that nothing was done there; and, with
+-- `lost_too`, when the connection to it was lost during the call, so that
+-- what was done there is unknown. That is fine for a claim (what it may
+-- have claimed comes back when the lease runs out), not for placing a new
+-- job, which might then exist twice: that call fails, and the next one
+-- finds the shard down. Otherwise the caller raises the error as it came
+-- (a shard's own error keeps its SQLSTATE; PL/Proxy's are XX000, told
+-- apart by their text).
+CREATE FUNCTION pdoflow_proxy._skipped(caller text, part integer, state text, message text,
+                                       lost_too boolean DEFAULT false)
 RETURNS boolean
-LANGUAGE sql IMMUTABLE
-BEGIN ATOMIC
-    SELECT state = 'XX000' AND message ~* 'PQconnect|could not connect|connection refused';
-END;
-
--- Whether it says the connection to the shard was lost during the call:
--- what was done there is unknown. A new job is not placed elsewhere then
--- (it might exist twice): the call fails, and the next finds the shard
--- down. A claim goes on to the other shards (what it may have claimed on
--- the lost one comes back when the lease runs out).
-CREATE FUNCTION pdoflow_proxy._lost(state text, message text)
-RETURNS boolean
-LANGUAGE sql IMMUTABLE
-BEGIN ATOMIC
-    SELECT state = 'XX000' AND message ~* 'server closed the connection|PQconsumeInput|terminating connection';
-END;
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+    IF state = 'XX000'
+       AND (message ~* 'PQconnect|could not connect|connection refused'
+            OR (lost_too AND message ~* 'server closed the connection|PQconsumeInput|terminating connection')) THEN
+        RAISE WARNING '%: shard p% cannot be reached; going on with the next', caller, part
+            USING DETAIL = message;
+        RETURN true;
+    END IF;
+    RETURN false;
+END
+$$;
 
 -- The shard numbers in the order a call tries them: `first` (a random one
 -- when NULL) and then the others.
@@ -226,20 +231,18 @@ DECLARE
     part   integer;
 BEGIN
     IF placed IS NOT NULL THEN
-        RETURN pdoflow_proxy._enqueue_on(placed & (pdoflow_proxy.shard_count() - 1), task, args, queue, priority,
-                                         run_at, max_attempts, posting, depends_on, dependency_mode, unique_key,
-                                         unique_for, concurrency_key);
+        -- PL/Proxy maps a number to a shard as a hash: placed & (shards - 1).
+        RETURN pdoflow_proxy._enqueue_on(placed, task, args, queue, priority, run_at, max_attempts, posting,
+                                         depends_on, dependency_mode, unique_key, unique_for, concurrency_key);
     END IF;
     FOR part IN SELECT * FROM pdoflow_proxy._shard_order(NULL) LOOP
         BEGIN
             RETURN pdoflow_proxy._enqueue_on(part, task, args, queue, priority, run_at, max_attempts, posting,
                                              depends_on, dependency_mode, unique_key, unique_for, concurrency_key);
         EXCEPTION WHEN internal_error THEN
-            IF NOT pdoflow_proxy._unreachable(SQLSTATE, SQLERRM) THEN
+            IF NOT pdoflow_proxy._skipped('pdoflow_proxy.enqueue', part, SQLSTATE, SQLERRM) THEN
                 RAISE;
             END IF;
-            RAISE WARNING 'pdoflow_proxy.enqueue: shard p% cannot be reached; trying the next', part
-                USING DETAIL = SQLERRM;
         END;
     END LOOP;
     RAISE EXCEPTION 'pdoflow_proxy.enqueue: no shard can be reached'
@@ -286,11 +289,9 @@ BEGIN
                 max_attempts, posting, depends_on, dependency_mode, unique_keys, unique_for, concurrency_keys);
             RETURN;
         EXCEPTION WHEN internal_error THEN
-            IF NOT pdoflow_proxy._unreachable(SQLSTATE, SQLERRM) THEN
+            IF NOT pdoflow_proxy._skipped('pdoflow_proxy.enqueue_many', part, SQLSTATE, SQLERRM) THEN
                 RAISE;
             END IF;
-            RAISE WARNING 'pdoflow_proxy.enqueue_many: shard p% cannot be reached; trying the next', part
-                USING DETAIL = SQLERRM;
         END;
     END LOOP;
     RAISE EXCEPTION 'pdoflow_proxy.enqueue_many: no shard can be reached'
@@ -315,11 +316,9 @@ BEGIN
         BEGIN
             RETURN pdoflow_proxy._create_posting_on(part, name, description, priority, queue);
         EXCEPTION WHEN internal_error THEN
-            IF NOT pdoflow_proxy._unreachable(SQLSTATE, SQLERRM) THEN
+            IF NOT pdoflow_proxy._skipped('pdoflow_proxy.create_posting', part, SQLSTATE, SQLERRM) THEN
                 RAISE;
             END IF;
-            RAISE WARNING 'pdoflow_proxy.create_posting: shard p% cannot be reached; trying the next', part
-                USING DETAIL = SQLERRM;
         END;
     END LOOP;
     RAISE EXCEPTION 'pdoflow_proxy.create_posting: no shard can be reached'
@@ -344,11 +343,9 @@ BEGIN
             RETURN QUERY SELECT * FROM pdoflow_proxy._submit_dag_on(part, dag, NULL);
             RETURN;
         EXCEPTION WHEN internal_error THEN
-            IF NOT pdoflow_proxy._unreachable(SQLSTATE, SQLERRM) THEN
+            IF NOT pdoflow_proxy._skipped('pdoflow_proxy.submit_dag', part, SQLSTATE, SQLERRM) THEN
                 RAISE;
             END IF;
-            RAISE WARNING 'pdoflow_proxy.submit_dag: shard p% cannot be reached; trying the next', part
-                USING DETAIL = SQLERRM;
         END;
     END LOOP;
     RAISE EXCEPTION 'pdoflow_proxy.submit_dag: no shard can be reached'
@@ -392,11 +389,9 @@ BEGIN
             GET DIAGNOSTICS claimed = ROW_COUNT;
             got := got + claimed;
         EXCEPTION WHEN internal_error THEN
-            IF NOT (pdoflow_proxy._unreachable(SQLSTATE, SQLERRM) OR pdoflow_proxy._lost(SQLSTATE, SQLERRM)) THEN
+            IF NOT pdoflow_proxy._skipped('pdoflow_proxy.claim', part, SQLSTATE, SQLERRM, lost_too => true) THEN
                 RAISE;
             END IF;
-            RAISE WARNING 'pdoflow_proxy.claim: shard p% cannot be reached; skipped', part
-                USING DETAIL = SQLERRM;
         END;
         EXIT WHEN got >= n;
     END LOOP;
